@@ -1,0 +1,191 @@
+import CRabbitMQ
+public import Logging
+
+/// A connection to the broker, owned by its own I/O thread.
+///
+/// Every method may be called from any task: it hands a command to the I/O
+/// thread and, where there is an answer, awaits it. Settlements (`ack`,
+/// `nack`) do not wait; they are coalesced and on the wire within one turn
+/// of the I/O loop. A connection is never reused after it is lost: make a
+/// new one, and forget every delivery tag of the old one.
+public final class AMQPConnection: Sendable {
+    /// Deliveries and connection events, in wire order. Finishes when the
+    /// connection ends, after `.connectionLost` if it was not closed by us.
+    public let events: AsyncStream<AMQPEvent>
+    private let queue: CommandQueue
+
+    private init(queue: CommandQueue, events: AsyncStream<AMQPEvent>) {
+        self.queue = queue
+        self.events = events
+    }
+
+    deinit {
+        queue.push(.close(done: {}))
+    }
+
+    /// Connects, logs in and starts the I/O thread.
+    public static func connect(_ options: ConnectionOptions, logger: Logger = Logger(label: "warren.amqp")) async throws(AMQPError) -> AMQPConnection {
+        let queue = try CommandQueue()
+        let (events, continuation) = AsyncStream<AMQPEvent>.makeStream()
+        let result: Result<Void, AMQPError> = await withCheckedContinuation { (opened: CheckedContinuation<Result<Void, AMQPError>, Never>) in
+            IOThread.start(name: "warren-amqp-io") {
+                let raw: RawConnection
+                do throws(AMQPError) {
+                    raw = try RawConnection.open(options)
+                } catch {
+                    continuation.finish()
+                    opened.resume(returning: .failure(error))
+                    return
+                }
+                opened.resume(returning: .success(()))
+                IOLoop(connection: raw, queue: queue, events: continuation, logger: logger).run()
+            }
+        }
+        try result.get()
+        return AMQPConnection(queue: queue, events: events)
+    }
+
+    /// Runs `body` on the I/O thread and returns its result.
+    func call<T: Sendable>(_ body: @escaping @Sendable (IOLoop) throws(AMQPError) -> T) async throws(AMQPError) -> T {
+        let result: Result<T, AMQPError> = await withCheckedContinuation { continuation in
+            queue.push(.call { loop in
+                do throws(AMQPError) {
+                    continuation.resume(returning: .success(try body(loop)))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            })
+        }
+        return try result.get()
+    }
+
+    // MARK: Channels and topology
+
+    /// Opens a channel and sets its prefetch (`basic.qos`, per consumer).
+    public func openChannel(_ channel: UInt16, prefetch: UInt16 = 0) async throws(AMQPError) {
+        try await call { loop throws(AMQPError) in
+            try loop.openChannel(channel)
+            if prefetch > 0 {
+                _ = try loop.rpc(channel: channel, "setting prefetch") { amqp_basic_qos($0, channel, 0, prefetch, 0) }
+            }
+        }
+    }
+
+    /// Puts a channel in confirm mode: every publish then waits for the broker's ack.
+    public func enableConfirms(on channel: UInt16) async throws(AMQPError) {
+        try await call { loop throws(AMQPError) in try loop.enableConfirms(channel) }
+    }
+
+    public func closeChannel(_ channel: UInt16) async throws(AMQPError) {
+        try await call { loop throws(AMQPError) in try loop.closeChannel(channel) }
+    }
+
+    public struct QueueInfo: Sendable, Equatable {
+        public var name: String
+        public var messageCount: UInt32
+        public var consumerCount: UInt32
+    }
+
+    /// `queue.declare`. `passive` only checks that the queue exists (404 if not).
+    @discardableResult
+    public func declareQueue(_ name: String, on channel: UInt16, passive: Bool = false, durable: Bool = true,
+                             exclusive: Bool = false, autoDelete: Bool = false,
+                             arguments: FieldTable = FieldTable()) async throws(AMQPError) -> QueueInfo {
+        try await call { loop throws(AMQPError) in
+            let arena = CArena()
+            let ok = try loop.rpc(channel: channel, "declaring queue '\(name)'") {
+                amqp_queue_declare($0, channel, arena.bytes(name), passive ? 1 : 0, durable ? 1 : 0,
+                                   exclusive ? 1 : 0, autoDelete ? 1 : 0, arena.table(arguments))
+            }
+            return QueueInfo(name: ok.pointee.queue.string, messageCount: ok.pointee.message_count,
+                             consumerCount: ok.pointee.consumer_count)
+        }
+    }
+
+    /// `queue.delete`; returns how many messages it held.
+    @discardableResult
+    public func deleteQueue(_ name: String, on channel: UInt16) async throws(AMQPError) -> UInt32 {
+        try await call { loop throws(AMQPError) in
+            let arena = CArena()
+            return try loop.rpc(channel: channel, "deleting queue '\(name)'") {
+                amqp_queue_delete($0, channel, arena.bytes(name), 0, 0)
+            }.pointee.message_count
+        }
+    }
+
+    /// `queue.purge`; returns how many messages it dropped.
+    @discardableResult
+    public func purgeQueue(_ name: String, on channel: UInt16) async throws(AMQPError) -> UInt32 {
+        try await call { loop throws(AMQPError) in
+            let arena = CArena()
+            return try loop.rpc(channel: channel, "purging queue '\(name)'") {
+                amqp_queue_purge($0, channel, arena.bytes(name))
+            }.pointee.message_count
+        }
+    }
+
+    // MARK: Consuming
+
+    /// `basic.consume` with manual acks; returns the consumer tag.
+    public func consume(queue name: String, on channel: UInt16, consumerTag: String = "") async throws(AMQPError) -> String {
+        try await call { loop throws(AMQPError) in
+            let arena = CArena()
+            return try loop.rpc(channel: channel, "consuming from '\(name)'") {
+                amqp_basic_consume($0, channel, arena.bytes(name), arena.bytes(consumerTag), 0, 0, 0, amqp_empty_table)
+            }.pointee.consumer_tag.string
+        }
+    }
+
+    /// `basic.cancel`, waiting for cancel-ok. Deliveries the broker sent
+    /// before the cancel-ok still arrive on `events` afterwards: the caller
+    /// must settle them (drain nacks them with requeue).
+    public func cancel(consumerTag: String, on channel: UInt16) async throws(AMQPError) {
+        try await call { loop throws(AMQPError) in
+            let arena = CArena()
+            _ = try loop.rpc(channel: channel, "cancelling consumer '\(consumerTag)'") {
+                amqp_basic_cancel($0, channel, arena.bytes(consumerTag))
+            }
+        }
+    }
+
+    /// Settles a delivery. Does not wait; coalesced with its neighbours.
+    /// If the connection is gone the settlement is dropped: the broker
+    /// redelivers the message, which is the only safe outcome.
+    public func settle(_ delivery: Delivery, _ settlement: Settlement) {
+        queue.push(.settle(channel: delivery.channel, tag: delivery.deliveryTag, settlement))
+    }
+
+    public func ack(_ delivery: Delivery) { settle(delivery, .ack) }
+
+    public func nack(_ delivery: Delivery, requeue: Bool) { settle(delivery, .nack(requeue: requeue)) }
+
+    /// Unsettled deliveries on the channel, as the I/O thread sees them.
+    public func outstanding(on channel: UInt16) async throws(AMQPError) -> Int {
+        try await call { loop in loop.outstanding(on: channel) }
+    }
+
+    // MARK: Publishing
+
+    /// Publishes a message. On a channel with confirms enabled, returns only
+    /// once the broker has confirmed it, and throws if it refused.
+    public func publish(_ body: [UInt8], exchange: String = "", routingKey: String, on channel: UInt16,
+                        properties: MessageProperties = MessageProperties(), mandatory: Bool = false) async throws(AMQPError) {
+        let result: Result<Void, AMQPError> = await withCheckedContinuation { continuation in
+            queue.push(.call { loop in
+                loop.publish(channel: channel, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
+                             properties: properties, body: body) { continuation.resume(returning: $0) }
+            })
+        }
+        try result.get()
+    }
+
+    // MARK: Closing
+
+    /// Sends every queued settlement, closes each channel, then the
+    /// connection, and waits for the I/O thread to finish.
+    public func close() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            queue.push(.close { continuation.resume() })
+        }
+    }
+}

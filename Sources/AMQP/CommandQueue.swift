@@ -1,0 +1,96 @@
+import CWarrenSupport
+import Glibc
+import Synchronization
+
+/// What Swift code asks of the I/O thread.
+enum IOCommand: Sendable {
+    case settle(channel: UInt16, tag: UInt64, Settlement)
+    /// Runs on the I/O thread with the live connection; resumes its own continuation.
+    case call(@Sendable (IOLoop) -> Void)
+    /// Close channels then the connection; `done` runs when the thread is finished.
+    case close(done: @Sendable () -> Void)
+
+    /// Answers a command that can no longer run because the connection is gone.
+    func abandon(_ error: AMQPError) {
+        switch self {
+        case .settle: break  // tags die with their channel; the broker redelivers
+        case .call(let body): body(IOLoop.gone(error))
+        case .close(let done): done()
+        }
+    }
+}
+
+/// Commands in, from any thread, to the one I/O thread.
+///
+/// A lock-protected array plus a self-pipe that wakes the I/O thread out of
+/// poll(2). At most one wake-up byte is outstanding at a time: producers only
+/// write when `signalled` flips from false to true, so a burst of acks costs
+/// one write and one read, not one per ack.
+final class CommandQueue: Sendable {
+    private struct State {
+        var commands: [IOCommand] = []
+        var signalled = false
+        var closed: AMQPError? = nil
+    }
+
+    /// Guards the pending commands, the wake-up flag and the closed state.
+    private let state = Mutex(State())
+    let wakeReadFD: Int32
+    private let wakeWriteFD: Int32
+
+    init() throws(AMQPError) {
+        var fds: [Int32] = [0, 0]
+        guard warren_pipe_cloexec(&fds) == 0 else {
+            throw AMQPError(.connectFailed, "cannot create a wake-up pipe: \(String(cString: strerror(errno)))")
+        }
+        _ = warren_set_nonblocking(fds[0])
+        _ = warren_set_nonblocking(fds[1])
+        wakeReadFD = fds[0]
+        wakeWriteFD = fds[1]
+    }
+
+    deinit {
+        Glibc.close(wakeReadFD)
+        Glibc.close(wakeWriteFD)
+    }
+
+    /// Queues a command; if the I/O thread is gone, answers it at once.
+    func push(_ command: IOCommand) {
+        enum Result { case queued(wake: Bool), rejected(AMQPError) }
+        let result: Result = state.withLock { state in
+            if let closed = state.closed { return .rejected(closed) }
+            state.commands.append(command)
+            if state.signalled { return .queued(wake: false) }
+            state.signalled = true
+            return .queued(wake: true)
+        }
+        switch result {
+        case .queued(wake: true):
+            var byte: UInt8 = 1
+            _ = write(wakeWriteFD, &byte, 1)
+        case .queued(wake: false):
+            break
+        case .rejected(let error):
+            command.abandon(error)
+        }
+    }
+
+    /// Takes every queued command (I/O thread only).
+    func takeAll(into commands: inout [IOCommand]) {
+        var scratch: (UInt64, UInt64) = (0, 0)
+        while read(wakeReadFD, &scratch, MemoryLayout.size(ofValue: scratch)) > 0 {}
+        state.withLock { state in
+            swap(&commands, &state.commands)
+            state.signalled = false
+        }
+    }
+
+    /// Refuses every later command and returns those still queued.
+    func close(because error: AMQPError) -> [IOCommand] {
+        state.withLock { state in
+            state.closed = error
+            defer { state.commands = [] }
+            return state.commands
+        }
+    }
+}

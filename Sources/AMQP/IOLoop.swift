@@ -1,0 +1,315 @@
+import CRabbitMQ
+import Glibc
+import Logging
+
+/// The loop that owns a connection on its I/O thread.
+///
+/// Each turn: run queued commands, put coalesced acks on the wire, read every
+/// frame that is already there, then sleep in poll(2) on the socket and the
+/// wake-up pipe. The poll timeout is a quarter of the heartbeat, so the
+/// library is called often enough to send heartbeats and to notice a silent
+/// broker, however long handlers run.
+final class IOLoop {
+    struct ChannelState {
+        var acks = AckTracker()
+        var confirms: ConfirmTracker? = nil
+    }
+
+    private(set) var connection: RawConnection?
+    private let queue: CommandQueue?
+    private let events: AsyncStream<AMQPEvent>.Continuation?
+    let logger: Logger
+    private var channels: [UInt16: ChannelState] = [:]
+    private var closeWaiters: [@Sendable () -> Void] = []
+    private var lost: AMQPError? = nil
+    private var stopping = false
+
+    init(connection: RawConnection, queue: CommandQueue, events: AsyncStream<AMQPEvent>.Continuation, logger: Logger) {
+        self.connection = connection
+        self.queue = queue
+        self.events = events
+        self.logger = logger
+    }
+
+    private init(gone error: AMQPError) {
+        connection = nil
+        queue = nil
+        events = nil
+        logger = Logger(label: "warren.amqp")
+        lost = error
+    }
+
+    /// A stand-in handed to commands that arrive after the connection ended.
+    static func gone(_ error: AMQPError) -> IOLoop { IOLoop(gone: error) }
+
+    // MARK: The loop
+
+    func run() {
+        guard let connection, let queue else { return }
+        var commands: [IOCommand] = []
+        var fds = [pollfd(fd: connection.socketFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: queue.wakeReadFD, events: Int16(POLLIN), revents: 0)]
+        let heartbeatMs = connection.heartbeat > 0 ? connection.heartbeat * 250 : 1000
+        let pollTimeout = Int32(max(10, min(heartbeatMs, 1000)))
+
+        while lost == nil && !stopping {
+            queue.takeAll(into: &commands)
+            for command in commands {
+                execute(command)
+                if lost != nil { break }
+            }
+            commands.removeAll(keepingCapacity: true)
+            if lost != nil || stopping { break }
+            flushSettlements()
+            if lost != nil { break }
+            guard readAvailableFrames(limit: 256) else { break }
+            if stopping { break }
+            if amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0 { continue }
+            amqp_maybe_release_buffers(connection.state)
+            fds[0].revents = 0
+            fds[1].revents = 0
+            _ = poll(&fds, 2, pollTimeout)
+        }
+        finish()
+    }
+
+    private func finish() {
+        let error = lost ?? AMQPError(.closed, "connection closed by warren")
+        for (_, channel) in channels { channel.confirms?.failAll(error) }
+        channels.removeAll()
+        if let queue {
+            for command in queue.close(because: error) { command.abandon(error) }
+        }
+        if let lost { events?.yield(.connectionLost(lost)) }
+        events?.finish()
+        connection = nil  // amqp_destroy_connection, on this thread
+        for waiter in closeWaiters { waiter() }
+    }
+
+    private func execute(_ command: IOCommand) {
+        switch command {
+        case .settle(let channel, let tag, let settlement):
+            if channels[channel] != nil {
+                channels[channel]!.acks.settle(tag, settlement)
+            } else {
+                logger.debug("dropping settlement of a closed channel", metadata: ["channel": "\(channel)", "tag": "\(tag)"])
+            }
+        case .call(let body):
+            body(self)
+        case .close(let done):
+            closeWaiters.append(done)
+            closeGracefully()
+        }
+    }
+
+    // MARK: Settlements
+
+    private func flushSettlements() {
+        guard let connection else { return }
+        for channel in channels.keys {
+            guard channels[channel]!.acks.hasPending else { continue }
+            for wire in channels[channel]!.acks.flush() {
+                let status: Int32
+                switch wire {
+                case .ack(let tag, let multiple):
+                    status = amqp_basic_ack(connection.state, channel, tag, multiple ? 1 : 0)
+                case .nack(let tag, let requeue):
+                    status = amqp_basic_nack(connection.state, channel, tag, 0, requeue ? 1 : 0)
+                }
+                if status != AMQP_STATUS_OK.rawValue {
+                    markLost(AMQPError(.connectionLost, "sending an ack: \(statusText(status))"))
+                    return
+                }
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    /// Reads and handles frames already available. false when the connection died.
+    private func readAvailableFrames(limit: Int) -> Bool {
+        guard let connection else { return false }
+        for _ in 0..<limit {
+            var frame = amqp_frame_t()
+            var zero = timeval(tv_sec: 0, tv_usec: 0)
+            let status = amqp_simple_wait_frame_noblock(connection.state, &frame, &zero)
+            if status == AMQP_STATUS_TIMEOUT.rawValue { return true }
+            guard status == AMQP_STATUS_OK.rawValue else {
+                markLost(AMQPError(.connectionLost, statusText(status)))
+                return false
+            }
+            handle(frame)
+            if lost != nil { return false }
+        }
+        return true
+    }
+
+    /// Handles one frame read outside a synchronous call.
+    private func handle(_ frame: amqp_frame_t) {
+        guard let connection else { return }
+        guard frame.frame_type == UInt8(AMQP_FRAME_METHOD) else { return }
+        let channel = frame.channel
+        let decoded = frame.payload.method.decoded
+        switch frame.payload.method.id {
+        case AMQP_BASIC_DELIVER_METHOD:
+            let deliver = decoded!.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
+            let consumerTag = deliver.consumer_tag.string
+            let exchange = deliver.exchange.string
+            let routingKey = deliver.routing_key.string
+            var message = amqp_message_t()
+            let reply = amqp_read_message(connection.state, channel, &message, 0)
+            if let error = connection.error(from: reply, channel: channel, doing: "reading a delivery") {
+                markLost(error)
+                return
+            }
+            let delivery = Delivery(channel: channel, deliveryTag: deliver.delivery_tag, consumerTag: consumerTag,
+                                    exchange: exchange, routingKey: routingKey, redelivered: deliver.redelivered != 0,
+                                    properties: MessageProperties(message.properties), body: message.body.array)
+            amqp_destroy_message(&message)
+            channels[channel]?.acks.delivered(delivery.deliveryTag)
+            events?.yield(.delivery(delivery))
+
+        case AMQP_BASIC_CANCEL_METHOD:
+            let cancel = decoded!.assumingMemoryBound(to: amqp_basic_cancel_t.self).pointee
+            events?.yield(.consumerCancelledByBroker(channel: channel, consumerTag: cancel.consumer_tag.string))
+
+        case AMQP_BASIC_ACK_METHOD:
+            let ack = decoded!.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
+            channels[channel]?.confirms?.confirm(upTo: ack.delivery_tag, multiple: ack.multiple != 0, result: .success(()))
+
+        case AMQP_BASIC_NACK_METHOD:
+            let nack = decoded!.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
+            channels[channel]?.confirms?.confirm(
+                upTo: nack.delivery_tag, multiple: nack.multiple != 0,
+                result: .failure(AMQPError(.publishRejected, "the broker refused the message (basic.nack)")))
+
+        case AMQP_BASIC_RETURN_METHOD:
+            let ret = decoded!.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
+            let event = AMQPEvent.returned(channel: channel, replyCode: ret.reply_code, replyText: ret.reply_text.string,
+                                           exchange: ret.exchange.string, routingKey: ret.routing_key.string)
+            var message = amqp_message_t()
+            let reply = amqp_read_message(connection.state, channel, &message, 0)
+            if let error = connection.error(from: reply, channel: channel, doing: "reading a returned message") {
+                markLost(error)
+                return
+            }
+            amqp_destroy_message(&message)
+            events?.yield(event)
+
+        case AMQP_CHANNEL_CLOSE_METHOD:
+            let close = decoded!.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            var ok = amqp_channel_close_ok_t(dummy: 0)
+            amqp_send_method(connection.state, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
+            let error = AMQPError(.channelClosedByBroker, close.reply_text.string, replyCode: close.reply_code)
+            channels.removeValue(forKey: channel)?.confirms?.failAll(error)
+            events?.yield(.channelClosed(channel: channel, error: error))
+
+        case AMQP_CONNECTION_CLOSE_METHOD:
+            let close = decoded!.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            var ok = amqp_connection_close_ok_t(dummy: 0)
+            amqp_send_method(connection.state, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok)
+            markLost(AMQPError(.connectionClosedByBroker, close.reply_text.string, replyCode: close.reply_code))
+
+        default:
+            logger.debug("ignoring AMQP method", metadata: ["method": "\(frame.payload.method.id)", "channel": "\(channel)"])
+        }
+    }
+
+    private func markLost(_ error: AMQPError) {
+        if lost == nil { lost = error }
+    }
+
+    // MARK: Operations for `IOCommand.call` bodies
+
+    /// Runs a synchronous broker call on `channel`. A channel-level refusal
+    /// closes only that channel; anything worse ends the connection.
+    func rpc<T>(channel: UInt16, _ what: String, _ body: (amqp_connection_state_t) -> T?) throws(AMQPError) -> T {
+        guard let connection else { throw lost ?? AMQPError(.closed, "connection closed") }
+        let result = body(connection.state)
+        if let error = connection.lastError(channel: channel, doing: what) {
+            if error.code == .channelClosedByBroker {
+                channels.removeValue(forKey: channel)?.confirms?.failAll(error)
+            } else {
+                markLost(error)
+            }
+            throw error
+        }
+        guard let result else { throw AMQPError(.protocolError, "\(what): no reply") }
+        return result
+    }
+
+    func openChannel(_ channel: UInt16) throws(AMQPError) {
+        guard channels[channel] == nil else { return }
+        _ = try rpc(channel: channel, "opening channel \(channel)") { amqp_channel_open($0, channel) }
+        channels[channel] = ChannelState()
+    }
+
+    func enableConfirms(_ channel: UInt16) throws(AMQPError) {
+        guard channels[channel]?.confirms == nil else { return }
+        _ = try rpc(channel: channel, "enabling publisher confirms") { amqp_confirm_select($0, channel) }
+        channels[channel]?.confirms = ConfirmTracker()
+    }
+
+    func closeChannel(_ channel: UInt16) throws(AMQPError) {
+        guard let connection, let state = channels.removeValue(forKey: channel) else { return }
+        state.confirms?.failAll(AMQPError(.closed, "channel closed before the broker confirmed"))
+        let reply = amqp_channel_close(connection.state, channel, AMQP_REPLY_SUCCESS)
+        if let error = connection.error(from: reply, channel: channel, doing: "closing channel \(channel)"),
+           error.code != .channelClosedByBroker {
+            markLost(error)
+            throw error
+        }
+    }
+
+    /// Publishes; with confirms on the channel, `confirmed` runs when the broker answers.
+    func publish(channel: UInt16, exchange: String, routingKey: String, mandatory: Bool,
+                 properties: MessageProperties, body: [UInt8],
+                 confirmed: @escaping @Sendable (Result<Void, AMQPError>) -> Void) {
+        guard let connection else {
+            confirmed(.failure(lost ?? AMQPError(.closed, "connection closed")))
+            return
+        }
+        guard channels[channel] != nil else {
+            confirmed(.failure(AMQPError(.closed, "channel \(channel) is not open")))
+            return
+        }
+        let arena = CArena()
+        var props = arena.properties(properties)
+        let status = body.withUnsafeBytes { raw in
+            amqp_basic_publish(connection.state, channel, arena.bytes(exchange), arena.bytes(routingKey),
+                               mandatory ? 1 : 0, 0, &props,
+                               amqp_bytes_t(len: raw.count, bytes: UnsafeMutableRawPointer(mutating: raw.baseAddress)))
+        }
+        guard status == AMQP_STATUS_OK.rawValue else {
+            let error = AMQPError(.connectionLost, "publishing: \(statusText(status))")
+            markLost(error)
+            confirmed(.failure(error))
+            return
+        }
+        if channels[channel]!.confirms != nil {
+            channels[channel]!.confirms!.published(confirmed)
+        } else {
+            confirmed(.success(()))
+        }
+    }
+
+    /// Unsettled deliveries on a channel (for tests and drain accounting).
+    func outstanding(on channel: UInt16) -> Int { channels[channel]?.acks.outstanding ?? 0 }
+
+    /// Settles everything queued, closes each channel, then the connection.
+    private func closeGracefully() {
+        guard let connection else { return }
+        flushSettlements()
+        for channel in channels.keys.sorted() {
+            try? closeChannel(channel)
+            if lost != nil { break }
+        }
+        if lost == nil {
+            let reply = amqp_connection_close(connection.state, AMQP_REPLY_SUCCESS)
+            if let error = connection.error(from: reply, channel: 0, doing: "closing the connection") {
+                logger.debug("connection close was not clean", metadata: ["error": "\(error)"])
+            }
+        }
+        stopping = true
+    }
+}

@@ -1,0 +1,29 @@
+#ifndef WARREN_SUPPORT_H
+#define WARREN_SUPPORT_H
+
+#include <sys/types.h>
+
+/* Linux system calls that Swift's Glibc module does not export (or exports
+ * only as variadic functions). Each is a thin pass-through. */
+
+/* pidfd_open(2): a descriptor that becomes readable when the process exits,
+ * so the process supervisor can wait for many children in one poll(2). */
+int warren_pidfd_open(pid_t pid);
+
+/* pipe2(2) with O_CLOEXEC, so one handler never inherits another's pipes. */
+int warren_pipe_cloexec(int fds[2]);
+
+/* Set O_NONBLOCK on a descriptor. */
+int warren_set_nonblocking(int fd);
+
+/* posix_spawn with: a new process group, every signal's disposition reset to
+ * default (warren itself ignores SIGTERM/SIGINT to receive them through
+ * dispatch sources, and ignored dispositions survive exec), an empty signal
+ * mask, and stdin/stdout/stderr from the given descriptors. */
+int warren_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+                 int stdin_fd, int stdout_fd, int stderr_fd);
+
+/* Names the calling thread (shows in top -H, gdb). */
+void warren_set_thread_name(const char *name);
+
+#endif

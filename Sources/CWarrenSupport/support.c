@@ -1,0 +1,61 @@
+#define _GNU_SOURCE
+#include "CWarrenSupport.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <pthread.h>
+
+int warren_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int warren_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC);
+}
+
+int warren_set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+int warren_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+                 int stdin_fd, int stdout_fd, int stderr_fd) {
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_t actions;
+    sigset_t all, none;
+    int rc;
+
+    if ((rc = posix_spawnattr_init(&attr)) != 0) return rc;
+    if ((rc = posix_spawn_file_actions_init(&actions)) != 0) {
+        posix_spawnattr_destroy(&attr);
+        return rc;
+    }
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF |
+                                        POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_USEVFORK);
+    posix_spawn_file_actions_adddup2(&actions, stdin_fd, 0);
+    posix_spawn_file_actions_adddup2(&actions, stdout_fd, 1);
+    posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
+
+    if (path[0] == '/' || path[0] == '.') {
+        rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
+    } else {
+        rc = posix_spawnp(pid, path, &actions, &attr, argv, envp);
+    }
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    return rc;
+}
+
+void warren_set_thread_name(const char *name) {
+    pthread_setname_np(pthread_self(), name);
+}
