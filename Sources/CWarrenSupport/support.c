@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 
 int warren_pidfd_open(pid_t pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
@@ -58,4 +59,8 @@ int warren_spawn(pid_t *pid, const char *path, char *const argv[], char *const e
 
 void warren_set_thread_name(const char *name) {
     pthread_setname_np(pthread_self(), name);
+}
+
+int warren_become_subreaper(void) {
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 }

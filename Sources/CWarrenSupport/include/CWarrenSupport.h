@@ -26,4 +26,8 @@ int warren_spawn(pid_t *pid, const char *path, char *const argv[], char *const e
 /* Names the calling thread (shows in top -H, gdb). */
 void warren_set_thread_name(const char *name);
 
+/* prctl(PR_SET_CHILD_SUBREAPER): orphans of handlers are reparented to
+ * warren, which reaps them, instead of lingering as zombies. */
+int warren_become_subreaper(void);
+
 #endif

@@ -1,0 +1,78 @@
+import AMQP
+import DequeModule
+import Synchronization
+
+/// Deliveries of one consumer waiting for a free worker.
+///
+/// The one place where "started" and "released" are decided: a delivery is
+/// either taken by a worker (`next`) or handed back by `close`, never both,
+/// because both happen under the same lock.
+final class DeliveryBuffer: Sendable {
+    private struct State {
+        var items = Deque<Delivery>()
+        var waiters = Deque<(id: Int, continuation: CheckedContinuation<Delivery?, Never>)>()
+        var nextWaiterID = 0
+        var closed = false
+    }
+
+    /// Guards the waiting deliveries, the idle workers and the closed flag.
+    private let state = Mutex(State())
+
+    /// Hands a delivery to an idle worker or queues it; false when closed
+    /// (the caller must release it).
+    func push(_ delivery: Delivery) -> Bool {
+        let waiter: CheckedContinuation<Delivery?, Never>?? = state.withLock { state in
+            if state.closed { return .none }
+            if let waiter = state.waiters.popFirst() { return .some(waiter.continuation) }
+            state.items.append(delivery)
+            return .some(nil)
+        }
+        switch waiter {
+        case .none: return false
+        case .some(.some(let continuation)): continuation.resume(returning: delivery)
+        case .some(.none): break
+        }
+        return true
+    }
+
+    /// The next delivery for a worker; nil once closed (or when the worker is cancelled).
+    func next() async -> Delivery? {
+        let id = state.withLock { state -> Int in
+            state.nextWaiterID += 1
+            return state.nextWaiterID
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Delivery?, Never>) in
+                enum Now { case item(Delivery?), wait }
+                let now: Now = state.withLock { state in
+                    if let item = state.items.popFirst() { return .item(item) }
+                    if state.closed || Task.isCancelled { return .item(nil) }
+                    state.waiters.append((id, continuation))
+                    return .wait
+                }
+                if case .item(let item) = now { continuation.resume(returning: item) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Delivery?, Never>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiters.remove(at: index).continuation
+            }
+            waiter?.resume(returning: nil)
+        }
+    }
+
+    /// Stops taking deliveries: idle workers get nil, and every delivery not
+    /// yet started is returned for release.
+    func close() -> [Delivery] {
+        let (items, waiters) = state.withLock { state in
+            state.closed = true
+            defer {
+                state.items.removeAll()
+                state.waiters.removeAll()
+            }
+            return (Array(state.items), Array(state.waiters))
+        }
+        for waiter in waiters { waiter.continuation.resume(returning: nil) }
+        return items
+    }
+}

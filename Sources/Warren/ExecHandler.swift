@@ -1,0 +1,69 @@
+import AMQP
+public import Logging
+
+/// Runs a command per message: the contract in README ("Handler commands").
+///
+/// The body goes to stdin, the message is described in `WARREN_*`
+/// variables, the command runs in its own process group without a shell,
+/// and its exit code picks the outcome. stdout and stderr are logged line by
+/// line with the message id.
+public struct ExecHandler: MessageHandler {
+    public let argv: [String]
+    public let killAfter: Duration
+    public let exitAck: Set<Int32>
+    public let exitRetry: Set<Int32>
+    public let exitDeadLetter: Set<Int32>
+    private let supervisor: ProcessSupervisor
+    private let logger: Logger
+
+    public init(argv: [String], killAfter: Duration, exitAck: Set<Int32> = [0], exitRetry: Set<Int32> = [75],
+                exitDeadLetter: Set<Int32> = [65], supervisor: ProcessSupervisor, logger: Logger) {
+        self.argv = argv
+        self.killAfter = killAfter
+        self.exitAck = exitAck
+        self.exitRetry = exitRetry
+        self.exitDeadLetter = exitDeadLetter
+        self.supervisor = supervisor
+        self.logger = logger
+    }
+
+    public func handle(_ message: Message) async -> Outcome {
+        var log = logger
+        log[metadataKey: "queue"] = "\(message.queue)"
+        log[metadataKey: "message_id"] = "\(message.logID)"
+        log[metadataKey: "attempt"] = "\(message.attempt)"
+        let lineLogger = log
+        do {
+            let termination = try await supervisor.run(
+                argv, environment: HandlerEnvironment.forMessage(message), input: message.body, killAfter: killAfter
+            ) { stream, line in
+                if stream == .stderr {
+                    lineLogger.notice("\(line)", metadata: ["stream": "stderr"])
+                } else {
+                    lineLogger.info("\(line)", metadata: ["stream": "stdout"])
+                }
+            }
+            return outcome(of: termination)
+        } catch {
+            log.error("handler did not start: \(error.description)")
+            return .retry(Failure(reason: error.description))
+        }
+    }
+
+    /// Exit code -> outcome: the configured sets, anything else retries.
+    public func outcome(of termination: ProcessSupervisor.Termination) -> Outcome {
+        switch termination.status {
+        case .exited(let code) where !termination.terminated:
+            if exitAck.contains(code) { return .ack }
+            let failure = Failure(reason: "exit code \(code)", exitCode: code, lastErrorLine: termination.lastErrorLine)
+            if exitDeadLetter.contains(code) { return .deadLetter(failure) }
+            return .retry(failure)
+        case .exited(let code):
+            return .retry(Failure(reason: "terminated by the watchdog (exit code \(code))", exitCode: code,
+                                  timedOut: true, lastErrorLine: termination.lastErrorLine))
+        case .signaled(let signal):
+            return .retry(Failure(reason: termination.terminated ? "terminated by the watchdog (signal \(signal))" : "killed by signal \(signal)",
+                                  signal: signal, timedOut: termination.terminated, lastErrorLine: termination.lastErrorLine))
+        }
+    }
+}

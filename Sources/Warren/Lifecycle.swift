@@ -1,0 +1,209 @@
+/// The lifecycle of one warren: `starting -> running -> draining -> closing -> stopped`.
+///
+/// A plain value: every event is a `mutating func` that switches over every
+/// state and returns what to do. It performs nothing itself, so each
+/// transition is unit-tested without a broker, a clock or a process.
+///
+/// `inFlight` counts deliveries handed to workers and not yet settled
+/// (waiting in a consumer's buffer or running in a handler).
+///
+/// | state \ event | delivery | handlerFinished / released | stop (1st) | stop (2nd) / graceExpired | quit | closed | connectionLost |
+/// | --- | --- | --- | --- | --- | --- | --- | --- |
+/// | starting | dispatch | count down | beginDrain | - | beginDrain + terminate | illegal | fail |
+/// | running | dispatch | count down | beginDrain | - | beginDrain + terminate | illegal | fail |
+/// | draining | release | count down; 0 -> close | terminate | terminate (once) | terminate (once) | illegal | fail |
+/// | closing | release | ignore | ignore | ignore | ignore | -> stopped, exit 0 | -> stopped, exit 0 |
+/// | failing | release | count down; 0 -> exit 1 | ignore | ignore | terminate (once) | illegal | ignore |
+/// | stopped | release | ignore | ignore | ignore | ignore | ignore | ignore |
+///
+/// `started` moves starting to running (systemd `READY=1`); anywhere else it is ignored.
+public struct Lifecycle: Sendable, Equatable {
+    public enum State: Sendable, Equatable {
+        case starting(inFlight: Int)
+        case running(inFlight: Int)
+        /// `terminating`: the watchdog was told to end the handlers still running.
+        case draining(inFlight: Int, terminating: Bool)
+        case closing
+        /// The connection is gone: wait for handlers (already told to stop), then exit 1.
+        case failing(inFlight: Int, terminating: Bool)
+        case stopped(exitCode: Int32)
+    }
+
+    public enum Action: Sendable, Equatable {
+        case none
+        /// Hand the delivery to its consumer's workers.
+        case dispatch
+        /// Give the delivery back at once (`basic.nack`, requeue): nothing new starts.
+        case release
+        /// Every consumer is consuming: tell systemd `READY=1`.
+        case notifyReady
+        /// Stop signal: `STOPPING=1`, close every consumer's buffer and release what
+        /// has not started, `basic.cancel` every consumer, start the grace timer.
+        /// Report how many were released with `released(_:)`.
+        case beginDrain
+        /// `beginDrain`, then `terminateHandlers` (SIGQUIT).
+        case beginDrainAndTerminate
+        /// Watchdog: end every running handler now (SIGTERM, SIGKILL after `kill_after`); requeue their messages.
+        case terminateHandlers
+        /// Flush every settlement, close each channel, then the connection.
+        case close
+        /// Done: leave with this exit code.
+        case exit(Int32)
+    }
+
+    public private(set) var state: State = .starting(inFlight: 0)
+
+    public init() {}
+
+    public init(state: State) { self.state = state }
+
+    public var inFlight: Int {
+        switch state {
+        case .starting(let n), .running(let n), .draining(let n, _), .failing(let n, _): n
+        case .closing, .stopped: 0
+        }
+    }
+
+    /// Every consumer is consuming.
+    public mutating func started() -> Action {
+        switch state {
+        case .starting(let n):
+            state = .running(inFlight: n)
+            return .notifyReady
+        case .running, .draining, .closing, .failing, .stopped:
+            return .none
+        }
+    }
+
+    /// A delivery arrived from the broker.
+    public mutating func delivery() -> Action {
+        switch state {
+        case .starting(let n):
+            state = .starting(inFlight: n + 1)
+            return .dispatch
+        case .running(let n):
+            state = .running(inFlight: n + 1)
+            return .dispatch
+        case .draining, .closing, .failing, .stopped:
+            return .release
+        }
+    }
+
+    /// A dispatched delivery was settled (its handler finished, or it was requeued).
+    public mutating func handlerFinished() -> Action { released(1) }
+
+    /// `count` dispatched deliveries were given back before they started.
+    public mutating func released(_ count: Int) -> Action {
+        guard count > 0 else { return closeIfIdle() }
+        switch state {
+        case .starting(let n):
+            state = .starting(inFlight: Self.countDown(n, by: count, event: "released", state: state))
+            return .none
+        case .running(let n):
+            state = .running(inFlight: Self.countDown(n, by: count, event: "released", state: state))
+            return .none
+        case .draining(let n, let terminating):
+            state = .draining(inFlight: Self.countDown(n, by: count, event: "released", state: state), terminating: terminating)
+            return closeIfIdle()
+        case .failing(let n, let terminating):
+            state = .failing(inFlight: Self.countDown(n, by: count, event: "released", state: state), terminating: terminating)
+            return closeIfIdle()
+        case .closing, .stopped:
+            return .none
+        }
+    }
+
+    /// SIGTERM or SIGINT. The first drains; the next skips the rest of the grace period.
+    public mutating func stopRequested() -> Action {
+        switch state {
+        case .starting(let n), .running(let n):
+            state = .draining(inFlight: n, terminating: false)
+            return .beginDrain
+        case .draining(let n, false):
+            state = .draining(inFlight: n, terminating: true)
+            return .terminateHandlers
+        case .draining(_, true), .closing, .failing, .stopped:
+            return .none
+        }
+    }
+
+    /// SIGQUIT: stop at once.
+    public mutating func quitRequested() -> Action {
+        switch state {
+        case .starting(let n), .running(let n):
+            state = .draining(inFlight: n, terminating: true)
+            return .beginDrainAndTerminate
+        case .draining(let n, false):
+            state = .draining(inFlight: n, terminating: true)
+            return .terminateHandlers
+        case .failing(let n, false):
+            state = .failing(inFlight: n, terminating: true)
+            return .terminateHandlers
+        case .draining(_, true), .failing(_, true), .closing, .stopped:
+            return .none
+        }
+    }
+
+    /// The grace period is over.
+    public mutating func graceExpired() -> Action {
+        switch state {
+        case .draining(let n, false):
+            state = .draining(inFlight: n, terminating: true)
+            return .terminateHandlers
+        case .starting, .running, .draining(_, true), .closing, .failing, .stopped:
+            return .none
+        }
+    }
+
+    /// Channels and connection are closed.
+    public mutating func closed() -> Action {
+        switch state {
+        case .closing:
+            state = .stopped(exitCode: 0)
+            return .exit(0)
+        case .stopped:
+            return .none
+        case .starting, .running, .draining, .failing:
+            preconditionFailure("Lifecycle: 'closed' in state \(state): close is only sent from closing")
+        }
+    }
+
+    /// The connection is gone. Settlements can no longer be sent, so running
+    /// handlers are ended and warren exits 1; the broker redelivers every
+    /// unsettled message. (Reconnecting instead arrives with the faults work.)
+    public mutating func connectionLost() -> Action {
+        switch state {
+        case .starting(let n), .running(let n), .draining(let n, _):
+            if n == 0 {
+                state = .stopped(exitCode: 1)
+                return .exit(1)
+            }
+            state = .failing(inFlight: n, terminating: true)
+            return .terminateHandlers
+        case .closing:
+            // Everything was flushed before the close began; the broker requeues the rest.
+            state = .stopped(exitCode: 0)
+            return .exit(0)
+        case .failing, .stopped:
+            return .none
+        }
+    }
+
+    private mutating func closeIfIdle() -> Action {
+        switch state {
+        case .draining(0, _):
+            state = .closing
+            return .close
+        case .failing(0, _):
+            state = .stopped(exitCode: 1)
+            return .exit(1)
+        default:
+            return .none
+        }
+    }
+
+    private static func countDown(_ n: Int, by count: Int, event: String, state: State) -> Int {
+        precondition(n >= count, "Lifecycle: '\(event)(\(count))' in state \(state): more settled than dispatched")
+        return n - count
+    }
+}

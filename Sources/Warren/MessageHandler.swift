@@ -1,0 +1,87 @@
+public import AMQP
+
+/// One delivery, as a handler sees it.
+public struct Message: Sendable {
+    public var delivery: Delivery
+    /// The `[consumer.NAME]` it came through.
+    public var consumer: String
+    public var queue: String
+    /// 1 on the first delivery; counted through the retry path.
+    public var attempt: Int
+
+    public init(delivery: Delivery, consumer: String, queue: String, attempt: Int) {
+        self.delivery = delivery
+        self.consumer = consumer
+        self.queue = queue
+        self.attempt = attempt
+    }
+
+    public var body: [UInt8] { delivery.body }
+
+    /// The message id, or a stand-in built from the delivery tag for logs.
+    public var logID: String { delivery.properties.messageId ?? "tag-\(delivery.deliveryTag)" }
+
+    /// The attempt number a delivery carries: warren's own `x-warren-attempt`
+    /// header if present and sane, otherwise the broker's `x-delivery-count`
+    /// (quorum queues) plus one, otherwise 1.
+    public static func attempt(of delivery: Delivery) -> Int {
+        let headers = delivery.properties.headers
+        if let value = headers?["x-warren-attempt"]?.integerValue, value >= 1, value < 1_000_000 {
+            return Int(value)
+        }
+        if let value = headers?["x-delivery-count"]?.integerValue, value >= 0, value < 1_000_000 {
+            return Int(value) + 1
+        }
+        return 1
+    }
+}
+
+/// Why a handler did not succeed.
+public struct Failure: Sendable, Equatable, CustomStringConvertible {
+    public var reason: String
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var timedOut: Bool
+    public var lastErrorLine: String?
+
+    public init(reason: String, exitCode: Int32? = nil, signal: Int32? = nil, timedOut: Bool = false,
+                lastErrorLine: String? = nil) {
+        self.reason = reason
+        self.exitCode = exitCode
+        self.signal = signal
+        self.timedOut = timedOut
+        self.lastErrorLine = lastErrorLine
+    }
+
+    public var description: String { reason }
+}
+
+/// What became of a message.
+public enum Outcome: Sendable, Equatable {
+    /// Done: ack it.
+    case ack
+    /// Try again later (with backoff once retries arrive; until then, requeued).
+    case retry(Failure)
+    /// Never try again: dead-letter it (until dead-lettering arrives, requeued).
+    case deadLetter(Failure)
+}
+
+/// Runs the work for one message.
+///
+/// Cancellation is the watchdog: when a handler is past its timeout, or the
+/// grace period of a stop is over, its task is cancelled and it must return
+/// promptly. `ExecHandler` does so by terminating the command's process
+/// group; an in-process handler must check `Task.isCancelled` or use
+/// cancellable awaits.
+public protocol MessageHandler: Sendable {
+    func handle(_ message: Message) async -> Outcome
+}
+
+/// An in-process handler from a closure, for programs that embed warren.
+public struct ClosureHandler: MessageHandler {
+    private let body: @Sendable (Message) async -> Outcome
+
+    public init(_ body: @escaping @Sendable (Message) async -> Outcome) { self.body = body }
+
+    public func handle(_ message: Message) async -> Outcome { await body(message) }
+}

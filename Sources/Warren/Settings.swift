@@ -1,0 +1,90 @@
+public import AMQP
+
+/// How warren stops.
+public struct ShutdownSettings: Sendable, Equatable {
+    /// How long running handlers may go on after the stop signal.
+    public var gracePeriod: Duration
+    /// Between SIGTERM and SIGKILL to a handler's process group.
+    public var killAfter: Duration
+
+    public init(gracePeriod: Duration = .seconds(30), killAfter: Duration = .seconds(10)) {
+        self.gracePeriod = gracePeriod
+        self.killAfter = killAfter
+    }
+}
+
+/// The broker and how to reach it again.
+public struct BrokerSettings: Sendable, Equatable {
+    /// Tried in order; several mean a cluster (failover arrives with reconnects).
+    public var endpoints: [ConnectionOptions]
+    public var reconnectMin: Duration
+    public var reconnectMax: Duration
+
+    public init(endpoints: [ConnectionOptions] = [ConnectionOptions()], reconnectMin: Duration = .seconds(1),
+                reconnectMax: Duration = .seconds(30)) {
+        self.endpoints = endpoints
+        self.reconnectMin = reconnectMin
+        self.reconnectMax = reconnectMax
+    }
+}
+
+public enum QueueType: String, Sendable, Equatable, CaseIterable {
+    case classic, quorum
+}
+
+/// One `[consumer.NAME]` section: a queue, its workers and its handler.
+public struct ConsumerSettings: Sendable, Equatable {
+    public var name: String
+    public var queue: String
+    public var prefetch: UInt16
+    public var concurrency: Int
+    /// The handler command, already split into words; empty for in-process handlers.
+    public var command: [String]
+    /// A handler running longer than this is terminated; nil for no limit.
+    public var timeout: Duration?
+    public var maxAttempts: Int
+    public var retryDelay: Duration
+    public var retryDelayMax: Duration
+    public var deadLetterQueue: String
+    public var exitAck: Set<Int32>
+    public var exitRetry: Set<Int32>
+    public var exitDeadLetter: Set<Int32>
+    public var declare: Bool
+    public var queueType: QueueType
+
+    public init(name: String, queue: String, prefetch: UInt16 = 16, concurrency: Int = 4, command: [String] = [],
+                timeout: Duration? = .seconds(300), maxAttempts: Int = 5, retryDelay: Duration = .seconds(1),
+                retryDelayMax: Duration = .seconds(300), deadLetterQueue: String? = nil,
+                exitAck: Set<Int32> = [0], exitRetry: Set<Int32> = [75], exitDeadLetter: Set<Int32> = [65],
+                declare: Bool = true, queueType: QueueType = .classic) {
+        self.name = name
+        self.queue = queue
+        self.prefetch = prefetch
+        self.concurrency = concurrency
+        self.command = command
+        self.timeout = timeout
+        self.maxAttempts = maxAttempts
+        self.retryDelay = retryDelay
+        self.retryDelayMax = retryDelayMax
+        self.deadLetterQueue = deadLetterQueue ?? "\(queue).dead"
+        self.exitAck = exitAck
+        self.exitRetry = exitRetry
+        self.exitDeadLetter = exitDeadLetter
+        self.declare = declare
+        self.queueType = queueType
+    }
+}
+
+/// Everything the runtime needs.
+public struct WarrenSettings: Sendable, Equatable {
+    public var broker: BrokerSettings
+    public var shutdown: ShutdownSettings
+    public var consumers: [ConsumerSettings]
+
+    public init(broker: BrokerSettings = BrokerSettings(), shutdown: ShutdownSettings = ShutdownSettings(),
+                consumers: [ConsumerSettings] = []) {
+        self.broker = broker
+        self.shutdown = shutdown
+        self.consumers = consumers
+    }
+}
