@@ -30,4 +30,8 @@ void warren_set_thread_name(const char *name);
  * warren, which reaps them, instead of lingering as zombies. */
 int warren_become_subreaper(void);
 
+/* Sends one datagram to the systemd notify socket at `path` (a file path,
+ * or an abstract name starting with '@'). Returns 0, or -1 with errno. */
+int warren_sd_notify(const char *path, const char *message);
+
 #endif

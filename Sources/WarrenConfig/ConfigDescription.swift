@@ -1,0 +1,59 @@
+import AMQP
+import Warren
+
+/// The resolved config as INI text, for `--check-config`: every key with
+/// the value warren will use, defaults included, passwords masked.
+public enum ConfigDescription {
+    public static func render(_ config: Config) -> String {
+        var out = "; \(config.file): valid\n"
+        let broker = config.warren.broker
+        out += "\n[broker]\n"
+        out += "url = \(broker.endpoints.map(\.redactedURL).joined(separator: " "))\n"
+        out += "heartbeat = \(seconds(.seconds(broker.endpoints.first?.heartbeat ?? 0)))\n"
+        out += "reconnect_min = \(seconds(broker.reconnectMin))\n"
+        out += "reconnect_max = \(seconds(broker.reconnectMax))\n"
+        if let first = broker.endpoints.first(where: \.tls) {
+            if let ca = first.tlsCA { out += "tls_ca = \(ca)\n" }
+            if let cert = first.tlsCert { out += "tls_cert = \(cert)\n" }
+            if let key = first.tlsKey { out += "tls_key = \(key)\n" }
+        }
+        out += "\n[shutdown]\n"
+        out += "grace_period = \(seconds(config.warren.shutdown.gracePeriod))\n"
+        out += "kill_after = \(seconds(config.warren.shutdown.killAfter))\n"
+        for consumer in config.warren.consumers {
+            out += "\n[consumer.\(consumer.name)]\n"
+            out += "queue = \(consumer.queue)\n"
+            out += "command = \(consumer.command.map(quote).joined(separator: " "))\n"
+            out += "prefetch = \(consumer.prefetch)\n"
+            out += "concurrency = \(consumer.concurrency)\n"
+            out += "timeout = \(consumer.timeout.map(seconds) ?? "0")\n"
+            out += "max_attempts = \(consumer.maxAttempts)\n"
+            out += "retry_delay = \(seconds(consumer.retryDelay))\n"
+            out += "retry_delay_max = \(seconds(consumer.retryDelayMax))\n"
+            out += "dead_letter_queue = \(consumer.deadLetterQueue)\n"
+            out += "exit_ack = \(codes(consumer.exitAck))\n"
+            out += "exit_retry = \(codes(consumer.exitRetry))\n"
+            out += "exit_dead_letter = \(codes(consumer.exitDeadLetter))\n"
+            out += "declare = \(consumer.declare)\n"
+            out += "queue_type = \(consumer.queueType.rawValue)\n"
+        }
+        if let metrics = config.metrics {
+            out += "\n[metrics]\nlisten = \(metrics.host.contains(":") ? "[\(metrics.host)]" : metrics.host):\(metrics.port)\n"
+        }
+        out += "\n[log]\nlevel = \(config.log.level.rawValue)\nformat = \(config.log.format.rawValue)\n"
+        return out
+    }
+
+    static func seconds(_ duration: Duration) -> String {
+        let ms = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        if ms % 1000 != 0 { return "\(ms)ms" }
+        return "\(ms / 1000)s"
+    }
+
+    static func codes(_ set: Set<Int32>) -> String { set.sorted().map(String.init).joined(separator: ", ") }
+
+    static func quote(_ word: String) -> String {
+        if !word.isEmpty && word.allSatisfy({ $0.isLetter || $0.isNumber || "-_./=:,@%+".contains($0) }) { return word }
+        return "'" + word.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
+    }
+}

@@ -1,0 +1,49 @@
+/// Every key of every section, with its default. This table is the
+/// reference: README's configuration section and config/warren.ini follow it.
+///
+/// | section | key | type | default | range |
+/// | --- | --- | --- | --- | --- |
+/// | broker | url | amqp:// or amqps:// URLs, space separated | amqp://guest:guest@127.0.0.1:5672/%2f | at least one |
+/// | broker | heartbeat | duration, whole seconds | 30s | 0 (off) to 1h |
+/// | broker | reconnect_min | duration | 1s | > 0 |
+/// | broker | reconnect_max | duration | 30s | >= reconnect_min |
+/// | broker | tls_ca, tls_cert, tls_key | file path | none | amqps only; cert and key together |
+/// | shutdown | grace_period | duration | 30s | >= 0 |
+/// | shutdown | kill_after | duration | 10s | > 0 |
+/// | consumer.NAME | queue | queue name | required | 1-255 bytes |
+/// | consumer.NAME | command | command line | required | split like a shell, no shell runs |
+/// | consumer.NAME | prefetch | integer | 16 | 1-65535 |
+/// | consumer.NAME | concurrency | integer | 4 | 1 to prefetch |
+/// | consumer.NAME | timeout | duration | 5m | 0 = no limit |
+/// | consumer.NAME | max_attempts | integer | 5 | >= 1 |
+/// | consumer.NAME | retry_delay | duration | 1s | > 0 |
+/// | consumer.NAME | retry_delay_max | duration | 5m | >= retry_delay |
+/// | consumer.NAME | dead_letter_queue | queue name | <queue>.dead | |
+/// | consumer.NAME | exit_ack, exit_retry, exit_dead_letter | exit codes, comma separated | 0 / 75 / 65 | 0-255, disjoint |
+/// | consumer.NAME | declare | boolean | true | true false yes no on off 1 0 |
+/// | consumer.NAME | queue_type | classic or quorum | classic | |
+/// | metrics | listen | host:port | off | |
+/// | log | level | trace debug info notice warning error critical | info | |
+/// | log | format | text or json | text | |
+enum ConfigKeys {
+    static let broker: Set<String> = ["url", "heartbeat", "reconnect_min", "reconnect_max", "tls_ca", "tls_cert", "tls_key"]
+    static let shutdown: Set<String> = ["grace_period", "kill_after"]
+    static let consumer: Set<String> = [
+        "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "retry_delay", "retry_delay_max",
+        "dead_letter_queue", "exit_ack", "exit_retry", "exit_dead_letter", "declare", "queue_type",
+    ]
+    static let metrics: Set<String> = ["listen"]
+    static let log: Set<String> = ["level", "format"]
+
+    static func keys(forSection name: String) -> Set<String>? {
+        switch name {
+        case "broker": broker
+        case "shutdown": shutdown
+        case "metrics": metrics
+        case "log": log
+        default: name.hasPrefix("consumer.") ? consumer : nil
+        }
+    }
+
+    static let defaultURL = "amqp://guest:guest@127.0.0.1:5672/%2f"
+}
