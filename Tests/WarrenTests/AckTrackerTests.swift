@@ -1,0 +1,62 @@
+import Testing
+@testable import AMQP
+
+@Suite struct AckTrackerTests {
+    @Test func contiguousFinishedTagsAreCoalescedIntoOneMultipleAck() {
+        var tracker = AckTracker()
+        for tag in 1...5 as ClosedRange<UInt64> { tracker.delivered(tag) }
+        for tag in 1...3 as ClosedRange<UInt64> { tracker.settle(tag, .ack) }
+        #expect(tracker.flush() == [.ack(tag: 3, multiple: true)])
+        #expect(tracker.outstanding == 2)
+    }
+
+    @Test func aSingleFinishedTagIsAckedAlone() {
+        var tracker = AckTracker()
+        tracker.delivered(1)
+        tracker.settle(1, .ack)
+        #expect(tracker.flush() == [.ack(tag: 1, multiple: false)])
+        #expect(tracker.outstanding == 0)
+    }
+
+    @Test func aRunningHandlerIsNeverCoveredByAMultipleAck() {
+        var tracker = AckTracker()
+        for tag in 1...4 as ClosedRange<UInt64> { tracker.delivered(tag) }
+        // Tag 2 is still running.
+        tracker.settle(1, .ack)
+        tracker.settle(3, .ack)
+        tracker.settle(4, .ack)
+        let wire = tracker.flush()
+        #expect(wire == [.ack(tag: 1, multiple: false), .ack(tag: 3, multiple: false), .ack(tag: 4, multiple: false)])
+        #expect(tracker.outstanding == 1)
+        tracker.settle(2, .ack)
+        #expect(tracker.flush() == [.ack(tag: 2, multiple: false)])
+        #expect(tracker.outstanding == 0)
+    }
+
+    @Test func tagsSettledAloneEarlierLetALaterRunCoverThem() {
+        var tracker = AckTracker()
+        for tag in 1...4 as ClosedRange<UInt64> { tracker.delivered(tag) }
+        tracker.settle(2, .nack(requeue: true))
+        #expect(tracker.flush() == [.nack(tag: 2, requeue: true)])
+        tracker.settle(1, .ack)
+        tracker.settle(3, .ack)
+        // 1, (2 already nacked), 3 -> one multiple ack up to 3; 4 still running.
+        #expect(tracker.flush() == [.ack(tag: 3, multiple: true)])
+        #expect(tracker.outstanding == 1)
+    }
+
+    @Test func nacksGoOutAloneAndAtOnce() {
+        var tracker = AckTracker()
+        for tag in 1...3 as ClosedRange<UInt64> { tracker.delivered(tag) }
+        tracker.settle(3, .nack(requeue: true))
+        tracker.settle(1, .nack(requeue: false))
+        #expect(tracker.flush() == [.nack(tag: 3, requeue: true), .nack(tag: 1, requeue: false)])
+        #expect(tracker.outstanding == 1)
+    }
+
+    @Test func nothingPendingSendsNothing() {
+        var tracker = AckTracker()
+        tracker.delivered(1)
+        #expect(tracker.flush() == [])
+    }
+}

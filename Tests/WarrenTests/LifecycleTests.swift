@@ -1,0 +1,161 @@
+import Testing
+@testable import Warren
+
+/// Every event in every state, as the table in Lifecycle.swift says.
+@Suite struct LifecycleTests {
+    typealias S = Lifecycle.State
+
+    static let allStates: [S] = [
+        .starting(inFlight: 0), .starting(inFlight: 2), .running(inFlight: 0), .running(inFlight: 3),
+        .draining(inFlight: 0, terminating: false), .draining(inFlight: 2, terminating: false),
+        .draining(inFlight: 2, terminating: true), .closing, .failing(inFlight: 1, terminating: true),
+        .failing(inFlight: 1, terminating: false), .stopped(exitCode: 0),
+    ]
+
+    func run(_ state: S, _ event: (inout Lifecycle) -> Lifecycle.Action) -> (Lifecycle.Action, S) {
+        var machine = Lifecycle(state: state)
+        let action = event(&machine)
+        return (action, machine.state)
+    }
+
+    @Test func startsInStartingWithNothingInFlight() {
+        #expect(Lifecycle().state == .starting(inFlight: 0))
+    }
+
+    @Test func startedMovesStartingToRunningAndNotifiesReady() {
+        #expect(run(.starting(inFlight: 2)) { $0.started() } == (.notifyReady, .running(inFlight: 2)))
+    }
+
+    @Test(arguments: allStates.filter { if case .starting = $0 { return false }; return true })
+    func startedIsIgnoredOutsideStarting(state: S) {
+        #expect(run(state) { $0.started() } == (.none, state))
+    }
+
+    @Test func deliveriesAreDispatchedWhileStartingOrRunning() {
+        #expect(run(.starting(inFlight: 0)) { $0.delivery() } == (.dispatch, .starting(inFlight: 1)))
+        #expect(run(.running(inFlight: 3)) { $0.delivery() } == (.dispatch, .running(inFlight: 4)))
+    }
+
+    @Test(arguments: [S.draining(inFlight: 2, terminating: false), .draining(inFlight: 0, terminating: true), .closing,
+                      .failing(inFlight: 1, terminating: true), .stopped(exitCode: 0)])
+    func deliveriesAfterTheStopSignalAreReleasedNotStarted(state: S) {
+        #expect(run(state) { $0.delivery() } == (.release, state))
+    }
+
+    @Test func handlerFinishedCountsDownWhileRunning() {
+        #expect(run(.running(inFlight: 3)) { $0.handlerFinished() } == (.none, .running(inFlight: 2)))
+        #expect(run(.starting(inFlight: 1)) { $0.handlerFinished() } == (.none, .starting(inFlight: 0)))
+    }
+
+    @Test func lastHandlerFinishingWhileDrainingStartsTheClose() {
+        #expect(run(.draining(inFlight: 2, terminating: false)) { $0.handlerFinished() } == (.none, .draining(inFlight: 1, terminating: false)))
+        #expect(run(.draining(inFlight: 1, terminating: false)) { $0.handlerFinished() } == (.close, .closing))
+        #expect(run(.draining(inFlight: 1, terminating: true)) { $0.handlerFinished() } == (.close, .closing))
+    }
+
+    @Test func lastHandlerEndingAfterConnectionLossExitsOne() {
+        #expect(run(.failing(inFlight: 1, terminating: true)) { $0.handlerFinished() } == (.exit(1), .stopped(exitCode: 1)))
+    }
+
+    @Test func handlerFinishedIsIgnoredWhenClosingOrStopped() {
+        #expect(run(.closing) { $0.handlerFinished() } == (.none, .closing))
+        #expect(run(.stopped(exitCode: 0)) { $0.handlerFinished() } == (.none, .stopped(exitCode: 0)))
+    }
+
+    @Test func releasingEveryUnstartedDeliveryWithNothingRunningClosesAtOnce() {
+        #expect(run(.draining(inFlight: 5, terminating: false)) { $0.released(5) } == (.close, .closing))
+        #expect(run(.draining(inFlight: 0, terminating: false)) { $0.released(0) } == (.close, .closing))
+        #expect(run(.draining(inFlight: 5, terminating: false)) { $0.released(3) } == (.none, .draining(inFlight: 2, terminating: false)))
+    }
+
+    @Test func stopSignalWhileRunningBeginsTheDrain() {
+        #expect(run(.running(inFlight: 4)) { $0.stopRequested() } == (.beginDrain, .draining(inFlight: 4, terminating: false)))
+        #expect(run(.starting(inFlight: 0)) { $0.stopRequested() } == (.beginDrain, .draining(inFlight: 0, terminating: false)))
+    }
+
+    @Test func secondStopSignalSkipsTheRestOfTheGracePeriod() {
+        #expect(run(.draining(inFlight: 2, terminating: false)) { $0.stopRequested() } == (.terminateHandlers, .draining(inFlight: 2, terminating: true)))
+    }
+
+    @Test(arguments: [S.draining(inFlight: 2, terminating: true), .closing, .failing(inFlight: 1, terminating: true), .stopped(exitCode: 0)])
+    func furtherStopSignalsChangeNothing(state: S) {
+        #expect(run(state) { $0.stopRequested() } == (.none, state))
+    }
+
+    @Test func quitWhileRunningDrainsAndTerminatesAtOnce() {
+        #expect(run(.running(inFlight: 2)) { $0.quitRequested() } == (.beginDrainAndTerminate, .draining(inFlight: 2, terminating: true)))
+        #expect(run(.starting(inFlight: 0)) { $0.quitRequested() } == (.beginDrainAndTerminate, .draining(inFlight: 0, terminating: true)))
+    }
+
+    @Test func quitWhileDrainingTerminatesOnce() {
+        #expect(run(.draining(inFlight: 2, terminating: false)) { $0.quitRequested() } == (.terminateHandlers, .draining(inFlight: 2, terminating: true)))
+        #expect(run(.draining(inFlight: 2, terminating: true)) { $0.quitRequested() } == (.none, .draining(inFlight: 2, terminating: true)))
+        #expect(run(.failing(inFlight: 1, terminating: false)) { $0.quitRequested() } == (.terminateHandlers, .failing(inFlight: 1, terminating: true)))
+    }
+
+    @Test func quitIsIgnoredWhenClosingOrStopped() {
+        #expect(run(.closing) { $0.quitRequested() } == (.none, .closing))
+        #expect(run(.stopped(exitCode: 0)) { $0.quitRequested() } == (.none, .stopped(exitCode: 0)))
+    }
+
+    @Test func graceExpiryTerminatesHandlersOnlyWhileDraining() {
+        #expect(run(.draining(inFlight: 1, terminating: false)) { $0.graceExpired() } == (.terminateHandlers, .draining(inFlight: 1, terminating: true)))
+        for state in Self.allStates where state != .draining(inFlight: 1, terminating: false) {
+            if case .draining(_, false) = state { continue }
+            #expect(run(state) { $0.graceExpired() } == (.none, state))
+        }
+    }
+
+    @Test func closedWhileClosingStopsWithExitZero() {
+        #expect(run(.closing) { $0.closed() } == (.exit(0), .stopped(exitCode: 0)))
+        #expect(run(.stopped(exitCode: 0)) { $0.closed() } == (.none, .stopped(exitCode: 0)))
+    }
+
+    @Test func closedBeforeClosingIsAProgrammingError() async {
+        await #expect(processExitsWith: .failure) {
+            var machine = Lifecycle(state: .running(inFlight: 0))
+            _ = machine.closed()
+        }
+    }
+
+    @Test func moreSettledThanDispatchedIsAProgrammingError() async {
+        await #expect(processExitsWith: .failure) {
+            var machine = Lifecycle(state: .running(inFlight: 0))
+            _ = machine.handlerFinished()
+        }
+    }
+
+    @Test func connectionLostWithHandlersRunningTerminatesThemThenExitsOne() {
+        #expect(run(.running(inFlight: 2)) { $0.connectionLost() } == (.terminateHandlers, .failing(inFlight: 2, terminating: true)))
+        #expect(run(.draining(inFlight: 1, terminating: false)) { $0.connectionLost() } == (.terminateHandlers, .failing(inFlight: 1, terminating: true)))
+        #expect(run(.starting(inFlight: 1)) { $0.connectionLost() } == (.terminateHandlers, .failing(inFlight: 1, terminating: true)))
+    }
+
+    @Test func connectionLostWithNothingRunningExitsOneAtOnce() {
+        #expect(run(.running(inFlight: 0)) { $0.connectionLost() } == (.exit(1), .stopped(exitCode: 1)))
+    }
+
+    @Test func connectionLostWhileClosingIsAStillCleanStop() {
+        #expect(run(.closing) { $0.connectionLost() } == (.exit(0), .stopped(exitCode: 0)))
+    }
+
+    @Test func connectionLostTwiceChangesNothing() {
+        #expect(run(.failing(inFlight: 1, terminating: true)) { $0.connectionLost() } == (.none, .failing(inFlight: 1, terminating: true)))
+        #expect(run(.stopped(exitCode: 1)) { $0.connectionLost() } == (.none, .stopped(exitCode: 1)))
+    }
+
+    @Test func aFullDrainWalksTheWholeTable() {
+        var machine = Lifecycle()
+        #expect(machine.delivery() == .dispatch)
+        #expect(machine.delivery() == .dispatch)
+        #expect(machine.started() == .notifyReady)
+        #expect(machine.delivery() == .dispatch)
+        #expect(machine.stopRequested() == .beginDrain)
+        #expect(machine.released(1) == .none)  // one was waiting in a buffer
+        #expect(machine.delivery() == .release)  // sent before basic.cancel-ok
+        #expect(machine.handlerFinished() == .none)
+        #expect(machine.handlerFinished() == .close)
+        #expect(machine.closed() == .exit(0))
+        #expect(machine.state == .stopped(exitCode: 0))
+    }
+}
