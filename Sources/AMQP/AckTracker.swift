@@ -22,7 +22,8 @@ struct AckTracker {
     /// Already sent one by one, still in `unsettled` until they reach its front.
     private var sentAlone = Set<UInt64>()
 
-    var outstanding: Int { unsettled.count - sentAlone.count }
+    /// Delivered tags the application has not settled yet.
+    var outstanding: Int { unsettled.count - sentAlone.count - acksReady.count - nacksReady.count }
 
     mutating func delivered(_ tag: UInt64) { unsettled.append(tag) }
 
