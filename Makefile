@@ -1,0 +1,48 @@
+# warren: make build | test | run | install | clean (and bench, once it exists)
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+SYSTEMDDIR ?= /lib/systemd/system
+SWIFT ?= swift
+CONFIG ?= config/warren.ini
+BROKER_URL ?=
+BROKER_PORT ?= 25672
+SWIFT_BUILD_FLAGS ?=
+
+export BROKER_URL BROKER_PORT CONFIG SWIFT_BUILD_FLAGS
+
+.PHONY: all deps build release test run install clean verify-units
+
+all: build
+
+deps:
+	scripts/deps.sh
+
+build: deps
+	$(SWIFT) build $(SWIFT_BUILD_FLAGS)
+
+release: deps
+	$(SWIFT) build -c release $(SWIFT_BUILD_FLAGS)
+
+test: deps verify-units
+	scripts/test.sh
+
+run: build
+	scripts/run-demo.sh
+
+verify-units: deps
+	scripts/verify-units.sh
+
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/warren $(DESTDIR)$(SYSTEMDDIR)
+	install -m 0755 .build/release/warren $(DESTDIR)$(PREFIX)/bin/warren
+	install -m 0644 systemd/warren.service systemd/warren@.service $(DESTDIR)$(SYSTEMDDIR)/
+	install -m 0644 config/warren.ini $(DESTDIR)$(SYSCONFDIR)/warren/warren.ini.example
+	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/warren/warren.ini ]; then \
+		install -m 0640 config/warren.ini $(DESTDIR)$(SYSCONFDIR)/warren/warren.ini; \
+	else \
+		echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/warren/warren.ini"; \
+	fi
+
+clean:
+	rm -rf .build

@@ -1,0 +1,51 @@
+import Foundation
+import Testing
+
+/// Every configuration mistake stops warren with exit 78 and `file:line: problem`.
+@Suite struct BadConfigTests {
+    static let consumer = "[consumer.a]\nqueue = q\ncommand = true\n"
+
+    static let cases: [(name: String, text: String, line: Int, says: String)] = [
+        ("broken section header", "[broker\n" + consumer, 1, "has no closing ']'"),
+        ("unknown key", consumer + "prefetchh = 3\n", 4, "unknown key 'prefetchh'"),
+        ("unknown section", "[brokers]\n" + consumer, 1, "unknown section [brokers]"),
+        ("bad number", consumer + "prefetch = many\n", 4, "is not a whole number"),
+        ("bad duration", "[shutdown]\ngrace_period = soon\n" + consumer, 2, "is not a duration"),
+        ("missing queue", "[consumer.a]\ncommand = true\n", 1, "has no 'queue'"),
+        ("missing command", "[consumer.a]\nqueue = q\n", 1, "has no 'command'"),
+        ("duplicate key", consumer + "queue = r\n", 4, "set twice"),
+        ("empty value", consumer + "timeout =\n", 4, "empty value"),
+        ("bad URL", "[broker]\nurl = http://h\n" + consumer, 2, "broker URL 1 is not valid"),
+    ]
+
+    @Test(arguments: cases.indices)
+    func eachMistakeExits78AndNamesItsLine(index: Int) async throws {
+        let (name, text, line, says) = Self.cases[index]
+        for checkOnly in [false, true] {
+            let directory = try WarrenBinary.makeDirectory()
+            let path = directory + "/bad.ini"
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let warren = try WarrenBinary(config: text, arguments: checkOnly ? ["--check-config", path] : ["--config", path])
+            #expect(await warren.waitForExit(timeout: .seconds(20)) == 78, "\(name)")
+            #expect(warren.log.contains("\(path):\(line): "), "\(name): \(warren.log)")
+            #expect(warren.log.contains(says), "\(name): \(warren.log)")
+        }
+    }
+
+    @Test func aMissingConfigFileExits78NamingIt() async throws {
+        let warren = try WarrenBinary(config: "", arguments: ["--config", "/nonexistent/warren.ini"])
+        #expect(await warren.waitForExit(timeout: .seconds(20)) == 78)
+        #expect(warren.log.contains("/nonexistent/warren.ini:0: cannot read the config file: No such file or directory"))
+    }
+
+    @Test func checkConfigPrintsTheResolvedConfigWithThePasswordMasked() async throws {
+        let text = "[broker]\nurl = amqp://admin:hunter2@127.0.0.1:5672/%2f\n" + Self.consumer
+        let directory = try WarrenBinary.makeDirectory()
+        let path = directory + "/ok.ini"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let warren = try WarrenBinary(config: text, arguments: ["--check-config", path])
+        #expect(await warren.waitForExit(timeout: .seconds(20)) == 0)
+        #expect(warren.log.contains("url = amqp://admin:***@127.0.0.1:5672/%2f"))
+        #expect(!warren.log.contains("hunter2"))
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The built `warren` binary, run as an operator would: a config file,
+/// real signals, an exit code.
+final class WarrenBinary: @unchecked Sendable {
+    // @unchecked: `process` is configured before launch and then only read;
+    // Foundation's Process is thread-safe for terminationStatus after exit.
+    static var path: String {
+        if let value = getenv("WARREN_BINARY") { return String(cString: value) }
+        let root = #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
+        return "/\(root)/.build/debug/warren"
+    }
+
+    let directory: String
+    let configPath: String
+    let logPath: String
+    private let process = Process()
+    private let exited = DispatchSemaphore(value: 0)
+
+    /// Writes `config` (a `{dir}` in it becomes the test's own directory) and starts warren on it.
+    init(config: String, arguments: [String]? = nil) throws {
+        directory = try Self.makeDirectory()
+        configPath = directory + "/warren.ini"
+        logPath = directory + "/warren.log"
+        try config.replacingOccurrences(of: "{dir}", with: directory).write(toFile: configPath, atomically: true, encoding: .utf8)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: Self.path)
+        process.arguments = arguments ?? ["--config", configPath]
+        let log = FileHandle(forWritingAtPath: logPath)!
+        process.standardError = log
+        process.standardOutput = log
+        process.standardInput = FileHandle.nullDevice
+        let done = exited
+        process.terminationHandler = { _ in done.signal() }
+        try process.run()
+    }
+
+    static func makeDirectory() throws -> String {
+        var template = Array("/tmp/warren-e2e-XXXXXX".utf8CString)
+        guard let result = mkdtemp(&template) else { throw CancellationError() }
+        return String(cString: result)
+    }
+
+    var pid: pid_t { process.processIdentifier }
+
+    func signal(_ number: Int32) { kill(pid, number) }
+
+    /// Waits for the exit; returns the exit code, or nil on timeout (then kills it).
+    func waitForExit(timeout: Duration = .seconds(60)) async -> Int32? {
+        let semaphore = exited
+        let seconds = Double(timeout.components.seconds)
+        let finished = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(returning: semaphore.wait(timeout: .now() + seconds) == .success)
+            }
+        }
+        guard finished else {
+            kill(pid, SIGKILL)
+            Issue.record("warren did not exit within \(timeout); its log:\n\(log)")
+            return nil
+        }
+        return process.terminationStatus
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    func file(_ name: String) -> String { directory + "/" + name }
+
+    /// Lines of a file in the test directory (a handler's ledger).
+    func lines(_ name: String) -> [String] {
+        ((try? String(contentsOfFile: file(name), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    deinit {
+        if process.isRunning { kill(pid, SIGKILL) }
+    }
+}
+
+/// A config for one consumer on the test broker.
+func warrenConfig(queue: String, command: String, prefetch: Int = 16, concurrency: Int = 4, grace: String = "30s",
+                  killAfter: String = "10s", extra: String = "") throws -> String {
+    """
+    [broker]
+    url = \(TestBroker.url)
+    heartbeat = 5s
+
+    [shutdown]
+    grace_period = \(grace)
+    kill_after = \(killAfter)
+
+    [consumer.test]
+    queue = \(queue)
+    command = \(command)
+    prefetch = \(prefetch)
+    concurrency = \(concurrency)
+    \(extra)
+
+    [log]
+    level = info
+    """
+}
+
+func isGone(_ pid: pid_t) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return true }
+    let state = stat[stat.index(close, offsetBy: 2)]
+    return state == "Z" || state == "X"
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages warren needs to build and test, when missing:
+# librabbitmq-dev (the C library and its pkg-config file), rabbitmq-server
+# (the private test broker), amqp-tools (`make run` publishes demo messages
+# with it) and systemd (systemd-analyze verify for the unit files).
+set -euo pipefail
+need=()
+dpkg -s librabbitmq-dev >/dev/null 2>&1 || need+=(librabbitmq-dev)
+dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v rabbitmq-server >/dev/null 2>&1 || need+=(rabbitmq-server)
+command -v amqp-publish >/dev/null 2>&1 || need+=(amqp-tools)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "deps.sh: installing ${need[*]}"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite against a private RabbitMQ node that this script
+# starts (own port, own data directory) and stops afterwards. If the broker
+# cannot start, this fails with its log: the tests never skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port=$(scripts/free-port.sh "${BROKER_PORT:-25672}")
+dir=$(mktemp -d /tmp/warren-test-broker.XXXXXX)
+cleanup() { scripts/broker.sh stop "$dir" || true; rm -rf "$dir"; }
+trap cleanup EXIT
+scripts/broker.sh start "$dir" "$port"
+export WARREN_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2f"
+export WARREN_TEST_BROKER_DIR="$dir"
+swift build ${SWIFT_BUILD_FLAGS:-}
+# One test at a time: the end-to-end tests time signals and exits, and
+# this machine has two cores.
+swift test --no-parallel --disable-xctest ${SWIFT_BUILD_FLAGS:-}
