@@ -4,5 +4,5 @@
 # 65 dead-letter.
 body=$(cat)
 echo "handling message ${WARREN_MESSAGE_ID:-?} (attempt $WARREN_ATTEMPT) from $WARREN_QUEUE: $body"
-sleep "${DEMO_WORK_SECONDS:-1}"
+sleep "${DEMO_WORK_SECONDS:-2}"
 exit 0

@@ -18,9 +18,9 @@ trap ':' INT TERM
 scripts/broker.sh start "$dir" "$port"
 queue=$(sed -n 's/^queue *= *//p' "$config" | head -n 1)
 amqp-declare-queue --url="amqp://guest:guest@127.0.0.1:$port" -d -q "$queue" >/dev/null
-for n in 1 2 3 4 5 6 7 8; do
+for n in $(seq 1 24); do
     amqp-publish --url="amqp://guest:guest@127.0.0.1:$port" -r "$queue" -p -C text/plain -b "demo message $n"
 done
-echo "published 8 demo messages to '$queue'; press Ctrl-C to watch warren drain"
+echo "published 24 demo messages to '$queue'; press Ctrl-C to watch warren drain"
 WARREN_BROKER_URL="amqp://guest:guest@127.0.0.1:$port/%2f" "$binary" --config "$config" || status=$?
 exit "${status:-0}"
