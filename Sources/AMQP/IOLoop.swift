@@ -194,6 +194,7 @@ final class IOLoop {
                 return
             }
             amqp_destroy_message(&message)
+            channels[channel]?.confirms?.returned(replyCode: ret.reply_code, replyText: ret.reply_text.string)
             events?.yield(event)
 
         case AMQP_CHANNEL_CLOSE_METHOD:

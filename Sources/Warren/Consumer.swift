@@ -1,4 +1,5 @@
 import AMQP
+import Glibc
 import Logging
 
 /// One `[consumer.NAME]`: its channel, its buffer, and `concurrency` workers
@@ -6,13 +7,19 @@ import Logging
 final class Consumer: Sendable {
     let settings: ConsumerSettings
     let channel: UInt16
+    /// Retry and dead-letter copies go out here, with publisher confirms.
+    let publisherChannel: UInt16
+    let topology: Topology
     let handler: any MessageHandler
     let buffer = DeliveryBuffer()
+    let publishLock = AsyncMutex()
     let logger: Logger
 
     init(settings: ConsumerSettings, channel: UInt16, handler: any MessageHandler, logger: Logger) {
         self.settings = settings
         self.channel = channel
+        self.publisherChannel = channel + 1024
+        self.topology = Topology(settings)
         self.handler = handler
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.name)"
@@ -31,7 +38,7 @@ final class Consumer: Sendable {
                         let message = Message(delivery: delivery, consumer: self.settings.name, queue: self.settings.queue,
                                               attempt: Message.attempt(of: delivery))
                         let (outcome, stop) = await self.runWatched(message, termination: termination)
-                        self.settle(message, outcome: outcome, stop: stop, connection: connection)
+                        await self.settle(message, outcome: outcome, stop: stop, connection: connection, termination: termination)
                         finished()
                     }
                 }
@@ -85,27 +92,125 @@ final class Consumer: Sendable {
         }
     }
 
-    private func settle(_ message: Message, outcome: Outcome, stop: WatchdogStop?, connection: AMQPConnection) {
+    /// Settles a message as its outcome says. Retry and dead-letter copies
+    /// are published and confirmed by the broker *before* the original is
+    /// acked; if the broker refuses the copy, the original is requeued
+    /// instead (after a pause, so a broken topology does not spin).
+    private func settle(_ message: Message, outcome: Outcome, stop: WatchdogStop?, connection: AMQPConnection,
+                        termination: TerminationSignal) async {
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
-        switch (stop, outcome) {
-        case (.shutdown?, _):
+        var outcome = outcome
+        switch stop {
+        case .shutdown?:
             log.warning("handler terminated at shutdown; message requeued")
             connection.nack(message.delivery, requeue: true)
-        case (.timeout?, _):
-            log.warning("handler timed out; message requeued", metadata: ["timeout": "\(settings.timeout.map { "\($0)" } ?? "-")"])
-            connection.nack(message.delivery, requeue: true)
-        case (nil, .ack):
+            return
+        case .timeout?:
+            log.warning("handler timed out", metadata: ["timeout": "\(settings.timeout.map { "\($0)" } ?? "-")"])
+            if case .ack = outcome { outcome = .retry(Failure(reason: "timed out", timedOut: true)) }
+            if case .retry(var failure) = outcome {
+                failure.timedOut = true
+                outcome = .retry(failure)
+            }
+        case nil:
+            break
+        }
+        switch topology.policy.decide(outcome, attempt: message.attempt) {
+        case .ack:
             log.debug("handler succeeded; message acked")
             connection.ack(message.delivery)
-        case (nil, .retry(let failure)):
-            log.warning("handler failed; message requeued", metadata: ["reason": "\(failure.reason)"])
-            connection.nack(message.delivery, requeue: true)
-        case (nil, .deadLetter(let failure)):
-            log.warning("handler rejected the message; requeued until dead-lettering is configured",
-                        metadata: ["reason": "\(failure.reason)"])
-            connection.nack(message.delivery, requeue: true)
+        case .retry(let level, let nextAttempt):
+            let failure = outcome.failure
+            let delay = RetryPolicy.jittered(topology.policy.delay(level: level), random: Double.random(in: 0..<1))
+            var properties = message.delivery.properties
+            var headers = Self.withOrigin(properties.headers, message)
+            headers["x-warren-attempt"] = .int64(Int64(nextAttempt))
+            headers["x-warren-last-failure"] = .string(failure?.reason ?? "")
+            properties.headers = headers
+            properties.expiration = "\(delay.milliseconds)"
+            let target = topology.retryQueue(level: level)
+            if await publishCopy(message, to: target, properties: properties, connection: connection, log: log, termination: termination) {
+                log.warning("handler failed; retrying later", metadata: [
+                    "reason": "\(failure?.reason ?? "-")", "retry_in": "\(delay)", "next_attempt": "\(nextAttempt)"])
+                connection.ack(message.delivery)
+            }
+        case .deadLetter(let reason):
+            let failure = outcome.failure
+            var properties = message.delivery.properties
+            var headers = Self.withOrigin(properties.headers, message)
+            headers["x-warren-reason"] = .string(reason)
+            if let code = failure?.exitCode { headers["x-warren-exit-code"] = .int32(code) }
+            if let signal = failure?.signal { headers["x-warren-signal"] = .int32(signal) }
+            headers["x-warren-timed-out"] = .bool(failure?.timedOut ?? false)
+            headers["x-warren-attempts"] = .int64(Int64(message.attempt))
+            if let line = failure?.lastErrorLine { headers["x-warren-last-stderr"] = .string(line) }
+            headers["x-warren-consumer"] = .string(settings.name)
+            headers["x-warren-queue"] = .string(settings.queue)
+            headers["x-warren-dead-lettered-at"] = .timestamp(UInt64(currentUnixTime()))
+            properties.headers = headers
+            if await publishCopy(message, to: settings.deadLetterQueue, properties: properties, connection: connection,
+                                 log: log, termination: termination) {
+                log.error("message dead-lettered", metadata: ["reason": "\(reason)", "dead_letter_queue": "\(settings.deadLetterQueue)"])
+                connection.ack(message.delivery)
+            }
         }
     }
+
+    /// Publishes a copy and waits for the broker's confirm. On refusal,
+    /// requeues the original and returns false.
+    private func publishCopy(_ message: Message, to queue: String, properties: MessageProperties, connection: AMQPConnection,
+                             log: Logger, termination: TerminationSignal) async -> Bool {
+        let channel = publisherChannel
+        let result: AMQPError? = await publishLock.withLock { () async -> AMQPError? in
+            do throws(AMQPError) {
+                try await connection.publish(message.body, routingKey: queue, on: channel, properties: properties, mandatory: true)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        guard let result else { return true }
+        log.error("the broker refused the copy; the message is requeued instead, not acked",
+                  metadata: ["target_queue": "\(queue)", "error": "\(result)"])
+        await pause(settings.retryDelay, unless: termination)
+        connection.nack(message.delivery, requeue: true)
+        return false
+    }
+
+    private func pause(_ duration: Duration, unless termination: TerminationSignal) async {
+        let capped = min(duration, .seconds(5))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: capped) }
+            group.addTask { _ = await termination.wait() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Keeps where the message first came from, since copies travel through other queues.
+    static func withOrigin(_ headers: FieldTable?, _ message: Message) -> FieldTable {
+        var headers = headers ?? FieldTable()
+        if headers["x-warren-exchange"] == nil {
+            headers["x-warren-exchange"] = .string(message.delivery.exchange)
+            headers["x-warren-routing-key"] = .string(message.delivery.routingKey)
+        }
+        return headers
+    }
+}
+
+extension Outcome {
+    var failure: Failure? {
+        switch self {
+        case .ack: nil
+        case .retry(let failure), .deadLetter(let failure): failure
+        }
+    }
+}
+
+func currentUnixTime() -> Int {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return ts.tv_sec
 }

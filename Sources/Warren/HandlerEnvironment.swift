@@ -22,7 +22,7 @@ enum HandlerEnvironment {
     private static func isPerMessage(_ entry: String) -> Bool {
         let perMessage = ["WARREN_QUEUE=", "WARREN_EXCHANGE=", "WARREN_ROUTING_KEY=", "WARREN_MESSAGE_ID=",
                           "WARREN_CORRELATION_ID=", "WARREN_CONTENT_TYPE=", "WARREN_REDELIVERED=", "WARREN_ATTEMPT=",
-                          "WARREN_HEADER_", "TRACEPARENT="]
+                          "WARREN_HEADER_", "WARREN_DELIVERY_COUNT=", "TRACEPARENT="]
         return perMessage.contains { entry.hasPrefix($0) }
     }
 
@@ -32,8 +32,11 @@ enum HandlerEnvironment {
         var env = inherited
         env.reserveCapacity(env.count + 12)
         env.append("WARREN_QUEUE=\(message.queue)")
-        env.append("WARREN_EXCHANGE=\(delivery.exchange)")
-        env.append("WARREN_ROUTING_KEY=\(delivery.routingKey)")
+        // A retried message arrives from its delay queue: show where it first came from.
+        let headers = properties.headers
+        env.append("WARREN_EXCHANGE=\(clean(headers?["x-warren-exchange"]?.stringValue ?? delivery.exchange))")
+        env.append("WARREN_ROUTING_KEY=\(clean(headers?["x-warren-routing-key"]?.stringValue ?? delivery.routingKey))")
+        if let count = headers?["x-delivery-count"]?.integerValue { env.append("WARREN_DELIVERY_COUNT=\(count)") }
         env.append("WARREN_MESSAGE_ID=\(clean(properties.messageId ?? ""))")
         env.append("WARREN_CORRELATION_ID=\(clean(properties.correlationId ?? ""))")
         env.append("WARREN_CONTENT_TYPE=\(clean(properties.contentType ?? ""))")

@@ -110,21 +110,12 @@ public final class WarrenRuntime: Sendable {
             let s = consumer.settings
             try await connection.openChannel(consumer.channel, prefetch: s.prefetch)
             if s.declare {
-                var arguments = FieldTable()
-                if s.queueType == .quorum { arguments["x-queue-type"] = .string("quorum") }
-                try await connection.declareQueue(s.queue, on: consumer.channel, durable: true, arguments: arguments)
+                try await consumer.topology.declare(on: connection, channel: consumer.channel)
             } else {
-                do {
-                    try await connection.declareQueue(s.queue, on: consumer.channel, passive: true)
-                } catch {
-                    if error.replyCode == 404 {
-                        throw AMQPError(.invalidArgument,
-                                        "queue '\(s.queue)' of [consumer.\(s.name)] does not exist and declare = false: create it, or set declare = true",
-                                        replyCode: 404)
-                    }
-                    throw error
-                }
+                try await consumer.topology.check(on: connection, channel: consumer.channel)
             }
+            try await connection.openChannel(consumer.publisherChannel)
+            try await connection.enableConfirms(on: consumer.publisherChannel)
             _ = try await connection.consume(queue: s.queue, on: consumer.channel, consumerTag: consumer.consumerTag)
             consumer.logger.info("consuming", metadata: ["queue": "\(s.queue)", "prefetch": "\(s.prefetch)",
                                                          "concurrency": "\(s.concurrency)"])

@@ -104,11 +104,17 @@ import Testing
             let warren = try WarrenBinary(config: try warrenConfig(
                 queue: queue,
                 command: #"sh -c 'if [ "$WARREN_MESSAGE_ID" = crash ]; then kill -SEGV $$; fi; echo "$WARREN_MESSAGE_ID" >> {dir}/finished'"#,
-                prefetch: 2, concurrency: 1))
-            try await eventually("the good messages went through") { Set(warren.lines("finished")) == Set(good) }
+                prefetch: 2, concurrency: 1, extra: "max_attempts = 2\nretry_delay = 100ms"))
+            try await eventually("the good messages went through and the crash was dead-lettered") {
+                let dead = try await client.count(queue + ".dead")
+                return Set(warren.lines("finished")) == Set(good) && dead == 1
+            }
             warren.signal(SIGTERM)
             #expect(await warren.waitForExit() == 0, "\(warren.log)")
-            #expect(try await client.drain(queue).map(\.id) == ["crash"])
+            #expect(try await client.count(queue) == 0)
+            let dead = try await client.drain(queue + ".dead")
+            #expect(dead.map(\.id) == ["crash"])
+            #expect(dead.first?.headers?["x-warren-signal"] == .int32(11))
             #expect(warren.log.contains("killed by signal 11"))
         }
     }

@@ -61,8 +61,15 @@ final class TestClient: Sendable {
         }
     }
 
+    /// Messages ready in the queue; 0 if it does not exist (yet).
     func count(_ queue: String) async throws -> Int {
-        Int(try await connection.declareQueue(queue, on: 1, passive: true).messageCount)
+        do {
+            return Int(try await connection.declareQueue(queue, on: 1, passive: true).messageCount)
+        } catch where error.replyCode == 404 {
+            try await connection.openChannel(1)
+            try await connection.enableConfirms(on: 1)
+            return 0
+        }
     }
 
     /// Takes every message out of the queue (acking them) and returns them.
@@ -100,8 +107,9 @@ func withTestQueue(_ name: String = #function, _ body: (TestClient, String) asyn
         await client.close()
         throw error
     }
-    _ = try? await client.connection.deleteQueue(queue, on: 1)
-    _ = try? await client.connection.deleteQueue(queue + ".dead", on: 1)
+    for name in [queue, queue + ".dead"] + (1...8).map({ "\(queue).retry.\($0)" }) {
+        _ = try? await client.connection.deleteQueue(name, on: 1)
+    }
     await client.close()
 }
 

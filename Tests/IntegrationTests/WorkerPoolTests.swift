@@ -103,13 +103,13 @@ import Warren
         }
     }
 
-    @Test func aHandlerPastItsTimeoutIsCancelledAndItsMessageNotAcked() async throws {
+    @Test func aHandlerPastItsTimeoutIsCancelledAndItsMessageRetried() async throws {
         try await withTestQueue { client, queue in
             try await client.publish(ids: ["slow", "fast"], to: queue)
             let ledger = Ledger()
             let handler = ClosureHandler { message in
                 ledger.start(message.logID)
-                if message.logID == "slow" && !message.delivery.redelivered {
+                if message.logID == "slow" && message.attempt == 1 {
                     try? await Task.sleep(for: .seconds(60))
                     return .ack
                 }
@@ -119,7 +119,7 @@ import Warren
             let runtime = WarrenRuntime(settings: try settings(queue: queue, timeout: .milliseconds(300)),
                                         handlers: ["test": handler], logger: Logger(label: "test"))
             async let exit = runtime.run()
-            try await eventually("both messages done, the slow one on its second delivery") {
+            try await eventually("both messages done, the slow one on its second attempt") {
                 Set(ledger.finished) == ["slow", "fast"]
             }
             runtime.stop()
