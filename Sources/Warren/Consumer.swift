@@ -2,11 +2,12 @@ import AMQP
 import Glibc
 import Logging
 
-/// One `[consumer.NAME]`: its channel, its buffer, and `concurrency` workers
-/// in one task group.
+/// One `[consumer.NAME]`: its buffer and `concurrency` workers in one task
+/// group. Workers outlive connections: each delivery is settled on the
+/// connection it came from, so a reconnect never kills a running handler.
 final class Consumer: Sendable {
     let settings: ConsumerSettings
-    let channel: UInt16
+    let index: Int
     /// Retry and dead-letter copies go out here, with publisher confirms.
     let publisherChannel: UInt16
     let topology: Topology
@@ -15,10 +16,10 @@ final class Consumer: Sendable {
     let publishLock = AsyncMutex()
     let logger: Logger
 
-    init(settings: ConsumerSettings, channel: UInt16, handler: any MessageHandler, logger: Logger) {
+    init(settings: ConsumerSettings, index: Int, handler: any MessageHandler, logger: Logger) {
         self.settings = settings
-        self.channel = channel
-        self.publisherChannel = channel + 1024
+        self.index = index
+        self.publisherChannel = UInt16(1024 + index)
         self.topology = Topology(settings)
         self.handler = handler
         var logger = logger
@@ -26,15 +27,16 @@ final class Consumer: Sendable {
         self.logger = logger
     }
 
-    var consumerTag: String { "warren.\(settings.name).\(channel)" }
+    func consumerTag(channel: UInt16) -> String { "warren.\(settings.name).\(channel)" }
 
     /// The workers. Returns when the buffer is closed and every worker is idle.
-    func runWorkers(connection: AMQPConnection, termination: TerminationSignal,
-                    finished: @escaping @Sendable () -> Void) async {
+    func runWorkers(termination: TerminationSignal, finished: @escaping @Sendable () -> Void) async {
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<max(1, settings.concurrency) {
                 group.addTask {
-                    while let delivery = await self.buffer.next() {
+                    while let received = await self.buffer.next() {
+                        let delivery = received.delivery
+                        let connection = received.connection
                         let message = Message(delivery: delivery, consumer: self.settings.name, queue: self.settings.queue,
                                               attempt: Message.attempt(of: delivery))
                         let (outcome, stop) = await self.runWatched(message, termination: termination)

@@ -2,6 +2,13 @@ import AMQP
 import DequeModule
 import Synchronization
 
+/// A delivery and the connection it must be settled on: delivery tags
+/// belong to their channel, so an outcome is never sent on another.
+struct Received: Sendable {
+    var delivery: Delivery
+    var connection: AMQPConnection
+}
+
 /// Deliveries of one consumer waiting for a free worker.
 ///
 /// The one place where "started" and "released" are decided: a delivery is
@@ -9,8 +16,8 @@ import Synchronization
 /// because both happen under the same lock.
 final class DeliveryBuffer: Sendable {
     private struct State {
-        var items = Deque<Delivery>()
-        var waiters = Deque<(id: Int, continuation: CheckedContinuation<Delivery?, Never>)>()
+        var items = Deque<Received>()
+        var waiters = Deque<(id: Int, continuation: CheckedContinuation<Received?, Never>)>()
         var nextWaiterID = 0
         var closed = false
     }
@@ -20,8 +27,8 @@ final class DeliveryBuffer: Sendable {
 
     /// Hands a delivery to an idle worker or queues it; false when closed
     /// (the caller must release it).
-    func push(_ delivery: Delivery) -> Bool {
-        let waiter: CheckedContinuation<Delivery?, Never>?? = state.withLock { state in
+    func push(_ delivery: Received) -> Bool {
+        let waiter: CheckedContinuation<Received?, Never>?? = state.withLock { state in
             if state.closed { return .none }
             if let waiter = state.waiters.popFirst() { return .some(waiter.continuation) }
             state.items.append(delivery)
@@ -36,14 +43,14 @@ final class DeliveryBuffer: Sendable {
     }
 
     /// The next delivery for a worker; nil once closed (or when the worker is cancelled).
-    func next() async -> Delivery? {
+    func next() async -> Received? {
         let id = state.withLock { state -> Int in
             state.nextWaiterID += 1
             return state.nextWaiterID
         }
         return await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Delivery?, Never>) in
-                enum Now { case item(Delivery?), wait }
+            await withCheckedContinuation { (continuation: CheckedContinuation<Received?, Never>) in
+                enum Now { case item(Received?), wait }
                 let now: Now = state.withLock { state in
                     if let item = state.items.popFirst() { return .item(item) }
                     if state.closed || Task.isCancelled { return .item(nil) }
@@ -53,7 +60,7 @@ final class DeliveryBuffer: Sendable {
                 if case .item(let item) = now { continuation.resume(returning: item) }
             }
         } onCancel: {
-            let waiter = state.withLock { state -> CheckedContinuation<Delivery?, Never>? in
+            let waiter = state.withLock { state -> CheckedContinuation<Received?, Never>? in
                 guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
                 return state.waiters.remove(at: index).continuation
             }
@@ -61,9 +68,19 @@ final class DeliveryBuffer: Sendable {
         }
     }
 
+    /// Drops the waiting deliveries of a connection that is gone: the broker
+    /// redelivers them, so running them now would only make duplicates.
+    func removeAll(from connection: AMQPConnection) -> Int {
+        state.withLock { state in
+            let before = state.items.count
+            state.items.removeAll { $0.connection === connection }
+            return before - state.items.count
+        }
+    }
+
     /// Stops taking deliveries: idle workers get nil, and every delivery not
     /// yet started is returned for release.
-    func close() -> [Delivery] {
+    func close() -> [Received] {
         let (items, waiters) = state.withLock { state in
             state.closed = true
             defer {

@@ -7,25 +7,30 @@
 /// `inFlight` counts deliveries handed to workers and not yet settled
 /// (waiting in a consumer's buffer or running in a handler).
 ///
-/// | state \ event | delivery | handlerFinished / released | stop (1st) | stop (2nd) / graceExpired | quit | closed | connectionLost |
-/// | --- | --- | --- | --- | --- | --- | --- | --- |
-/// | starting | dispatch | count down | beginDrain | - | beginDrain + terminate | illegal | fail |
-/// | running | dispatch | count down | beginDrain | - | beginDrain + terminate | illegal | fail |
-/// | draining | release | count down; 0 -> close | terminate | terminate (once) | terminate (once) | illegal | fail |
-/// | closing | release | ignore | ignore | ignore | ignore | -> stopped, exit 0 | -> stopped, exit 0 |
-/// | failing | release | count down; 0 -> exit 1 | ignore | ignore | terminate (once) | illegal | ignore |
-/// | stopped | release | ignore | ignore | ignore | ignore | ignore | ignore |
+/// | state \ event | delivery | handlerFinished / released | stop (1st) | stop (2nd) / graceExpired | quit | closed | connectionLost | started |
+/// | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+/// | starting | dispatch | count down | beginDrain | - | beginDrain + terminate | illegal | -> reconnecting | -> running, ready |
+/// | running | dispatch | count down | beginDrain | - | beginDrain + terminate | illegal | -> reconnecting | - |
+/// | reconnecting | release | count down | beginDrain | - | beginDrain + terminate | illegal | - | -> running, ready |
+/// | draining | release | count down; 0 -> close | terminate | terminate (once) | terminate (once) | illegal | - | - |
+/// | closing | release | - | - | - | - | -> stopped, exit 0 | -> stopped, exit 0 | - |
+/// | stopped | release | - | - | - | - | - | - | - |
 ///
-/// `started` moves starting to running (systemd `READY=1`); anywhere else it is ignored.
+/// Reconnecting is a sub-state of running: handlers keep running (their
+/// outcomes are dropped, the broker redelivers), nothing new starts, and
+/// once every consumer consumes again it is running. A connection lost while
+/// draining changes nothing: handlers finish within the grace period, and the
+/// close has nothing left to flush. `failed` (startup impossible: a missing
+/// queue with `declare = false`) exits 1 from starting.
 public struct Lifecycle: Sendable, Equatable {
     public enum State: Sendable, Equatable {
         case starting(inFlight: Int)
         case running(inFlight: Int)
+        /// The connection was lost; a new one is being made.
+        case reconnecting(inFlight: Int)
         /// `terminating`: the watchdog was told to end the handlers still running.
         case draining(inFlight: Int, terminating: Bool)
         case closing
-        /// The connection is gone: wait for handlers (already told to stop), then exit 1.
-        case failing(inFlight: Int, terminating: Bool)
         case stopped(exitCode: Int32)
     }
 
@@ -37,6 +42,8 @@ public struct Lifecycle: Sendable, Equatable {
         case release
         /// Every consumer is consuming: tell systemd `READY=1`.
         case notifyReady
+        /// The connection is gone: drop waiting deliveries of it, make a new one.
+        case reconnect
         /// Stop signal: `STOPPING=1`, close every consumer's buffer and release what
         /// has not started, `basic.cancel` every consumer, start the grace timer.
         /// Report how many were released with `released(_:)`.
@@ -59,19 +66,30 @@ public struct Lifecycle: Sendable, Equatable {
 
     public var inFlight: Int {
         switch state {
-        case .starting(let n), .running(let n), .draining(let n, _), .failing(let n, _): n
+        case .starting(let n), .running(let n), .reconnecting(let n), .draining(let n, _): n
         case .closing, .stopped: 0
         }
     }
 
-    /// Every consumer is consuming.
+    /// Every consumer is consuming (first start, or after a reconnect).
     public mutating func started() -> Action {
         switch state {
-        case .starting(let n):
+        case .starting(let n), .reconnecting(let n):
             state = .running(inFlight: n)
             return .notifyReady
-        case .running, .draining, .closing, .failing, .stopped:
+        case .running, .draining, .closing, .stopped:
             return .none
+        }
+    }
+
+    /// Starting cannot succeed (a queue missing with `declare = false`).
+    public mutating func failed() -> Action {
+        switch state {
+        case .starting(0):
+            state = .stopped(exitCode: 1)
+            return .exit(1)
+        case .starting, .running, .reconnecting, .draining, .closing, .stopped:
+            preconditionFailure("Lifecycle: 'failed' in state \(state): only a first start with nothing in flight can fail")
         }
     }
 
@@ -84,7 +102,7 @@ public struct Lifecycle: Sendable, Equatable {
         case .running(let n):
             state = .running(inFlight: n + 1)
             return .dispatch
-        case .draining, .closing, .failing, .stopped:
+        case .reconnecting, .draining, .closing, .stopped:
             return .release
         }
     }
@@ -102,11 +120,11 @@ public struct Lifecycle: Sendable, Equatable {
         case .running(let n):
             state = .running(inFlight: Self.countDown(n, by: count, event: "released", state: state))
             return .none
+        case .reconnecting(let n):
+            state = .reconnecting(inFlight: Self.countDown(n, by: count, event: "released", state: state))
+            return .none
         case .draining(let n, let terminating):
             state = .draining(inFlight: Self.countDown(n, by: count, event: "released", state: state), terminating: terminating)
-            return closeIfIdle()
-        case .failing(let n, let terminating):
-            state = .failing(inFlight: Self.countDown(n, by: count, event: "released", state: state), terminating: terminating)
             return closeIfIdle()
         case .closing, .stopped:
             return .none
@@ -116,13 +134,13 @@ public struct Lifecycle: Sendable, Equatable {
     /// SIGTERM or SIGINT. The first drains; the next skips the rest of the grace period.
     public mutating func stopRequested() -> Action {
         switch state {
-        case .starting(let n), .running(let n):
+        case .starting(let n), .running(let n), .reconnecting(let n):
             state = .draining(inFlight: n, terminating: false)
             return .beginDrain
         case .draining(let n, false):
             state = .draining(inFlight: n, terminating: true)
             return .terminateHandlers
-        case .draining(_, true), .closing, .failing, .stopped:
+        case .draining(_, true), .closing, .stopped:
             return .none
         }
     }
@@ -130,16 +148,13 @@ public struct Lifecycle: Sendable, Equatable {
     /// SIGQUIT: stop at once.
     public mutating func quitRequested() -> Action {
         switch state {
-        case .starting(let n), .running(let n):
+        case .starting(let n), .running(let n), .reconnecting(let n):
             state = .draining(inFlight: n, terminating: true)
             return .beginDrainAndTerminate
         case .draining(let n, false):
             state = .draining(inFlight: n, terminating: true)
             return .terminateHandlers
-        case .failing(let n, false):
-            state = .failing(inFlight: n, terminating: true)
-            return .terminateHandlers
-        case .draining(_, true), .failing(_, true), .closing, .stopped:
+        case .draining(_, true), .closing, .stopped:
             return .none
         }
     }
@@ -150,7 +165,7 @@ public struct Lifecycle: Sendable, Equatable {
         case .draining(let n, false):
             state = .draining(inFlight: n, terminating: true)
             return .terminateHandlers
-        case .starting, .running, .draining(_, true), .closing, .failing, .stopped:
+        case .starting, .running, .reconnecting, .draining(_, true), .closing, .stopped:
             return .none
         }
     }
@@ -163,28 +178,23 @@ public struct Lifecycle: Sendable, Equatable {
             return .exit(0)
         case .stopped:
             return .none
-        case .starting, .running, .draining, .failing:
+        case .starting, .running, .reconnecting, .draining:
             preconditionFailure("Lifecycle: 'closed' in state \(state): close is only sent from closing")
         }
     }
 
-    /// The connection is gone. Settlements can no longer be sent, so running
-    /// handlers are ended and warren exits 1; the broker redelivers every
-    /// unsettled message. (Reconnecting instead arrives with the faults work.)
+    /// The connection is gone. Outcomes of handlers still running can no
+    /// longer be sent; the broker redelivers those messages.
     public mutating func connectionLost() -> Action {
         switch state {
-        case .starting(let n), .running(let n), .draining(let n, _):
-            if n == 0 {
-                state = .stopped(exitCode: 1)
-                return .exit(1)
-            }
-            state = .failing(inFlight: n, terminating: true)
-            return .terminateHandlers
+        case .starting(let n), .running(let n):
+            state = .reconnecting(inFlight: n)
+            return .reconnect
         case .closing:
             // Everything was flushed before the close began; the broker requeues the rest.
             state = .stopped(exitCode: 0)
             return .exit(0)
-        case .failing, .stopped:
+        case .reconnecting, .draining, .stopped:
             return .none
         }
     }
@@ -194,9 +204,6 @@ public struct Lifecycle: Sendable, Equatable {
         case .draining(0, _):
             state = .closing
             return .close
-        case .failing(0, _):
-            state = .stopped(exitCode: 1)
-            return .exit(1)
         default:
             return .none
         }

@@ -24,7 +24,7 @@ struct Topology: Sendable {
         ])
     }
 
-    func declare(on connection: AMQPConnection, channel: UInt16) async throws {
+    func declare(on connection: AMQPConnection, channel: UInt16) async throws(AMQPError) {
         var queueArguments = FieldTable()
         if consumer.queueType == .quorum { queueArguments["x-queue-type"] = .string("quorum") }
         try await declareOne(consumer.queue, arguments: queueArguments, what: "the queue", connection, channel)
@@ -35,7 +35,7 @@ struct Topology: Sendable {
         }
     }
 
-    func check(on connection: AMQPConnection, channel: UInt16) async throws {
+    func check(on connection: AMQPConnection, channel: UInt16) async throws(AMQPError) {
         var names = [(consumer.queue, "queue"), (consumer.deadLetterQueue, "dead-letter queue")]
         for level in stride(from: 1, through: policy.levels, by: 1) { names.append((retryQueue(level: level), "delay queue")) }
         for (name, what) in names {
@@ -51,7 +51,7 @@ struct Topology: Sendable {
     }
 
     private func declareOne(_ name: String, arguments: FieldTable, what: String,
-                            _ connection: AMQPConnection, _ channel: UInt16) async throws {
+                            _ connection: AMQPConnection, _ channel: UInt16) async throws(AMQPError) {
         do {
             try await connection.declareQueue(name, on: channel, durable: true, arguments: arguments)
         } catch {

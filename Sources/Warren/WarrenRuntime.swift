@@ -1,16 +1,19 @@
 import AMQP
 public import Logging
+import Synchronization
 
-/// The running daemon: one connection, its consumers, and the lifecycle
-/// state machine that decides what happens to every delivery and signal.
+/// The running daemon: its consumers, the connection of the moment, and the
+/// lifecycle state machine that decides what happens to every delivery,
+/// signal and lost connection.
 ///
 /// Everything that can change the lifecycle arrives as an event on one
-/// stream and is handled by one loop, in order: the state machine stays a
-/// local value that no other task touches.
+/// stream and is handled by one loop, in order: the state machine, the
+/// current connection and the channel map are local to that loop.
 public final class WarrenRuntime: Sendable {
     enum Event: Sendable {
-        case amqp(AMQPEvent)
-        case started
+        case connected(AMQPConnection)
+        case amqp(AMQPEvent, from: AMQPConnection)
+        case resubscribe(consumer: Int, attempt: Int)
         case handlerFinished
         case stop
         case quit
@@ -26,9 +29,16 @@ public final class WarrenRuntime: Sendable {
     private let observer: Observer?
     private let events: AsyncStream<Event>
     private let eventSink: AsyncStream<Event>.Continuation
+    /// Ends every running handler (grace over, second signal, quit).
     private let termination = TerminationSignal()
-    /// Thrown when draining begins; starts the grace timer.
+    /// Thrown when draining begins: starts the grace timer, stops reconnecting.
     private let drainStarted = TerminationSignal()
+    /// Re-subscribe requests for consumers the broker cancelled, served with backoff.
+    private let resubscribeRequests: AsyncStream<(consumer: Int, attempt: Int)>
+    private let resubscribeSink: AsyncStream<(consumer: Int, attempt: Int)>.Continuation
+    /// Set once a connection got every consumer consuming, so the next loss
+    /// starts its backoff from the beginning.
+    private let healthy = Mutex(false)
 
     /// - Parameter handlers: in-process handlers by consumer name; consumers
     ///   without one run their `command` through `ExecHandler`.
@@ -50,6 +60,7 @@ public final class WarrenRuntime: Sendable {
         self.logger = logger
         self.observer = observer
         (events, eventSink) = AsyncStream<Event>.makeStream()
+        (resubscribeRequests, resubscribeSink) = AsyncStream<(consumer: Int, attempt: Int)>.makeStream()
     }
 
     /// SIGTERM / SIGINT: drain; a second call skips the rest of the grace period.
@@ -58,172 +69,353 @@ public final class WarrenRuntime: Sendable {
     /// SIGQUIT: terminate handlers now, requeue everything, close.
     public func quit() { eventSink.yield(.quit) }
 
-    /// Connects, consumes, and runs until stopped. Returns the exit code.
-    public func run() async throws -> Int32 {
-        guard let endpoint = settings.broker.endpoints.first else {
-            throw AMQPError(.invalidArgument, "no broker URL configured")
-        }
-        let connection = try await AMQPConnection.connect(endpoint, logger: logger)
-        logger.info("connected", metadata: ["broker": "\(endpoint.redactedURL)"])
+    /// Connects (retrying with backoff), consumes, and runs until stopped.
+    /// Returns the exit code.
+    public func run() async -> Int32 {
         let consumers = settings.consumers.enumerated().map { index, consumer in
-            Consumer(settings: consumer, channel: UInt16(index + 1), handler: handlers[consumer.name]!, logger: logger)
+            Consumer(settings: consumer, index: index, handler: handlers[consumer.name]!, logger: logger)
         }
         let sink = eventSink
-        do {
-            return try await withThrowingTaskGroup(of: Void.self) { group in
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.superviseConnections() }
+            group.addTask { await self.serveResubscribes() }
+            for consumer in consumers {
                 group.addTask {
-                    for await event in connection.events { sink.yield(.amqp(event)) }
+                    await consumer.runWorkers(termination: self.termination) { sink.yield(.handlerFinished) }
                 }
-                for consumer in consumers {
-                    group.addTask {
-                        await consumer.runWorkers(connection: connection, termination: self.termination) {
-                            sink.yield(.handlerFinished)
-                        }
-                    }
-                }
-                let grace = settings.shutdown.gracePeriod
-                group.addTask {
-                    guard await self.drainStarted.wait() else { return }
-                    try? await Task.sleep(for: grace)
-                    if !Task.isCancelled { sink.yield(.graceExpired) }
-                }
-                try await setUp(consumers, on: connection)
-                sink.yield(.started)
-                let code = await controlLoop(consumers: consumers, connection: connection)
-                // Nothing is in flight any more: let idle workers go, stop timers.
-                for consumer in consumers { _ = consumer.buffer.close() }
-                termination.fire()
-                drainStarted.fire()
-                group.cancelAll()
-                await connection.close()
-                return code
             }
-        } catch {
+            let grace = settings.shutdown.gracePeriod
+            group.addTask {
+                guard await self.drainStarted.wait() else { return }
+                try? await Task.sleep(for: grace)
+                if !Task.isCancelled { sink.yield(.graceExpired) }
+            }
+            var loop = ControlLoop(runtime: self, consumers: consumers)
+            let code = await loop.run()
+            // Nothing is in flight any more: let idle workers go, stop timers and reconnects.
+            for consumer in consumers { _ = consumer.buffer.close() }
             termination.fire()
-            await connection.close()
-            throw error
+            drainStarted.fire()
+            resubscribeSink.finish()
+            group.cancelAll()
+            await loop.current?.close()
+            return code
         }
     }
 
-    private func setUp(_ consumers: [Consumer], on connection: AMQPConnection) async throws {
-        for consumer in consumers {
+    // MARK: Connections
+
+    /// Makes connections, one after the other, for as long as warren runs:
+    /// connect with backoff (trying each broker URL in turn), hand the
+    /// connection to the control loop, forward its events, and when it is
+    /// lost, start again. Stops once draining begins.
+    private func superviseConnections() async {
+        let endpoints = settings.broker.endpoints
+        let backoff = Backoff(minimum: settings.broker.reconnectMin, maximum: settings.broker.reconnectMax)
+        var endpointIndex = 0
+        var failures = 0
+        while !drainStarted.isFired && !Task.isCancelled {
+            let endpoint = endpoints[endpointIndex % endpoints.count]
+            do {
+                let connection = try await AMQPConnection.connect(endpoint, logger: logger)
+                logger.info("connected", metadata: ["broker": "\(endpoint.redactedURL)"])
+                healthy.withLock { $0 = false }
+                eventSink.yield(.connected(connection))
+                for await event in connection.events { eventSink.yield(.amqp(event, from: connection)) }
+                if healthy.withLock({ $0 }) { failures = 0 }
+            } catch {
+                endpointIndex += 1
+                // A full round over every URL failed: back off before the next.
+                if endpointIndex % endpoints.count != 0 {
+                    logger.warning("cannot connect; trying the next broker URL", metadata: [
+                        "broker": "\(endpoint.redactedURL)", "error": "\(error)"])
+                    continue
+                }
+                let delay = backoff.delay(failures, random: Double.random(in: 0..<1))
+                failures += 1
+                logger.warning("cannot connect to the broker; retrying", metadata: [
+                    "broker": "\(endpoint.redactedURL)", "error": "\(error)", "attempt": "\(failures)", "retry_in": "\(delay)"])
+                await sleep(delay)
+                continue
+            }
+            guard !drainStarted.isFired && !Task.isCancelled else { break }
+            let delay = backoff.delay(failures, random: Double.random(in: 0..<1))
+            failures += 1
+            logger.warning("reconnecting", metadata: ["retry_in": "\(delay)", "attempt": "\(failures)"])
+            await sleep(delay)
+        }
+    }
+
+    /// Sleeps, unless draining begins or the task is cancelled first.
+    private func sleep(_ duration: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: duration) }
+            group.addTask { _ = await self.drainStarted.wait() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func serveResubscribes() async {
+        let backoff = Backoff(minimum: settings.broker.reconnectMin, maximum: settings.broker.reconnectMax)
+        await withTaskGroup(of: Void.self) { group in
+            for await request in resubscribeRequests {
+                group.addTask {
+                    await self.sleep(backoff.delay(request.attempt, random: Double.random(in: 0..<1)))
+                    self.eventSink.yield(.resubscribe(consumer: request.consumer, attempt: request.attempt))
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    // MARK: The control loop
+
+    /// The one loop that owns the lifecycle, the current connection and the
+    /// channel of each consumer on it.
+    private struct ControlLoop {
+        let runtime: WarrenRuntime
+        let consumers: [Consumer]
+        var machine = Lifecycle()
+        var current: AMQPConnection? = nil
+        /// Consumer index by consuming channel, on `current`.
+        var consumerOn: [UInt16: Int] = [:]
+        /// Consuming channel by consumer index, on `current`.
+        var channelOf: [Int: UInt16] = [:]
+        var nextChannel: UInt16 = 0
+        var logger: Logger { runtime.logger }
+
+        init(runtime: WarrenRuntime, consumers: [Consumer]) {
+            self.runtime = runtime
+            self.consumers = consumers
+        }
+
+        mutating func run() async -> Int32 {
+            for await event in runtime.events {
+                let before = machine.state
+                var action = await handle(event)
+                while action != .none {
+                    if case .exit(let code) = action {
+                        report(before)
+                        return code
+                    }
+                    action = await perform(action)
+                }
+                report(before)
+            }
+            return 1
+        }
+
+        private func report(_ before: Lifecycle.State) {
+            guard before != machine.state, let observer = runtime.observer else { return }
+            observer(machine.state)
+        }
+
+        private mutating func handle(_ event: Event) async -> Lifecycle.Action {
+            switch event {
+            case .connected(let connection):
+                return await connected(connection)
+            case .amqp(let event, let connection):
+                guard connection === current else {
+                    // A straggler from a connection already given up: its deliveries are void.
+                    if case .delivery(let delivery) = event { connection.nack(delivery, requeue: true) }
+                    return .none
+                }
+                return await handle(event, on: connection)
+            case .resubscribe(let index, let attempt):
+                guard case .running = machine.state, let connection = current else { return .none }
+                await subscribe(consumers[index], on: connection, attempt: attempt)
+                return .none
+            case .handlerFinished:
+                return machine.handlerFinished()
+            case .stop:
+                return machine.stopRequested()
+            case .quit:
+                return machine.quitRequested()
+            case .graceExpired:
+                return machine.graceExpired()
+            }
+        }
+
+        private mutating func handle(_ event: AMQPEvent, on connection: AMQPConnection) async -> Lifecycle.Action {
+            switch event {
+            case .delivery(let delivery):
+                let action = machine.delivery()
+                switch action {
+                case .dispatch:
+                    guard let index = consumerOn[delivery.channel],
+                          consumers[index].buffer.push(Received(delivery: delivery, connection: connection)) else {
+                        connection.nack(delivery, requeue: true)
+                        return machine.released(1)
+                    }
+                    return .none
+                case .release:
+                    connection.nack(delivery, requeue: true)
+                    return .none
+                default:
+                    return action
+                }
+            case .consumerCancelledByBroker(let channel, let tag):
+                guard let index = consumerOn.removeValue(forKey: channel) else { return .none }
+                channelOf[index] = nil
+                let consumer = consumers[index]
+                consumer.logger.warning("the broker cancelled the consumer (queue deleted, or a node failed over); subscribing again",
+                                        metadata: ["queue": "\(consumer.settings.queue)", "consumer_tag": "\(tag)"])
+                try? await connection.closeChannel(channel)
+                runtime.resubscribeSink.yield((index, 0))
+                return .none
+            case .channelClosed(let channel, let error):
+                if let index = consumerOn.removeValue(forKey: channel) {
+                    channelOf[index] = nil
+                    consumers[index].logger.error("the broker closed the consumer's channel; subscribing again",
+                                                  metadata: ["error": "\(error)"])
+                    runtime.resubscribeSink.yield((index, 0))
+                } else if let consumer = consumers.first(where: { $0.publisherChannel == channel }) {
+                    consumer.logger.error("the broker closed the publishing channel; reopening it", metadata: ["error": "\(error)"])
+                    do {
+                        try await connection.openChannel(channel)
+                        try await connection.enableConfirms(on: channel)
+                    } catch {
+                        logger.error("cannot reopen the publishing channel; reconnecting", metadata: ["error": "\(error)"])
+                        await connection.close()
+                    }
+                }
+                return .none
+            case .returned:
+                return .none
+            case .connectionLost(let error):
+                logger.error("connection to the broker lost", metadata: ["error": "\(error)"])
+                return machine.connectionLost()
+            }
+        }
+
+        /// A new connection: subscribe every consumer, unless warren is stopping.
+        private mutating func connected(_ connection: AMQPConnection) async -> Lifecycle.Action {
+            switch machine.state {
+            case .starting, .reconnecting:
+                break
+            case .running, .draining, .closing, .stopped:
+                await connection.close()
+                return .none
+            }
+            current = connection
+            consumerOn = [:]
+            channelOf = [:]
+            nextChannel = 1
+            let firstStart = machine.state == .starting(inFlight: 0)
+            for consumer in consumers {
+                do {
+                    try await setUp(consumer, on: connection)
+                } catch {
+                    if error.code == .invalidArgument && firstStart {
+                        logger.critical("warren cannot start: \(error.reason)")
+                        return machine.failed()
+                    }
+                    logger.error("setting up the consumers failed; reconnecting", metadata: ["error": "\(error)"])
+                    await connection.close()
+                    return .none
+                }
+            }
+            runtime.healthy.withLock { $0 = true }
+            return machine.started()
+        }
+
+        private mutating func setUp(_ consumer: Consumer, on connection: AMQPConnection) async throws(AMQPError) {
             let s = consumer.settings
-            try await connection.openChannel(consumer.channel, prefetch: s.prefetch)
+            let channel = allocateChannel()
+            try await connection.openChannel(channel, prefetch: s.prefetch)
             if s.declare {
-                try await consumer.topology.declare(on: connection, channel: consumer.channel)
+                try await consumer.topology.declare(on: connection, channel: channel)
             } else {
-                try await consumer.topology.check(on: connection, channel: consumer.channel)
+                try await consumer.topology.check(on: connection, channel: channel)
             }
             try await connection.openChannel(consumer.publisherChannel)
             try await connection.enableConfirms(on: consumer.publisherChannel)
-            _ = try await connection.consume(queue: s.queue, on: consumer.channel, consumerTag: consumer.consumerTag)
+            _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel))
+            consumerOn[channel] = consumer.index
+            channelOf[consumer.index] = channel
             consumer.logger.info("consuming", metadata: ["queue": "\(s.queue)", "prefetch": "\(s.prefetch)",
                                                          "concurrency": "\(s.concurrency)"])
         }
-    }
 
-    private func controlLoop(consumers: [Consumer], connection: AMQPConnection) async -> Int32 {
-        var machine = Lifecycle()
-        let byChannel = Dictionary(uniqueKeysWithValues: consumers.map { ($0.channel, $0) })
-        for await event in events {
-            let before = machine.state
-            var action: Lifecycle.Action
-            switch event {
-            case .amqp(.delivery(let delivery)):
-                action = machine.delivery()
-                if action == .dispatch {
-                    if byChannel[delivery.channel]?.buffer.push(delivery) != true {
-                        connection.nack(delivery, requeue: true)
-                        action = machine.handlerFinished()
-                    } else {
-                        action = .none
-                    }
-                } else if action == .release {
-                    connection.nack(delivery, requeue: true)
-                    action = .none
-                }
-            case .amqp(.consumerCancelledByBroker(let channel, let tag)):
-                logger.error("the broker cancelled a consumer (was its queue deleted?); stopping so it can be restarted",
-                             metadata: ["channel": "\(channel)", "consumer_tag": "\(tag)"])
-                action = machine.connectionLost()
-            case .amqp(.channelClosed(let channel, let error)):
-                logger.error("the broker closed a channel", metadata: ["channel": "\(channel)", "error": "\(error)"])
-                action = machine.connectionLost()
-            case .amqp(.returned):
-                action = .none
-            case .amqp(.connectionLost(let error)):
-                logger.error("connection to the broker lost", metadata: ["error": "\(error)"])
-                action = machine.connectionLost()
-            case .started:
-                action = machine.started()
-            case .handlerFinished:
-                action = machine.handlerFinished()
-            case .stop:
-                action = machine.stopRequested()
-            case .quit:
-                action = machine.quitRequested()
-            case .graceExpired:
-                action = machine.graceExpired()
+        /// Subscribing again after the broker cancelled a consumer, on a fresh
+        /// channel number, so tags of the old channel can never be confused
+        /// with the new one's.
+        private mutating func subscribe(_ consumer: Consumer, on connection: AMQPConnection, attempt: Int) async {
+            guard channelOf[consumer.index] == nil else { return }
+            do {
+                try await setUp(consumer, on: connection)
+            } catch {
+                consumer.logger.warning("subscribing again failed; will retry", metadata: [
+                    "error": "\(error)", "attempt": "\(attempt + 1)"])
+                if !error.isConnectionFatal { runtime.resubscribeSink.yield((consumer.index, attempt + 1)) }
             }
-            while action != .none {
-                if case .exit(let code) = action {
-                    report(before, machine.state)
-                    return code
-                }
-                action = await perform(action, machine: &machine, consumers: consumers, connection: connection)
-            }
-            report(before, machine.state)
         }
-        return 1
-    }
 
-    private func report(_ before: Lifecycle.State, _ after: Lifecycle.State) {
-        guard before != after, let observer else { return }
-        observer(after)
-    }
+        private mutating func allocateChannel() -> UInt16 {
+            // Channels 1...1000 consume (publishers use 1024 and up). Numbers are
+            // not reused on one connection until they wrap, which takes 1000
+            // re-subscribes.
+            if nextChannel == 0 || nextChannel > 1000 { nextChannel = 1 }
+            defer { nextChannel += 1 }
+            return nextChannel
+        }
 
-    /// Performs one action; returns the follow-up action, if any.
-    private func perform(_ action: Lifecycle.Action, machine: inout Lifecycle, consumers: [Consumer],
-                         connection: AMQPConnection) async -> Lifecycle.Action {
-        switch action {
-        case .none, .dispatch, .release, .exit:
-            return .none
-        case .notifyReady:
-            logger.notice("running", metadata: ["consumers": "\(consumers.count)"])
-            return .none
-        case .beginDrain, .beginDrainAndTerminate:
-            logger.notice("stop requested: draining", metadata: [
-                "in_flight": "\(machine.inFlight)", "grace_period": "\(settings.shutdown.gracePeriod)"])
-            var released = 0
-            for consumer in consumers {
-                for delivery in consumer.buffer.close() {
-                    connection.nack(delivery, requeue: true)
-                    released += 1
+        /// Performs one action; returns the follow-up action, if any.
+        private mutating func perform(_ action: Lifecycle.Action) async -> Lifecycle.Action {
+            switch action {
+            case .none, .dispatch, .release, .exit:
+                return .none
+            case .notifyReady:
+                logger.notice("running", metadata: ["consumers": "\(consumers.count)"])
+                return .none
+            case .reconnect:
+                var dropped = 0
+                if let lost = current {
+                    for consumer in consumers { dropped += consumer.buffer.removeAll(from: lost) }
                 }
-            }
-            if action == .beginDrainAndTerminate {
-                logger.notice("quit: terminating every running handler now")
-                termination.fire()
-            }
-            for consumer in consumers {
-                do {
-                    try await connection.cancel(consumerTag: consumer.consumerTag, on: consumer.channel)
-                } catch {
-                    consumer.logger.warning("basic.cancel failed", metadata: ["error": "\(error)"])
+                current = nil
+                consumerOn = [:]
+                channelOf = [:]
+                logger.warning("reconnecting; running handlers go on, their outcomes will be dropped and the broker redelivers",
+                               metadata: ["in_flight": "\(machine.inFlight - dropped)", "dropped_unstarted": "\(dropped)"])
+                return machine.released(dropped)
+            case .beginDrain, .beginDrainAndTerminate:
+                logger.notice("stop requested: draining", metadata: [
+                    "in_flight": "\(machine.inFlight)", "grace_period": "\(runtime.settings.shutdown.gracePeriod)"])
+                runtime.drainStarted.fire()
+                var released = 0
+                for consumer in consumers {
+                    for received in consumer.buffer.close() {
+                        received.connection.nack(received.delivery, requeue: true)
+                        released += 1
+                    }
                 }
+                if action == .beginDrainAndTerminate {
+                    logger.notice("quit: terminating every running handler now")
+                    runtime.termination.fire()
+                }
+                if let connection = current {
+                    for (index, channel) in channelOf.sorted(by: { $0.key < $1.key }) {
+                        do {
+                            try await connection.cancel(consumerTag: consumers[index].consumerTag(channel: channel), on: channel)
+                        } catch {
+                            consumers[index].logger.warning("basic.cancel failed", metadata: ["error": "\(error)"])
+                        }
+                    }
+                }
+                if released > 0 { logger.info("released deliveries that had not started", metadata: ["count": "\(released)"]) }
+                return machine.released(released)
+            case .terminateHandlers:
+                logger.warning("terminating running handlers; their messages will be requeued", metadata: [
+                    "in_flight": "\(machine.inFlight)", "kill_after": "\(runtime.settings.shutdown.killAfter)"])
+                runtime.termination.fire()
+                return .none
+            case .close:
+                logger.info("all handlers done: flushing acks, closing channels and connection")
+                await current?.close()
+                return machine.closed()
             }
-            drainStarted.fire()
-            if released > 0 { logger.info("released deliveries that had not started", metadata: ["count": "\(released)"]) }
-            return machine.released(released)
-        case .terminateHandlers:
-            logger.warning("terminating running handlers; their messages will be requeued",
-                           metadata: ["in_flight": "\(machine.inFlight)", "kill_after": "\(settings.shutdown.killAfter)"])
-            termination.fire()
-            return .none
-        case .close:
-            logger.info("all handlers done: flushing acks, closing channels and connection")
-            await connection.close()
-            return machine.closed()
         }
     }
 }

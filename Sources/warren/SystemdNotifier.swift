@@ -32,8 +32,8 @@ struct SystemdNotifier: Sendable {
             send("STOPPING=1\nSTATUS=draining, \(n) in flight\(terminating ? ", terminating handlers" : "")")
         case .closing:
             send("STOPPING=1\nSTATUS=closing: flushing acks and closing the connection")
-        case .failing(let n, _):
-            send("STATUS=connection lost, waiting for \(n) handlers to end")
+        case .reconnecting(let n):
+            send("STATUS=reconnecting to the broker, \(n) in flight")
         case .stopped(let code):
             send("STATUS=stopped, exit code \(code)")
         }

@@ -85,14 +85,7 @@ struct WarrenCommand: AsyncParsableCommand {
                 }
                 return nil
             }
-            group.addTask {
-                do {
-                    return try await runtime.run()
-                } catch {
-                    logger.critical("warren cannot run: \(error)")
-                    return 1
-                }
-            }
+            group.addTask { await runtime.run() }
             var code: Int32 = 1
             while let result = await group.next() {
                 if let result {

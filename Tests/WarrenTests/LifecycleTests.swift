@@ -8,8 +8,8 @@ import Testing
     static let allStates: [S] = [
         .starting(inFlight: 0), .starting(inFlight: 2), .running(inFlight: 0), .running(inFlight: 3),
         .draining(inFlight: 0, terminating: false), .draining(inFlight: 2, terminating: false),
-        .draining(inFlight: 2, terminating: true), .closing, .failing(inFlight: 1, terminating: true),
-        .failing(inFlight: 1, terminating: false), .stopped(exitCode: 0),
+        .draining(inFlight: 2, terminating: true), .closing, .reconnecting(inFlight: 0), .reconnecting(inFlight: 2),
+        .stopped(exitCode: 0),
     ]
 
     func run(_ state: S, _ event: (inout Lifecycle) -> Lifecycle.Action) -> (Lifecycle.Action, S) {
@@ -26,8 +26,14 @@ import Testing
         #expect(run(.starting(inFlight: 2)) { $0.started() } == (.notifyReady, .running(inFlight: 2)))
     }
 
-    @Test(arguments: allStates.filter { if case .starting = $0 { return false }; return true })
-    func startedIsIgnoredOutsideStarting(state: S) {
+    @Test func startedAfterAReconnectIsRunningAgain() {
+        #expect(run(.reconnecting(inFlight: 1)) { $0.started() } == (.notifyReady, .running(inFlight: 1)))
+    }
+
+    @Test(arguments: allStates.filter {
+        switch $0 { case .starting, .reconnecting: return false; default: return true }
+    })
+    func startedIsIgnoredOutsideStartingAndReconnecting(state: S) {
         #expect(run(state) { $0.started() } == (.none, state))
     }
 
@@ -37,8 +43,8 @@ import Testing
     }
 
     @Test(arguments: [S.draining(inFlight: 2, terminating: false), .draining(inFlight: 0, terminating: true), .closing,
-                      .failing(inFlight: 1, terminating: true), .stopped(exitCode: 0)])
-    func deliveriesAfterTheStopSignalAreReleasedNotStarted(state: S) {
+                      .reconnecting(inFlight: 1), .stopped(exitCode: 0)])
+    func deliveriesAfterTheStopSignalOrFromALostConnectionAreReleasedNotStarted(state: S) {
         #expect(run(state) { $0.delivery() } == (.release, state))
     }
 
@@ -53,8 +59,9 @@ import Testing
         #expect(run(.draining(inFlight: 1, terminating: true)) { $0.handlerFinished() } == (.close, .closing))
     }
 
-    @Test func lastHandlerEndingAfterConnectionLossExitsOne() {
-        #expect(run(.failing(inFlight: 1, terminating: true)) { $0.handlerFinished() } == (.exit(1), .stopped(exitCode: 1)))
+    @Test func handlersFinishingWhileReconnectingCountDown() {
+        #expect(run(.reconnecting(inFlight: 2)) { $0.handlerFinished() } == (.none, .reconnecting(inFlight: 1)))
+        #expect(run(.reconnecting(inFlight: 3)) { $0.released(3) } == (.none, .reconnecting(inFlight: 0)))
     }
 
     @Test func handlerFinishedIsIgnoredWhenClosingOrStopped() {
@@ -73,11 +80,16 @@ import Testing
         #expect(run(.starting(inFlight: 0)) { $0.stopRequested() } == (.beginDrain, .draining(inFlight: 0, terminating: false)))
     }
 
+    @Test func stopSignalWhileReconnectingDrainsWithoutWaitingForTheBroker() {
+        #expect(run(.reconnecting(inFlight: 1)) { $0.stopRequested() } == (.beginDrain, .draining(inFlight: 1, terminating: false)))
+        #expect(run(.reconnecting(inFlight: 0)) { $0.quitRequested() } == (.beginDrainAndTerminate, .draining(inFlight: 0, terminating: true)))
+    }
+
     @Test func secondStopSignalSkipsTheRestOfTheGracePeriod() {
         #expect(run(.draining(inFlight: 2, terminating: false)) { $0.stopRequested() } == (.terminateHandlers, .draining(inFlight: 2, terminating: true)))
     }
 
-    @Test(arguments: [S.draining(inFlight: 2, terminating: true), .closing, .failing(inFlight: 1, terminating: true), .stopped(exitCode: 0)])
+    @Test(arguments: [S.draining(inFlight: 2, terminating: true), .closing, .stopped(exitCode: 0)])
     func furtherStopSignalsChangeNothing(state: S) {
         #expect(run(state) { $0.stopRequested() } == (.none, state))
     }
@@ -90,7 +102,6 @@ import Testing
     @Test func quitWhileDrainingTerminatesOnce() {
         #expect(run(.draining(inFlight: 2, terminating: false)) { $0.quitRequested() } == (.terminateHandlers, .draining(inFlight: 2, terminating: true)))
         #expect(run(.draining(inFlight: 2, terminating: true)) { $0.quitRequested() } == (.none, .draining(inFlight: 2, terminating: true)))
-        #expect(run(.failing(inFlight: 1, terminating: false)) { $0.quitRequested() } == (.terminateHandlers, .failing(inFlight: 1, terminating: true)))
     }
 
     @Test func quitIsIgnoredWhenClosingOrStopped() {
@@ -125,23 +136,33 @@ import Testing
         }
     }
 
-    @Test func connectionLostWithHandlersRunningTerminatesThemThenExitsOne() {
-        #expect(run(.running(inFlight: 2)) { $0.connectionLost() } == (.terminateHandlers, .failing(inFlight: 2, terminating: true)))
-        #expect(run(.draining(inFlight: 1, terminating: false)) { $0.connectionLost() } == (.terminateHandlers, .failing(inFlight: 1, terminating: true)))
-        #expect(run(.starting(inFlight: 1)) { $0.connectionLost() } == (.terminateHandlers, .failing(inFlight: 1, terminating: true)))
+    @Test func connectionLostWhileRunningReconnectsAndKeepsHandlersRunning() {
+        #expect(run(.running(inFlight: 2)) { $0.connectionLost() } == (.reconnect, .reconnecting(inFlight: 2)))
+        #expect(run(.starting(inFlight: 0)) { $0.connectionLost() } == (.reconnect, .reconnecting(inFlight: 0)))
     }
 
-    @Test func connectionLostWithNothingRunningExitsOneAtOnce() {
-        #expect(run(.running(inFlight: 0)) { $0.connectionLost() } == (.exit(1), .stopped(exitCode: 1)))
+    @Test func connectionLostWhileDrainingLetsHandlersFinish() {
+        #expect(run(.draining(inFlight: 1, terminating: false)) { $0.connectionLost() } == (.none, .draining(inFlight: 1, terminating: false)))
     }
 
     @Test func connectionLostWhileClosingIsAStillCleanStop() {
         #expect(run(.closing) { $0.connectionLost() } == (.exit(0), .stopped(exitCode: 0)))
     }
 
-    @Test func connectionLostTwiceChangesNothing() {
-        #expect(run(.failing(inFlight: 1, terminating: true)) { $0.connectionLost() } == (.none, .failing(inFlight: 1, terminating: true)))
-        #expect(run(.stopped(exitCode: 1)) { $0.connectionLost() } == (.none, .stopped(exitCode: 1)))
+    @Test func connectionLostAgainWhileReconnectingChangesNothing() {
+        #expect(run(.reconnecting(inFlight: 1)) { $0.connectionLost() } == (.none, .reconnecting(inFlight: 1)))
+        #expect(run(.stopped(exitCode: 0)) { $0.connectionLost() } == (.none, .stopped(exitCode: 0)))
+    }
+
+    @Test func aFirstStartThatCannotSucceedExitsOne() {
+        #expect(run(.starting(inFlight: 0)) { $0.failed() } == (.exit(1), .stopped(exitCode: 1)))
+    }
+
+    @Test func failingAfterTheFirstStartIsAProgrammingError() async {
+        await #expect(processExitsWith: .failure) {
+            var machine = Lifecycle(state: .reconnecting(inFlight: 0))
+            _ = machine.failed()
+        }
     }
 
     @Test func aFullDrainWalksTheWholeTable() {

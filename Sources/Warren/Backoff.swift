@@ -1,0 +1,29 @@
+/// Exponential backoff with jitter, for reconnects and re-subscribes.
+///
+/// Attempt 0 waits about `minimum`; each next one doubles, up to `maximum`.
+/// The wait is drawn from the upper half of that value ("equal jitter"), so
+/// many warrens cut off by one broker restart do not return in lockstep, and
+/// none waits less than half the nominal delay.
+public struct Backoff: Sendable, Equatable {
+    public var minimum: Duration
+    public var maximum: Duration
+
+    public init(minimum: Duration, maximum: Duration) {
+        self.minimum = minimum
+        self.maximum = max(minimum, maximum)
+    }
+
+    /// The nominal delay before attempt `attempt` (0-based).
+    public func nominal(_ attempt: Int) -> Duration {
+        let base = Double(minimum.milliseconds)
+        let factor = attempt >= 60 ? Double.infinity : Double(UInt64(1) << UInt64(max(attempt, 0)))
+        return .milliseconds(Int64(min(base * factor, Double(maximum.milliseconds))))
+    }
+
+    /// The delay to wait, `random` in 0..<1: between half and all of the nominal delay.
+    public func delay(_ attempt: Int, random: Double) -> Duration {
+        let nominal = Double(nominal(attempt).milliseconds)
+        let fraction = 0.5 + 0.5 * min(max(random, 0), 1)
+        return .milliseconds(Int64((nominal * fraction).rounded()))
+    }
+}
