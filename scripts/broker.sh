@@ -39,12 +39,36 @@ start)
     node_env
     mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
     echo '[].' > "$RABBITMQ_ENABLED_PLUGINS_FILE"
+    # A TLS listener on port+5000 with a CA made now, for the TLS tests;
+    # a second, unrelated CA lets them check that a wrong one is refused.
+    tls="$dir/tls"
+    mkdir -p "$tls"
+    if command -v openssl >/dev/null; then
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj "/CN=warren test CA" \
+            -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj "/CN=unrelated CA" \
+            -keyout "$tls/other-ca.key" -out "$tls/other-ca.pem" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+            -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+        printf 'subjectAltName=DNS:localhost\n' > "$tls/san.ext"
+        openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+            -days 3 -extfile "$tls/san.ext" -out "$tls/server.pem" 2>/dev/null
+        tls_conf="listeners.ssl.default = 127.0.0.1:$((port + 5000))
+ssl_options.cacertfile = $tls/ca.pem
+ssl_options.certfile = $tls/server.pem
+ssl_options.keyfile = $tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false"
+    else
+        tls_conf="# openssl missing: no TLS listener"
+    fi
     cat > "$dir/rabbitmq.conf" <<CONF
 loopback_users = none
 log.console = false
 log.file.level = warning
 # handlers in tests may legitimately run for minutes
 consumer_timeout = 3600000
+$tls_conf
 CONF
     if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1; then
         chown -R rabbitmq:rabbitmq "$dir"

@@ -2,7 +2,8 @@
 # Installs the Debian packages warren needs to build and test, when missing:
 # librabbitmq-dev (the C library and its pkg-config file), rabbitmq-server
 # (the private test broker), amqp-tools (`make run` publishes demo messages
-# with it) and systemd (systemd-analyze verify for the unit files).
+# with it), systemd (systemd-analyze verify for the unit files) and openssl
+# (the TLS tests make their CA at test time).
 set -euo pipefail
 need=()
 dpkg -s librabbitmq-dev >/dev/null 2>&1 || need+=(librabbitmq-dev)
@@ -10,6 +11,7 @@ dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v rabbitmq-server >/dev/null 2>&1 || need+=(rabbitmq-server)
 command -v amqp-publish >/dev/null 2>&1 || need+=(amqp-tools)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
     echo "deps.sh: installing ${need[*]}"
     SUDO=""

@@ -11,6 +11,7 @@ trap cleanup EXIT
 scripts/broker.sh start "$dir" "$port"
 export WARREN_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2f"
 export WARREN_TEST_BROKER_DIR="$dir"
+export WARREN_TEST_TLS_PORT=$((port + 5000))
 swift build ${SWIFT_BUILD_FLAGS:-}
 # One test at a time: the end-to-end tests time signals and exits, and
 # this machine has two cores.
