@@ -11,7 +11,7 @@ SWIFT_BUILD_FLAGS ?=
 
 export BROKER_URL BROKER_PORT CONFIG SWIFT_BUILD_FLAGS
 
-.PHONY: all deps build release test run install clean verify-units
+.PHONY: all deps build release test chaos run install clean verify-units
 
 all: build
 
@@ -26,6 +26,11 @@ release: deps
 
 test: deps verify-units
 	scripts/test.sh
+
+# Many rounds of random faults under load, each with a ledger (make test runs 2).
+ROUNDS ?= 20
+chaos: deps
+	WARREN_CHAOS_ROUNDS=$(ROUNDS) TEST_FILTER=ChaosTests scripts/test.sh
 
 run: build
 	scripts/run-demo.sh

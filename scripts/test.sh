@@ -15,4 +15,5 @@ export WARREN_TEST_TLS_PORT=$((port + 5000))
 swift build ${SWIFT_BUILD_FLAGS:-}
 # One test at a time: the end-to-end tests time signals and exits, and
 # this machine has two cores.
-swift test --no-parallel --disable-xctest ${SWIFT_BUILD_FLAGS:-}
+# TEST_FILTER narrows the run (make chaos uses it).
+swift test --no-parallel --disable-xctest ${SWIFT_BUILD_FLAGS:-} ${TEST_FILTER:+--filter "$TEST_FILTER"}

@@ -133,6 +133,18 @@ import Testing
         }
     }
 
+    @Test func aDeadFirstBrokerURLFailsOverToTheNext() async throws {
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["fo"], to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(queue: queue, command: Self.ledgerCommand)
+                .replacingOccurrences(of: "url = \(TestBroker.url)", with: "url = amqp://guest:guest@127.0.0.1:1/%2f \(TestBroker.url)"))
+            try await eventually("processed through the second URL") { warren.lines("finished") == ["fo"] }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            #expect(warren.log.contains("trying the next broker URL"))
+        }
+    }
+
     @Test func startingWithoutABrokerRetriesAndAStopExitsAtOnce() async throws {
         let warren = try WarrenBinary(config: try warrenConfig(queue: "test.nobroker", command: "true")
             .replacingOccurrences(of: "url = \(TestBroker.url)", with: "url = amqp://guest:secretpw@127.0.0.1:1/%2f")
