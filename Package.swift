@@ -65,6 +65,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "warren-bench",
+            dependencies: [
+                "Warren", "AMQP",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/WarrenBench",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "WarrenTests",
             dependencies: ["Warren", "WarrenConfig", "AMQP"],

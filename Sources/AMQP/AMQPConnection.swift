@@ -13,20 +13,42 @@ public final class AMQPConnection: Sendable {
     /// connection ends, after `.connectionLost` if it was not closed by us.
     public let events: AsyncStream<AMQPEvent>
     private let queue: CommandQueue
+    private let finished: Latch
 
-    private init(queue: CommandQueue, events: AsyncStream<AMQPEvent>) {
+    private init(queue: CommandQueue, events: AsyncStream<AMQPEvent>, finished: Latch) {
         self.queue = queue
         self.events = events
+        self.finished = finished
     }
 
     deinit {
         queue.push(.close(done: {}))
     }
 
-    /// Connects, logs in and starts the I/O thread.
+    /// Connects, logs in and starts the I/O thread. Events arrive on `events`.
     public static func connect(_ options: ConnectionOptions, logger: Logger = Logger(label: "warren.amqp")) async throws(AMQPError) -> AMQPConnection {
-        let queue = try CommandQueue()
         let (events, continuation) = AsyncStream<AMQPEvent>.makeStream()
+        let finished = Latch()
+        let sink = EventSink(emit: { continuation.yield($0) }, finish: { continuation.finish(); finished.open() })
+        return try await connect(options, logger: logger, events: events, sink: sink, finished: finished)
+    }
+
+    /// Connects, logs in and starts the I/O thread. Events are handed to
+    /// `onEvent` on the I/O thread itself, in wire order, saving a hop per
+    /// delivery; it must not block. `events` stays empty.
+    public static func connect(_ options: ConnectionOptions, logger: Logger = Logger(label: "warren.amqp"),
+                               onEvent: @escaping @Sendable (AMQPEvent) -> Void) async throws(AMQPError) -> AMQPConnection {
+        let (events, continuation) = AsyncStream<AMQPEvent>.makeStream()
+        continuation.finish()
+        let finished = Latch()
+        let sink = EventSink(emit: onEvent, finish: { finished.open() })
+        return try await connect(options, logger: logger, events: events, sink: sink, finished: finished)
+    }
+
+    private static func connect(_ options: ConnectionOptions, logger: Logger, events: AsyncStream<AMQPEvent>,
+                                sink: EventSink, finished: Latch) async throws(AMQPError) -> AMQPConnection {
+        let queue = try CommandQueue()
+        let continuation = sink
         let result: Result<Void, AMQPError> = await withCheckedContinuation { (opened: CheckedContinuation<Result<Void, AMQPError>, Never>) in
             IOThread.start(name: "warren-amqp-io") {
                 let raw: RawConnection
@@ -42,8 +64,11 @@ public final class AMQPConnection: Sendable {
             }
         }
         try result.get()
-        return AMQPConnection(queue: queue, events: events)
+        return AMQPConnection(queue: queue, events: events, finished: finished)
     }
+
+    /// Returns once the connection is gone (lost, or closed) and its I/O thread is done.
+    public func closed() async { await finished.wait() }
 
     /// Runs `body` on the I/O thread and returns its result.
     func call<T: Sendable>(_ body: @escaping @Sendable (IOLoop) throws(AMQPError) -> T) async throws(AMQPError) -> T {
@@ -180,6 +205,11 @@ public final class AMQPConnection: Sendable {
     }
 
     // MARK: Closing
+
+    /// Starts a close without waiting for it (for cancellation handlers).
+    public func closeNow() {
+        queue.push(.close(done: {}))
+    }
 
     /// Sends every queued settlement, closes each channel, then the
     /// connection, and waits for the I/O thread to finish.

@@ -75,10 +75,13 @@ final class CommandQueue: Sendable {
         }
     }
 
-    /// Takes every queued command (I/O thread only).
-    func takeAll(into commands: inout [IOCommand]) {
+    /// Takes every queued command (I/O thread only); empties the wake-up
+    /// pipe first when poll(2) said it had something.
+    func takeAll(into commands: inout [IOCommand], drainWakeUp: Bool) {
         var scratch: (UInt64, UInt64) = (0, 0)
-        while read(wakeReadFD, &scratch, MemoryLayout.size(ofValue: scratch)) > 0 {}
+        if drainWakeUp {
+            while read(wakeReadFD, &scratch, MemoryLayout.size(ofValue: scratch)) > 0 {}
+        }
         state.withLock { state in
             swap(&commands, &state.commands)
             state.signalled = false

@@ -17,14 +17,14 @@ final class IOLoop {
 
     private(set) var connection: RawConnection?
     private let queue: CommandQueue?
-    private let events: AsyncStream<AMQPEvent>.Continuation?
+    private let events: EventSink?
     let logger: Logger
     private var channels: [UInt16: ChannelState] = [:]
     private var closeWaiters: [@Sendable () -> Void] = []
     private var lost: AMQPError? = nil
     private var stopping = false
 
-    init(connection: RawConnection, queue: CommandQueue, events: AsyncStream<AMQPEvent>.Continuation, logger: Logger) {
+    init(connection: RawConnection, queue: CommandQueue, events: EventSink, logger: Logger) {
         self.connection = connection
         self.queue = queue
         self.events = events
@@ -52,8 +52,13 @@ final class IOLoop {
         let heartbeatMs = connection.heartbeat > 0 ? connection.heartbeat * 250 : 1000
         let pollTimeout = Int32(max(10, min(heartbeatMs, 1000)))
 
+        // The first turn reads whatever is there; later turns call into the
+        // library only when poll(2) says so, or when it timed out (heartbeats
+        // are sent and missed ones noticed inside the library's read).
+        var mustRead = true
+        var wakeReadable = true
         while lost == nil && !stopping {
-            queue.takeAll(into: &commands)
+            queue.takeAll(into: &commands, drainWakeUp: wakeReadable)
             for command in commands {
                 execute(command)
                 if lost != nil { break }
@@ -62,13 +67,21 @@ final class IOLoop {
             if lost != nil || stopping { break }
             flushSettlements()
             if lost != nil { break }
-            guard readAvailableFrames(limit: 256) else { break }
-            if stopping { break }
-            if amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0 { continue }
-            amqp_maybe_release_buffers(connection.state)
+            if mustRead || amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0 {
+                guard readAvailableFrames(limit: 256) else { break }
+                if stopping { break }
+                if amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0 {
+                    mustRead = true
+                    wakeReadable = false
+                    continue
+                }
+                amqp_maybe_release_buffers(connection.state)
+            }
             fds[0].revents = 0
             fds[1].revents = 0
-            _ = poll(&fds, 2, pollTimeout)
+            let ready = poll(&fds, 2, pollTimeout)
+            mustRead = ready == 0 || fds[0].revents != 0
+            wakeReadable = fds[1].revents != 0
         }
         finish()
     }
@@ -80,9 +93,9 @@ final class IOLoop {
         if let queue {
             for command in queue.close(because: error) { command.abandon(error) }
         }
-        if let lost { events?.yield(.connectionLost(lost)) }
-        events?.finish()
+        if let lost { events?.emit(.connectionLost(lost)) }
         connection = nil  // amqp_destroy_connection, on this thread
+        events?.finish()
         for waiter in closeWaiters { waiter() }
     }
 
@@ -167,11 +180,11 @@ final class IOLoop {
                                     properties: MessageProperties(message.properties), body: message.body.array)
             amqp_destroy_message(&message)
             channels[channel]?.acks.delivered(delivery.deliveryTag)
-            events?.yield(.delivery(delivery))
+            events?.emit(.delivery(delivery))
 
         case AMQP_BASIC_CANCEL_METHOD:
             let cancel = decoded!.assumingMemoryBound(to: amqp_basic_cancel_t.self).pointee
-            events?.yield(.consumerCancelledByBroker(channel: channel, consumerTag: cancel.consumer_tag.string))
+            events?.emit(.consumerCancelledByBroker(channel: channel, consumerTag: cancel.consumer_tag.string))
 
         case AMQP_BASIC_ACK_METHOD:
             let ack = decoded!.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
@@ -195,7 +208,7 @@ final class IOLoop {
             }
             amqp_destroy_message(&message)
             channels[channel]?.confirms?.returned(replyCode: ret.reply_code, replyText: ret.reply_text.string)
-            events?.yield(event)
+            events?.emit(event)
 
         case AMQP_CHANNEL_CLOSE_METHOD:
             let close = decoded!.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
@@ -203,7 +216,7 @@ final class IOLoop {
             amqp_send_method(connection.state, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
             let error = AMQPError(.channelClosedByBroker, close.reply_text.string, replyCode: close.reply_code)
             channels.removeValue(forKey: channel)?.confirms?.failAll(error)
-            events?.yield(.channelClosed(channel: channel, error: error))
+            events?.emit(.channelClosed(channel: channel, error: error))
 
         case AMQP_CONNECTION_CLOSE_METHOD:
             let close = decoded!.assumingMemoryBound(to: amqp_connection_close_t.self).pointee

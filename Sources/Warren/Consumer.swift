@@ -29,19 +29,26 @@ final class Consumer: Sendable {
 
     func consumerTag(channel: UInt16) -> String { "warren.\(settings.name).\(channel)" }
 
-    /// The workers. Returns when the buffer is closed and every worker is idle.
-    func runWorkers(termination: TerminationSignal, finished: @escaping @Sendable () -> Void) async {
+    enum WorkerEnd: Sendable { case bufferClosed, cancelled }
+
+    /// The workers: `concurrency` slots in one task group. Returns when the
+    /// buffer is closed and every worker is idle.
+    ///
+    /// Each slot runs a worker task that handles message after message
+    /// inline. The watchdog ends a handler by cancelling that task; a
+    /// cancelled task stays cancelled, so after settling its message the
+    /// worker ends and the slot starts a fresh one. The worker task is
+    /// awaited by its slot and cancelled with it: structured in all but name.
+    func runWorkers(watchdog: Watchdog, finished: @escaping @Sendable () -> Void) async {
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<max(1, settings.concurrency) {
                 group.addTask {
-                    while let received = await self.buffer.next() {
-                        let delivery = received.delivery
-                        let connection = received.connection
-                        let message = Message(delivery: delivery, consumer: self.settings.name, queue: self.settings.queue,
-                                              attempt: Message.attempt(of: delivery))
-                        let (outcome, stop) = await self.runWatched(message, termination: termination)
-                        await self.settle(message, outcome: outcome, stop: stop, connection: connection, termination: termination)
-                        finished()
+                    while !Task.isCancelled {
+                        let handle = WorkerHandle()
+                        let task = Task { await self.work(watchdog: watchdog, handle: handle, finished: finished) }
+                        handle.set(task)
+                        let end = await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
+                        if end == .bufferClosed { return }
                     }
                 }
             }
@@ -50,48 +57,32 @@ final class Consumer: Sendable {
 
     enum WatchdogStop: Sendable { case timeout, shutdown }
 
-    private enum Race: Sendable {
-        case finished(Outcome)
-        case stopped(WatchdogStop)
-        case cancelled
-    }
-
-    /// Runs the handler against the watchdog: its timeout, and the shared
-    /// termination signal. Whichever fires cancels the handler, which then
-    /// ends its work (ExecHandler: SIGTERM, SIGKILL after `kill_after`);
-    /// this returns only when the handler has returned.
-    private func runWatched(_ message: Message, termination: TerminationSignal) async -> (Outcome, WatchdogStop?) {
-        let handler = self.handler
-        let timeout = settings.timeout
-        return await withTaskGroup(of: Race.self) { group in
-            group.addTask { .finished(await handler.handle(message)) }
-            group.addTask { await termination.wait() ? .stopped(.shutdown) : .cancelled }
-            if let timeout {
-                group.addTask {
-                    do {
-                        try await Task.sleep(for: timeout)
-                        return .stopped(.timeout)
-                    } catch {
-                        return .cancelled
-                    }
-                }
+    private func work(watchdog: Watchdog, handle: WorkerHandle, finished: @Sendable () -> Void) async -> WorkerEnd {
+        while let received = await buffer.next() {
+            let delivery = received.delivery
+            let connection = received.connection
+            let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
+                                  attempt: Message.attempt(of: delivery))
+            guard let id = watchdog.start(timeout: settings.timeout, cancel: { handle.cancel() }) else {
+                // Terminating: nothing new starts.
+                await settle(message, outcome: .retry(Failure(reason: "not started")), stop: .shutdown,
+                             connection: connection, watchdog: watchdog)
+                finished()
+                continue
             }
-            var outcome: Outcome = .retry(Failure(reason: "handler did not report an outcome"))
-            var stop: WatchdogStop? = nil
-            for await result in group {
-                switch result {
-                case .finished(let value):
-                    outcome = value
-                    group.cancelAll()
-                case .stopped(let reason):
-                    if stop == nil { stop = reason }
-                    group.cancelAll()
-                case .cancelled:
-                    break
-                }
+            let outcome = await handler.handle(message)
+            let stop: WatchdogStop? = switch watchdog.finish(id) {
+            case .timeout?: .timeout
+            case .shutdown?: .shutdown
+            case nil: nil
             }
-            return (outcome, stop)
+            await settle(message, outcome: outcome, stop: stop, connection: connection, watchdog: watchdog)
+            finished()
+            // The watchdog has cancelled this task, or is about to: its next
+            // message belongs to a fresh worker, never to a cancelled one.
+            if stop != nil || Task.isCancelled { return .cancelled }
         }
+        return Task.isCancelled ? .cancelled : .bufferClosed
     }
 
     /// Settles a message as its outcome says. Retry and dead-letter copies
@@ -99,7 +90,7 @@ final class Consumer: Sendable {
     /// acked; if the broker refuses the copy, the original is requeued
     /// instead (after a pause, so a broken topology does not spin).
     private func settle(_ message: Message, outcome: Outcome, stop: WatchdogStop?, connection: AMQPConnection,
-                        termination: TerminationSignal) async {
+                        watchdog: Watchdog) async {
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
@@ -133,7 +124,7 @@ final class Consumer: Sendable {
             properties.headers = headers
             properties.expiration = "\(delay.milliseconds)"
             let target = topology.retryQueue(level: level)
-            if await publishCopy(message, to: target, properties: properties, connection: connection, log: log, termination: termination) {
+            if await publishCopy(message, to: target, properties: properties, connection: connection, log: log, watchdog: watchdog) {
                 log.warning("handler failed; retrying later", metadata: [
                     "reason": "\(failure?.reason ?? "-")", "retry_in": "\(delay)", "next_attempt": "\(nextAttempt)"])
                 connection.ack(message.delivery)
@@ -153,7 +144,7 @@ final class Consumer: Sendable {
             headers["x-warren-dead-lettered-at"] = .timestamp(UInt64(currentUnixTime()))
             properties.headers = headers
             if await publishCopy(message, to: settings.deadLetterQueue, properties: properties, connection: connection,
-                                 log: log, termination: termination) {
+                                 log: log, watchdog: watchdog) {
                 log.error("message dead-lettered", metadata: ["reason": "\(reason)", "dead_letter_queue": "\(settings.deadLetterQueue)"])
                 connection.ack(message.delivery)
             }
@@ -163,7 +154,7 @@ final class Consumer: Sendable {
     /// Publishes a copy and waits for the broker's confirm. On refusal,
     /// requeues the original and returns false.
     private func publishCopy(_ message: Message, to queue: String, properties: MessageProperties, connection: AMQPConnection,
-                             log: Logger, termination: TerminationSignal) async -> Bool {
+                             log: Logger, watchdog: Watchdog) async -> Bool {
         let channel = publisherChannel
         let result: AMQPError? = await publishLock.withLock { () async -> AMQPError? in
             do throws(AMQPError) {
@@ -176,16 +167,16 @@ final class Consumer: Sendable {
         guard let result else { return true }
         log.error("the broker refused the copy; the message is requeued instead, not acked",
                   metadata: ["target_queue": "\(queue)", "error": "\(result)"])
-        await pause(settings.retryDelay, unless: termination)
+        await pause(settings.retryDelay, unless: watchdog)
         connection.nack(message.delivery, requeue: true)
         return false
     }
 
-    private func pause(_ duration: Duration, unless termination: TerminationSignal) async {
+    private func pause(_ duration: Duration, unless watchdog: Watchdog) async {
         let capped = min(duration, .seconds(5))
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await Task.sleep(for: capped) }
-            group.addTask { _ = await termination.wait() }
+            group.addTask { _ = await watchdog.shutdown.wait() }
             await group.next()
             group.cancelAll()
         }

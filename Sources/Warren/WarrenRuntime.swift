@@ -11,10 +11,11 @@ import Synchronization
 /// current connection and the channel map are local to that loop.
 public final class WarrenRuntime: Sendable {
     enum Event: Sendable {
-        case connected(AMQPConnection)
-        case amqp(AMQPEvent, from: AMQPConnection)
+        /// A new connection; `generation` tells its events from older ones'.
+        case connected(AMQPConnection, generation: Int)
+        case amqp(AMQPEvent, generation: Int)
         case resubscribe(consumer: Int, attempt: Int)
-        case handlerFinished
+        case handlersFinished
         case stop
         case quit
         case graceExpired
@@ -29,8 +30,12 @@ public final class WarrenRuntime: Sendable {
     private let observer: Observer?
     private let events: AsyncStream<Event>
     private let eventSink: AsyncStream<Event>.Continuation
-    /// Ends every running handler (grace over, second signal, quit).
-    private let termination = TerminationSignal()
+    /// Times handlers out, and ends every running one (grace over, second signal, quit).
+    private let watchdog = Watchdog()
+    /// Handlers finished since the control loop last looked. Workers add to
+    /// it and send an event only when it was zero, so under load one event
+    /// reports many finishes.
+    private let finishedCount = Atomic<Int>(0)
     /// Thrown when draining begins: starts the grace timer, stops reconnecting.
     private let drainStarted = TerminationSignal()
     /// Re-subscribe requests for consumers the broker cancelled, served with backoff.
@@ -81,7 +86,11 @@ public final class WarrenRuntime: Sendable {
             group.addTask { await self.serveResubscribes() }
             for consumer in consumers {
                 group.addTask {
-                    await consumer.runWorkers(termination: self.termination) { sink.yield(.handlerFinished) }
+                    await consumer.runWorkers(watchdog: self.watchdog) {
+                        if self.finishedCount.add(1, ordering: .acquiringAndReleasing).oldValue == 0 {
+                            sink.yield(.handlersFinished)
+                        }
+                    }
                 }
             }
             let grace = settings.shutdown.gracePeriod
@@ -94,7 +103,7 @@ public final class WarrenRuntime: Sendable {
             let code = await loop.run()
             // Nothing is in flight any more: let idle workers go, stop timers and reconnects.
             for consumer in consumers { _ = consumer.buffer.close() }
-            termination.fire()
+            watchdog.fire()
             drainStarted.fire()
             resubscribeSink.finish()
             group.cancelAll()
@@ -114,14 +123,25 @@ public final class WarrenRuntime: Sendable {
         let backoff = Backoff(minimum: settings.broker.reconnectMin, maximum: settings.broker.reconnectMax)
         var endpointIndex = 0
         var failures = 0
+        var generation = 0
+        let sink = eventSink
         while !drainStarted.isFired && !Task.isCancelled {
             let endpoint = endpoints[endpointIndex % endpoints.count]
             do {
-                let connection = try await AMQPConnection.connect(endpoint, logger: logger)
+                generation += 1
+                let tag = generation
+                // Events go straight from the I/O thread into the control loop's stream.
+                let connection = try await AMQPConnection.connect(endpoint, logger: logger) { event in
+                    sink.yield(.amqp(event, generation: tag))
+                }
                 logger.info("connected", metadata: ["broker": "\(endpoint.redactedURL)"])
                 healthy.withLock { $0 = false }
-                eventSink.yield(.connected(connection))
-                for await event in connection.events { eventSink.yield(.amqp(event, from: connection)) }
+                eventSink.yield(.connected(connection, generation: tag))
+                await withTaskCancellationHandler {
+                    await connection.closed()
+                } onCancel: {
+                    connection.closeNow()
+                }
                 if healthy.withLock({ $0 }) { failures = 0 }
             } catch {
                 endpointIndex += 1
@@ -178,6 +198,7 @@ public final class WarrenRuntime: Sendable {
         let consumers: [Consumer]
         var machine = Lifecycle()
         var current: AMQPConnection? = nil
+        var currentGeneration = 0
         /// Consumer index by consuming channel, on `current`.
         var consumerOn: [UInt16: Int] = [:]
         /// Consuming channel by consumer index, on `current`.
@@ -213,21 +234,19 @@ public final class WarrenRuntime: Sendable {
 
         private mutating func handle(_ event: Event) async -> Lifecycle.Action {
             switch event {
-            case .connected(let connection):
-                return await connected(connection)
-            case .amqp(let event, let connection):
-                guard connection === current else {
-                    // A straggler from a connection already given up: its deliveries are void.
-                    if case .delivery(let delivery) = event { connection.nack(delivery, requeue: true) }
-                    return .none
-                }
+            case .connected(let connection, let generation):
+                return await connected(connection, generation: generation)
+            case .amqp(let event, let generation):
+                // A straggler from a connection already given up: its deliveries are void,
+                // and the broker has them back.
+                guard generation == currentGeneration, let connection = current else { return .none }
                 return await handle(event, on: connection)
             case .resubscribe(let index, let attempt):
                 guard case .running = machine.state, let connection = current else { return .none }
                 await subscribe(consumers[index], on: connection, attempt: attempt)
                 return .none
-            case .handlerFinished:
-                return machine.handlerFinished()
+            case .handlersFinished:
+                return machine.released(runtime.finishedCount.exchange(0, ordering: .acquiringAndReleasing))
             case .stop:
                 return machine.stopRequested()
             case .quit:
@@ -290,7 +309,7 @@ public final class WarrenRuntime: Sendable {
         }
 
         /// A new connection: subscribe every consumer, unless warren is stopping.
-        private mutating func connected(_ connection: AMQPConnection) async -> Lifecycle.Action {
+        private mutating func connected(_ connection: AMQPConnection, generation: Int) async -> Lifecycle.Action {
             switch machine.state {
             case .starting, .reconnecting:
                 break
@@ -299,6 +318,7 @@ public final class WarrenRuntime: Sendable {
                 return .none
             }
             current = connection
+            currentGeneration = generation
             consumerOn = [:]
             channelOf = [:]
             nextChannel = 1
@@ -393,7 +413,7 @@ public final class WarrenRuntime: Sendable {
                 }
                 if action == .beginDrainAndTerminate {
                     logger.notice("quit: terminating every running handler now")
-                    runtime.termination.fire()
+                    runtime.watchdog.fire()
                 }
                 if let connection = current {
                     for (index, channel) in channelOf.sorted(by: { $0.key < $1.key }) {
@@ -409,7 +429,7 @@ public final class WarrenRuntime: Sendable {
             case .terminateHandlers:
                 logger.warning("terminating running handlers; their messages will be requeued", metadata: [
                     "in_flight": "\(machine.inFlight)", "kill_after": "\(runtime.settings.shutdown.killAfter)"])
-                runtime.termination.fire()
+                runtime.watchdog.fire()
                 return .none
             case .close:
                 logger.info("all handlers done: flushing acks, closing channels and connection")

@@ -1,0 +1,153 @@
+import CWarrenSupport
+import Glibc
+import Synchronization
+
+/// Watches every running handler: its timeout, and the shutdown switch that
+/// ends them all (grace period over, second signal, SIGQUIT).
+///
+/// A handler runs inline in its worker's task; the watchdog holds a way to
+/// cancel that task. One timer thread serves every deadline: it sleeps in
+/// poll(2) until the earliest one, or until an earlier one is registered
+/// (a byte on a pipe). Per message this is two short critical sections,
+/// instead of a task group with a sleeping timer task.
+final class Watchdog: Sendable {
+    enum Reason: Sendable, Equatable { case timeout, shutdown }
+
+    private struct Running {
+        var deadline: Int64?
+        var cancel: @Sendable () -> Void
+        var reason: Reason?
+    }
+
+    private struct State {
+        var fired = false
+        var running: [Int: Running] = [:]
+        var nextID = 0
+        /// When the timer thread wakes next (ms, monotonic); nil = only when written to.
+        var wakeAt: Int64? = nil
+    }
+
+    /// Guards the running handlers, the fired flag and the timer's wake-up time.
+    private let state = Mutex(State())
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
+    /// Fired together with the watchdog, for waits that are not handlers.
+    let shutdown = TerminationSignal()
+
+    init() {
+        var fds: [Int32] = [0, 0]
+        precondition(warren_pipe_cloexec(&fds) == 0, "cannot create the watchdog's wake-up pipe")
+        _ = warren_set_nonblocking(fds[0])
+        _ = warren_set_nonblocking(fds[1])
+        wakeRead = fds[0]
+        wakeWrite = fds[1]
+        let box = Unmanaged.passRetained(self).toOpaque()
+        var thread = pthread_t()
+        precondition(pthread_create(&thread, nil, { raw in
+            let watchdog = Unmanaged<Watchdog>.fromOpaque(raw!).takeRetainedValue()
+            warren_set_thread_name("warren-watchdog")
+            watchdog.timerLoop()
+            return nil
+        }, box) == 0, "cannot start the watchdog thread")
+        pthread_detach(thread)
+    }
+
+    var isFired: Bool { state.withLock { $0.fired } }
+
+    /// A handler starts; `cancel` ends it. nil if the watchdog has already
+    /// fired: the handler must not start.
+    func start(timeout: Duration?, cancel: @escaping @Sendable () -> Void) -> Int? {
+        let deadline = timeout.map { Self.now() + $0.milliseconds }
+        let (id, wake): (Int?, Bool) = state.withLock { state in
+            if state.fired { return (nil, false) }
+            state.nextID += 1
+            state.running[state.nextID] = Running(deadline: deadline, cancel: cancel, reason: nil)
+            guard let deadline else { return (state.nextID, false) }
+            if let wakeAt = state.wakeAt, wakeAt <= deadline { return (state.nextID, false) }
+            state.wakeAt = deadline
+            return (state.nextID, true)
+        }
+        if wake {
+            var byte: UInt8 = 1
+            _ = write(wakeWrite, &byte, 1)
+        }
+        return id
+    }
+
+    /// The handler returned. Returns why the watchdog stopped it, if it did.
+    func finish(_ id: Int) -> Reason? {
+        state.withLock { $0.running.removeValue(forKey: id)?.reason }
+    }
+
+    /// Ends every running handler, and refuses to start new ones.
+    func fire() {
+        let cancels = state.withLock { state -> [@Sendable () -> Void] in
+            state.fired = true
+            var cancels: [@Sendable () -> Void] = []
+            for id in state.running.keys where state.running[id]!.reason == nil {
+                state.running[id]!.reason = .shutdown
+                cancels.append(state.running[id]!.cancel)
+            }
+            return cancels
+        }
+        for cancel in cancels { cancel() }
+        shutdown.fire()
+    }
+
+    private func timerLoop() {
+        var scratch: (UInt64, UInt64) = (0, 0)
+        var timeout: Int32 = -1
+        while true {
+            var fd = pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)
+            _ = poll(&fd, 1, timeout)
+            while read(wakeRead, &scratch, 16) > 0 {}
+            let now = Self.now()
+            let (expired, next) = state.withLock { state -> ([@Sendable () -> Void], Int64?) in
+                var expired: [@Sendable () -> Void] = []
+                var next: Int64? = nil
+                for id in state.running.keys {
+                    guard state.running[id]!.reason == nil, let deadline = state.running[id]!.deadline else { continue }
+                    if deadline <= now {
+                        state.running[id]!.reason = .timeout
+                        expired.append(state.running[id]!.cancel)
+                    } else {
+                        next = min(next ?? deadline, deadline)
+                    }
+                }
+                state.wakeAt = next
+                return (expired, next)
+            }
+            for cancel in expired { cancel() }
+            timeout = next.map { Int32(clamping: max(0, $0 - now)) } ?? -1
+        }
+    }
+
+    private static func now() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+}
+
+/// The handle of a worker's task, for the watchdog to cancel it. The task
+/// may be cancelled before its handle is stored; then storing it cancels it.
+final class WorkerHandle: Sendable {
+    /// Guards the task handle and a cancel that came before it.
+    private let state = Mutex<(task: Task<Consumer.WorkerEnd, Never>?, cancelled: Bool)>((nil, false))
+
+    func set(_ task: Task<Consumer.WorkerEnd, Never>) {
+        let cancel = state.withLock { state -> Bool in
+            state.task = task
+            return state.cancelled
+        }
+        if cancel { task.cancel() }
+    }
+
+    func cancel() {
+        let task = state.withLock { state -> Task<Consumer.WorkerEnd, Never>? in
+            state.cancelled = true
+            return state.task
+        }
+        task?.cancel()
+    }
+}
