@@ -7,14 +7,18 @@
 /// `inFlight` counts deliveries handed to workers and not yet settled
 /// (waiting in a consumer's buffer or running in a handler).
 ///
-/// | state \ event | delivery | handlerFinished / released | stop (1st) | stop (2nd) / graceExpired | quit | closed | connectionLost | started |
+/// | state \ event | dispatched | handlerFinished / released | stop (1st) | stop (2nd) / graceExpired | quit | closed | connectionLost | started |
 /// | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-/// | starting | dispatch | count down | beginDrain | - | beginDrain + terminate | illegal | -> reconnecting | -> running, ready |
-/// | running | dispatch | count down | beginDrain | - | beginDrain + terminate | illegal | -> reconnecting | - |
-/// | reconnecting | release | count down | beginDrain | - | beginDrain + terminate | illegal | - | -> running, ready |
-/// | draining | release | count down; 0 -> close | terminate | terminate (once) | terminate (once) | illegal | - | - |
-/// | closing | release | - | - | - | - | -> stopped, exit 0 | -> stopped, exit 0 | - |
-/// | stopped | release | - | - | - | - | - | - | - |
+/// | starting | count up | count down | beginDrain | - | beginDrain + terminate | illegal | -> reconnecting | -> running, ready |
+/// | running | count up | count down | beginDrain | - | beginDrain + terminate | illegal | -> reconnecting | - |
+/// | reconnecting | count up | count down | beginDrain | - | beginDrain + terminate | illegal | - | -> running, ready |
+/// | draining | count up (late) | count down; 0 -> close | terminate | terminate (once) | terminate (once) | illegal | - | - |
+/// | closing | illegal | - | - | - | - | -> stopped, exit 0 | -> stopped, exit 0 | - |
+/// | stopped | illegal | - | - | - | - | - | - | - |
+///
+/// Deliveries are dispatched into a consumer's buffer on the I/O thread
+/// while the buffer is open, and counted here as `dispatched`; the drain
+/// closes the buffers (so nothing new starts) and releases what they held.
 ///
 /// Reconnecting is a sub-state of running: handlers keep running (their
 /// outcomes are dropped, the broker redelivers), nothing new starts, and
@@ -36,16 +40,13 @@ public struct Lifecycle: Sendable, Equatable {
 
     public enum Action: Sendable, Equatable {
         case none
-        /// Hand the delivery to its consumer's workers.
-        case dispatch
-        /// Give the delivery back at once (`basic.nack`, requeue): nothing new starts.
-        case release
         /// Every consumer is consuming: tell systemd `READY=1`.
         case notifyReady
         /// The connection is gone: drop waiting deliveries of it, make a new one.
         case reconnect
-        /// Stop signal: `STOPPING=1`, close every consumer's buffer and release what
-        /// has not started, `basic.cancel` every consumer, start the grace timer.
+        /// Stop signal: `STOPPING=1`, close every consumer's buffer and release
+        /// (`basic.nack`, requeue) what has not started, so nothing new starts;
+        /// `basic.cancel` every consumer; start the grace timer.
         /// Report how many were released with `released(_:)`.
         case beginDrain
         /// `beginDrain`, then `terminateHandlers` (SIGQUIT).
@@ -93,18 +94,21 @@ public struct Lifecycle: Sendable, Equatable {
         }
     }
 
-    /// A delivery arrived from the broker.
-    public mutating func delivery() -> Action {
+    /// `count` deliveries were handed to consumers' buffers. The router does
+    /// that on the I/O thread while the buffers are open; `beginDrain` closes
+    /// them, and whatever they still hold is released. The count may arrive
+    /// a little after the drain began, never after the close.
+    public mutating func dispatched(_ count: Int) -> Action {
+        guard count > 0 else { return .none }
         switch state {
-        case .starting(let n):
-            state = .starting(inFlight: n + 1)
-            return .dispatch
-        case .running(let n):
-            state = .running(inFlight: n + 1)
-            return .dispatch
-        case .reconnecting, .draining, .closing, .stopped:
-            return .release
+        case .starting(let n): state = .starting(inFlight: n + count)
+        case .running(let n): state = .running(inFlight: n + count)
+        case .reconnecting(let n): state = .reconnecting(inFlight: n + count)
+        case .draining(let n, let terminating): state = .draining(inFlight: n + count, terminating: terminating)
+        case .closing, .stopped:
+            preconditionFailure("Lifecycle: 'dispatched(\(count))' in state \(state): buffers close before the close begins")
         }
+        return .none
     }
 
     /// A dispatched delivery was settled (its handler finished, or it was requeued).

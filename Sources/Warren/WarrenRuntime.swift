@@ -15,7 +15,8 @@ public final class WarrenRuntime: Sendable {
         case connected(AMQPConnection, generation: Int)
         case amqp(AMQPEvent, generation: Int)
         case resubscribe(consumer: Int, attempt: Int)
-        case handlersFinished
+        /// The router's counters moved: deliveries dispatched, handlers finished.
+        case counted
         case stop
         case quit
         case graceExpired
@@ -32,10 +33,6 @@ public final class WarrenRuntime: Sendable {
     private let eventSink: AsyncStream<Event>.Continuation
     /// Times handlers out, and ends every running one (grace over, second signal, quit).
     private let watchdog = Watchdog()
-    /// Handlers finished since the control loop last looked. Workers add to
-    /// it and send an event only when it was zero, so under load one event
-    /// reports many finishes.
-    private let finishedCount = Atomic<Int>(0)
     /// Thrown when draining begins: starts the grace timer, stops reconnecting.
     private let drainStarted = TerminationSignal()
     /// Re-subscribe requests for consumers the broker cancelled, served with backoff.
@@ -81,16 +78,13 @@ public final class WarrenRuntime: Sendable {
             Consumer(settings: consumer, index: index, handler: handlers[consumer.name]!, logger: logger)
         }
         let sink = eventSink
+        let router = DeliveryRouter(consumers: consumers) { _ in sink.yield(.counted) }
         return await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.superviseConnections() }
+            group.addTask { await self.superviseConnections(router: router) }
             group.addTask { await self.serveResubscribes() }
             for consumer in consumers {
                 group.addTask {
-                    await consumer.runWorkers(watchdog: self.watchdog) {
-                        if self.finishedCount.add(1, ordering: .acquiringAndReleasing).oldValue == 0 {
-                            sink.yield(.handlersFinished)
-                        }
-                    }
+                    await consumer.runWorkers(watchdog: self.watchdog) { router.finished() }
                 }
             }
             let grace = settings.shutdown.gracePeriod
@@ -99,7 +93,7 @@ public final class WarrenRuntime: Sendable {
                 try? await Task.sleep(for: grace)
                 if !Task.isCancelled { sink.yield(.graceExpired) }
             }
-            var loop = ControlLoop(runtime: self, consumers: consumers)
+            var loop = ControlLoop(runtime: self, consumers: consumers, router: router)
             let code = await loop.run()
             // Nothing is in flight any more: let idle workers go, stop timers and reconnects.
             for consumer in consumers { _ = consumer.buffer.close() }
@@ -118,7 +112,7 @@ public final class WarrenRuntime: Sendable {
     /// connect with backoff (trying each broker URL in turn), hand the
     /// connection to the control loop, forward its events, and when it is
     /// lost, start again. Stops once draining begins.
-    private func superviseConnections() async {
+    private func superviseConnections(router: DeliveryRouter) async {
         let endpoints = settings.broker.endpoints
         let backoff = Backoff(minimum: settings.broker.reconnectMin, maximum: settings.broker.reconnectMax)
         var endpointIndex = 0
@@ -130,9 +124,14 @@ public final class WarrenRuntime: Sendable {
             do {
                 generation += 1
                 let tag = generation
-                // Events go straight from the I/O thread into the control loop's stream.
+                // Deliveries go from the I/O thread straight into consumers'
+                // buffers; other events into the control loop's stream.
                 let connection = try await AMQPConnection.connect(endpoint, logger: logger) { event in
-                    sink.yield(.amqp(event, generation: tag))
+                    if case .delivery(let delivery) = event {
+                        router.dispatch(delivery, generation: tag)
+                    } else {
+                        sink.yield(.amqp(event, generation: tag))
+                    }
                 }
                 logger.info("connected", metadata: ["broker": "\(endpoint.redactedURL)"])
                 healthy.withLock { $0 = false }
@@ -196,6 +195,7 @@ public final class WarrenRuntime: Sendable {
     private struct ControlLoop {
         let runtime: WarrenRuntime
         let consumers: [Consumer]
+        let router: DeliveryRouter
         var machine = Lifecycle()
         var current: AMQPConnection? = nil
         var currentGeneration = 0
@@ -206,9 +206,10 @@ public final class WarrenRuntime: Sendable {
         var nextChannel: UInt16 = 0
         var logger: Logger { runtime.logger }
 
-        init(runtime: WarrenRuntime, consumers: [Consumer]) {
+        init(runtime: WarrenRuntime, consumers: [Consumer], router: DeliveryRouter) {
             self.runtime = runtime
             self.consumers = consumers
+            self.router = router
         }
 
         mutating func run() async -> Int32 {
@@ -245,8 +246,8 @@ public final class WarrenRuntime: Sendable {
                 guard case .running = machine.state, let connection = current else { return .none }
                 await subscribe(consumers[index], on: connection, attempt: attempt)
                 return .none
-            case .handlersFinished:
-                return machine.released(runtime.finishedCount.exchange(0, ordering: .acquiringAndReleasing))
+            case .counted:
+                return absorbCounts()
             case .stop:
                 return machine.stopRequested()
             case .quit:
@@ -256,27 +257,30 @@ public final class WarrenRuntime: Sendable {
             }
         }
 
+        /// Takes in the router's counters: finishes first read, dispatches
+        /// second, so every finish is matched by a dispatch already counted.
+        private mutating func absorbCounts() -> Lifecycle.Action {
+            let finished = router.finishedCount.exchange(0, ordering: .acquiringAndReleasing)
+            let dispatched = router.dispatchedCount.exchange(0, ordering: .acquiringAndReleasing)
+            switch machine.state {
+            case .closing, .stopped:
+                return .none
+            default:
+                _ = machine.dispatched(dispatched)
+                return machine.released(finished)
+            }
+        }
+
         private mutating func handle(_ event: AMQPEvent, on connection: AMQPConnection) async -> Lifecycle.Action {
             switch event {
             case .delivery(let delivery):
-                let action = machine.delivery()
-                switch action {
-                case .dispatch:
-                    guard let index = consumerOn[delivery.channel],
-                          consumers[index].buffer.push(Received(delivery: delivery, connection: connection)) else {
-                        connection.nack(delivery, requeue: true)
-                        return machine.released(1)
-                    }
-                    return .none
-                case .release:
-                    connection.nack(delivery, requeue: true)
-                    return .none
-                default:
-                    return action
-                }
+                // Deliveries go through the router; one here came another way.
+                connection.nack(delivery, requeue: true)
+                return .none
             case .consumerCancelledByBroker(let channel, let tag):
                 guard let index = consumerOn.removeValue(forKey: channel) else { return .none }
                 channelOf[index] = nil
+                router.route(channel: channel, to: nil)
                 let consumer = consumers[index]
                 consumer.logger.warning("the broker cancelled the consumer (queue deleted, or a node failed over); subscribing again",
                                         metadata: ["queue": "\(consumer.settings.queue)", "consumer_tag": "\(tag)"])
@@ -286,6 +290,7 @@ public final class WarrenRuntime: Sendable {
             case .channelClosed(let channel, let error):
                 if let index = consumerOn.removeValue(forKey: channel) {
                     channelOf[index] = nil
+                    router.route(channel: channel, to: nil)
                     consumers[index].logger.error("the broker closed the consumer's channel; subscribing again",
                                                   metadata: ["error": "\(error)"])
                     runtime.resubscribeSink.yield((index, 0))
@@ -319,6 +324,7 @@ public final class WarrenRuntime: Sendable {
             }
             current = connection
             currentGeneration = generation
+            router.use(connection, generation: generation)
             consumerOn = [:]
             channelOf = [:]
             nextChannel = 1
@@ -351,7 +357,14 @@ public final class WarrenRuntime: Sendable {
             }
             try await connection.openChannel(consumer.publisherChannel)
             try await connection.enableConfirms(on: consumer.publisherChannel)
-            _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel))
+            // Routed before consuming, so the first delivery finds its buffer.
+            router.route(channel: channel, to: consumer.index)
+            do {
+                _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel))
+            } catch {
+                router.route(channel: channel, to: nil)
+                throw error
+            }
             consumerOn[channel] = consumer.index
             channelOf[consumer.index] = channel
             consumer.logger.info("consuming", metadata: ["queue": "\(s.queue)", "prefetch": "\(s.prefetch)",
@@ -384,16 +397,18 @@ public final class WarrenRuntime: Sendable {
         /// Performs one action; returns the follow-up action, if any.
         private mutating func perform(_ action: Lifecycle.Action) async -> Lifecycle.Action {
             switch action {
-            case .none, .dispatch, .release, .exit:
+            case .none, .exit:
                 return .none
             case .notifyReady:
                 logger.notice("running", metadata: ["consumers": "\(consumers.count)"])
                 return .none
             case .reconnect:
                 var dropped = 0
+                router.use(nil, generation: currentGeneration)
                 if let lost = current {
                     for consumer in consumers { dropped += consumer.buffer.removeAll(from: lost) }
                 }
+                _ = machine.dispatched(router.dispatchedCount.exchange(0, ordering: .acquiringAndReleasing))
                 current = nil
                 consumerOn = [:]
                 channelOf = [:]
@@ -411,6 +426,8 @@ public final class WarrenRuntime: Sendable {
                         released += 1
                     }
                 }
+                // Count every dispatch made before the buffers closed.
+                _ = machine.dispatched(router.dispatchedCount.exchange(0, ordering: .acquiringAndReleasing))
                 if action == .beginDrainAndTerminate {
                     logger.notice("quit: terminating every running handler now")
                     runtime.watchdog.fire()

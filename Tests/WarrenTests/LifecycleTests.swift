@@ -37,15 +37,22 @@ import Testing
         #expect(run(state) { $0.started() } == (.none, state))
     }
 
-    @Test func deliveriesAreDispatchedWhileStartingOrRunning() {
-        #expect(run(.starting(inFlight: 0)) { $0.delivery() } == (.dispatch, .starting(inFlight: 1)))
-        #expect(run(.running(inFlight: 3)) { $0.delivery() } == (.dispatch, .running(inFlight: 4)))
+    @Test func dispatchedDeliveriesCountAsInFlight() {
+        #expect(run(.starting(inFlight: 0)) { $0.dispatched(1) } == (.none, .starting(inFlight: 1)))
+        #expect(run(.running(inFlight: 3)) { $0.dispatched(5) } == (.none, .running(inFlight: 8)))
+        #expect(run(.reconnecting(inFlight: 1)) { $0.dispatched(1) } == (.none, .reconnecting(inFlight: 2)))
+        #expect(run(.running(inFlight: 3)) { $0.dispatched(0) } == (.none, .running(inFlight: 3)))
     }
 
-    @Test(arguments: [S.draining(inFlight: 2, terminating: false), .draining(inFlight: 0, terminating: true), .closing,
-                      .reconnecting(inFlight: 1), .stopped(exitCode: 0)])
-    func deliveriesAfterTheStopSignalOrFromALostConnectionAreReleasedNotStarted(state: S) {
-        #expect(run(state) { $0.delivery() } == (.release, state))
+    @Test func dispatchesCountedLateInADrainAreStillInFlight() {
+        #expect(run(.draining(inFlight: 0, terminating: false)) { $0.dispatched(2) } == (.none, .draining(inFlight: 2, terminating: false)))
+    }
+
+    @Test func aDispatchAfterTheCloseBeganIsAProgrammingError() async {
+        await #expect(processExitsWith: .failure) {
+            var machine = Lifecycle(state: .closing)
+            _ = machine.dispatched(1)
+        }
     }
 
     @Test func handlerFinishedCountsDownWhileRunning() {
@@ -167,13 +174,12 @@ import Testing
 
     @Test func aFullDrainWalksTheWholeTable() {
         var machine = Lifecycle()
-        #expect(machine.delivery() == .dispatch)
-        #expect(machine.delivery() == .dispatch)
         #expect(machine.started() == .notifyReady)
-        #expect(machine.delivery() == .dispatch)
+        #expect(machine.dispatched(3) == .none)
         #expect(machine.stopRequested() == .beginDrain)
         #expect(machine.released(1) == .none)  // one was waiting in a buffer
-        #expect(machine.delivery() == .release)  // sent before basic.cancel-ok
+        #expect(machine.dispatched(1) == .none)  // arrived before the buffers closed, counted late
+        #expect(machine.released(1) == .none)  // and released with them
         #expect(machine.handlerFinished() == .none)
         #expect(machine.handlerFinished() == .close)
         #expect(machine.closed() == .exit(0))
