@@ -36,12 +36,16 @@ public final class AMQPConnection: Sendable {
     /// Connects, logs in and starts the I/O thread. Events are handed to
     /// `onEvent` on the I/O thread itself, in wire order, saving a hop per
     /// delivery; it must not block. `events` stays empty.
+    ///
+    /// `onBatchEnd`, if given, is called on the I/O thread after each batch
+    /// of frames read from the socket.
     public static func connect(_ options: ConnectionOptions, logger: Logger = Logger(label: "warren.amqp"),
+                               onBatchEnd: (@Sendable () -> Void)? = nil,
                                onEvent: @escaping @Sendable (AMQPEvent) -> Void) async throws(AMQPError) -> AMQPConnection {
         let (events, continuation) = AsyncStream<AMQPEvent>.makeStream()
         continuation.finish()
         let finished = Latch()
-        let sink = EventSink(emit: onEvent, finish: { finished.open() })
+        let sink = EventSink(emit: onEvent, finish: { finished.open() }, batchEnd: onBatchEnd)
         return try await connect(options, logger: logger, events: events, sink: sink, finished: finished)
     }
 

@@ -6,6 +6,9 @@ struct EventSink: Sendable {
     var emit: @Sendable (AMQPEvent) -> Void
     /// Called once, after the last event, when the I/O thread is done.
     var finish: @Sendable () -> Void
+    /// Called after each batch of frames read from the socket, so a consumer
+    /// can hand over a burst of deliveries at once.
+    var batchEnd: (@Sendable () -> Void)? = nil
 }
 
 /// Opens once; everyone waiting, and everyone who comes later, goes through.

@@ -69,6 +69,7 @@ final class IOLoop {
             if lost != nil { break }
             if mustRead || amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0 {
                 guard readAvailableFrames(limit: 256) else { break }
+                events?.batchEnd?()
                 if stopping { break }
                 if amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0 {
                     mustRead = true

@@ -91,6 +91,14 @@ final class Consumer: Sendable {
     /// instead (after a pause, so a broken topology does not spin).
     private func settle(_ message: Message, outcome: Outcome, stop: WatchdogStop?, connection: AMQPConnection,
                         watchdog: Watchdog) async {
+        if stop == nil, case .ack = outcome {
+            // The hot path: no log line unless debugging, so no metadata built.
+            if logger.logLevel <= .debug {
+                logger.debug("handler succeeded; message acked", metadata: ["message_id": "\(message.logID)"])
+            }
+            connection.ack(message.delivery)
+            return
+        }
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"

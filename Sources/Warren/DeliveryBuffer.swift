@@ -42,6 +42,27 @@ final class DeliveryBuffer: Sendable {
         return true
     }
 
+    /// Hands over a burst: idle workers are woken (one resume each), the
+    /// rest queued. Returns false, taking nothing, when closed.
+    func push(contentsOf deliveries: [Received]) -> Bool {
+        guard !deliveries.isEmpty else { return true }
+        let woken: [(CheckedContinuation<Received?, Never>, Received)]? = state.withLock { state in
+            if state.closed { return nil }
+            var woken: [(CheckedContinuation<Received?, Never>, Received)] = []
+            for delivery in deliveries {
+                if let waiter = state.waiters.popFirst() {
+                    woken.append((waiter.continuation, delivery))
+                } else {
+                    state.items.append(delivery)
+                }
+            }
+            return woken
+        }
+        guard let woken else { return false }
+        for (continuation, delivery) in woken { continuation.resume(returning: delivery) }
+        return true
+    }
+
     /// The next delivery for a worker; nil once closed (or when the worker is cancelled).
     func next() async -> Received? {
         let id = state.withLock { state -> Int in

@@ -40,9 +40,22 @@ final class DeliveryRouter: Sendable {
         routes.withLock { $0.consumerOn[channel] = consumer }
     }
 
-    /// On the I/O thread: into the buffer, or straight back to the broker
-    /// when there is no open buffer for it.
-    func dispatch(_ delivery: Delivery, generation: Int) {
+    /// A burst of deliveries read in one turn of an I/O loop, handed to the
+    /// buffers together at the end of the turn: one wake-up per burst.
+    /// Used only on its connection's I/O thread.
+    final class Batch: @unchecked Sendable {
+        // @unchecked: `pending` is touched only by the one I/O thread that
+        // owns the connection (dispatch and flush are both called there),
+        // never concurrently.
+        fileprivate var pending: [[Received]]
+        init(consumers: Int) { pending = Array(repeating: [], count: consumers) }
+    }
+
+    func makeBatch() -> Batch { Batch(consumers: consumers.count) }
+
+    /// On the I/O thread: queue it for its consumer's buffer, or send it
+    /// straight back when no consumer is routed for its channel.
+    func dispatch(_ delivery: Delivery, generation: Int, batch: Batch) {
         let (connection, index) = routes.withLock { routes -> (AMQPConnection?, Int?) in
             guard routes.generation == generation else { return (nil, nil) }
             return (routes.connection, routes.consumerOn[delivery.channel])
@@ -52,11 +65,25 @@ final class DeliveryRouter: Sendable {
             connection.nack(delivery, requeue: true)
             return
         }
-        if dispatchedCount.add(1, ordering: .acquiringAndReleasing).oldValue == 0 { notify(true) }
-        if !consumers[index].buffer.push(Received(delivery: delivery, connection: connection)) {
-            connection.nack(delivery, requeue: true)
-            finished()
+        batch.pending[index].append(Received(delivery: delivery, connection: connection))
+    }
+
+    /// On the I/O thread, at the end of a turn: into the buffers; what a
+    /// closed buffer refuses goes back to the broker.
+    func flush(_ batch: Batch) {
+        for index in batch.pending.indices where !batch.pending[index].isEmpty {
+            let deliveries = batch.pending[index]
+            batch.pending[index].removeAll(keepingCapacity: true)
+            if dispatchedCount.add(deliveries.count, ordering: .acquiringAndReleasing).oldValue == 0 { notify(true) }
+            if !consumers[index].buffer.push(contentsOf: deliveries) {
+                for received in deliveries { received.connection.nack(received.delivery, requeue: true) }
+                finishedMany(deliveries.count)
+            }
         }
+    }
+
+    private func finishedMany(_ count: Int) {
+        if finishedCount.add(count, ordering: .acquiringAndReleasing).oldValue == 0 { notify(false) }
     }
 
     /// A dispatched delivery was settled.

@@ -126,10 +126,15 @@ public final class WarrenRuntime: Sendable {
                 let tag = generation
                 // Deliveries go from the I/O thread straight into consumers'
                 // buffers; other events into the control loop's stream.
-                let connection = try await AMQPConnection.connect(endpoint, logger: logger) { event in
+                let batch = router.makeBatch()
+                let connection = try await AMQPConnection.connect(endpoint, logger: logger, onBatchEnd: {
+                    router.flush(batch)
+                }) { event in
                     if case .delivery(let delivery) = event {
-                        router.dispatch(delivery, generation: tag)
+                        router.dispatch(delivery, generation: tag, batch: batch)
                     } else {
+                        // Deliveries before this event reach their buffers first.
+                        router.flush(batch)
                         sink.yield(.amqp(event, generation: tag))
                     }
                 }
