@@ -11,7 +11,7 @@ SWIFT_BUILD_FLAGS ?=
 
 export BROKER_URL BROKER_PORT CONFIG SWIFT_BUILD_FLAGS
 
-.PHONY: all deps build release test chaos run install clean verify-units
+.PHONY: all deps build release test chaos bench run install clean verify-units
 
 all: build
 
@@ -31,6 +31,11 @@ test: deps verify-units
 ROUNDS ?= 20
 chaos: deps
 	WARREN_CHAOS_ROUNDS=$(ROUNDS) TEST_FILTER=ChaosTests scripts/test.sh
+
+# Throughput, CPU and RSS against a plain rabbitmq-c consumer, and stop
+# latency; prints a table and writes bench-results/latest.md. Not part of test.
+bench: deps
+	python3 Benchmarks/run.py
 
 run: build
 	scripts/run-demo.sh

@@ -6,6 +6,8 @@
  *
  *   bench-tool publish HOST PORT QUEUE COUNT SIZE
  *   bench-tool consume HOST PORT QUEUE COUNT PREFETCH
+ *   bench-tool count HOST PORT QUEUE 0 0     prints the messages ready (declares the queue)
+ *   bench-tool purge HOST PORT QUEUE 0 0
  *
  * consume prints "elapsed_seconds count" measured from the first delivery.
  */
@@ -48,8 +50,18 @@ int main(int argc, char **argv) {
     die_on(amqp_login(conn, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest"), "login");
     amqp_channel_open(conn, 1);
     die_on(amqp_get_rpc_reply(conn), "channel.open");
-    amqp_queue_declare(conn, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, amqp_empty_table);
+    amqp_queue_declare_ok_t *declared = amqp_queue_declare(conn, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, amqp_empty_table);
     die_on(amqp_get_rpc_reply(conn), "queue.declare");
+    if (strcmp(mode, "count") == 0) {
+        printf("%u\n", declared->message_count);
+        amqp_destroy_connection(conn);
+        return 0;
+    }
+    if (strcmp(mode, "purge") == 0) {
+        amqp_queue_purge(conn, 1, amqp_cstring_bytes(queue));
+        amqp_destroy_connection(conn);
+        return 0;
+    }
 
     if (strcmp(mode, "publish") == 0) {
         char *body = malloc(extra);

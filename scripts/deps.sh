@@ -3,7 +3,7 @@
 # librabbitmq-dev (the C library and its pkg-config file), rabbitmq-server
 # (the private test broker), amqp-tools (`make run` publishes demo messages
 # with it), systemd (systemd-analyze verify for the unit files) and openssl
-# (the TLS tests make their CA at test time).
+# (the TLS tests make their CA at test time); time and procps for make bench.
 set -euo pipefail
 need=()
 dpkg -s librabbitmq-dev >/dev/null 2>&1 || need+=(librabbitmq-dev)
@@ -12,6 +12,8 @@ command -v rabbitmq-server >/dev/null 2>&1 || need+=(rabbitmq-server)
 command -v amqp-publish >/dev/null 2>&1 || need+=(amqp-tools)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x /usr/bin/time ] || need+=(time)
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
 if [ ${#need[@]} -gt 0 ]; then
     echo "deps.sh: installing ${need[*]}"
     SUDO=""

@@ -71,6 +71,13 @@ public final class AMQPConnection: Sendable {
         return AMQPConnection(queue: queue, events: events, finished: finished)
     }
 
+    /// Whether the I/O loop went round within the last `milliseconds`. It
+    /// goes round at least every quarter heartbeat (and every second), so a
+    /// false answer means it is stuck.
+    public func isResponsive(within milliseconds: Int64) -> Bool {
+        monotonicMilliseconds() - queue.lastTurn.load(ordering: .relaxed) <= milliseconds
+    }
+
     /// Returns once the connection is gone (lost, or closed) and its I/O thread is done.
     public func closed() async { await finished.wait() }
 

@@ -37,6 +37,9 @@ final class CommandQueue: Sendable {
     private let state = Mutex(State())
     let wakeReadFD: Int32
     private let wakeWriteFD: Int32
+    /// When the I/O loop last went round (ms, monotonic): its heartbeat for
+    /// the systemd watchdog. A wedged loop stops moving it.
+    let lastTurn = Atomic<Int64>(monotonicMilliseconds())
 
     init() throws(AMQPError) {
         var fds: [Int32] = [0, 0]
@@ -96,4 +99,10 @@ final class CommandQueue: Sendable {
             return state.commands
         }
     }
+}
+
+func monotonicMilliseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
 }

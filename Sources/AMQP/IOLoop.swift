@@ -1,6 +1,7 @@
 import CRabbitMQ
 import Glibc
 import Logging
+import Synchronization
 
 /// The loop that owns a connection on its I/O thread.
 ///
@@ -58,6 +59,7 @@ final class IOLoop {
         var mustRead = true
         var wakeReadable = true
         while lost == nil && !stopping {
+            queue.lastTurn.store(monotonicMilliseconds(), ordering: .relaxed)
             queue.takeAll(into: &commands, drainWakeUp: wakeReadable)
             for command in commands {
                 execute(command)

@@ -41,6 +41,8 @@ public final class WarrenRuntime: Sendable {
     /// Set once a connection got every consumer consuming, so the next loss
     /// starts its backoff from the beginning.
     private let healthy = Mutex(false)
+    /// The connection the control loop uses now, for liveness checks.
+    private let liveConnection = Mutex<AMQPConnection?>(nil)
 
     /// - Parameter handlers: in-process handlers by consumer name; consumers
     ///   without one run their `command` through `ExecHandler`.
@@ -63,6 +65,14 @@ public final class WarrenRuntime: Sendable {
         self.observer = observer
         (events, eventSink) = AsyncStream<Event>.makeStream()
         (resubscribeRequests, resubscribeSink) = AsyncStream<(consumer: Int, attempt: Int)>.makeStream()
+    }
+
+    /// For the systemd watchdog: false when the I/O loop of the current
+    /// connection has not gone round within `milliseconds`. Between
+    /// connections there is no loop to be stuck, and warren is alive.
+    public func isResponsive(within milliseconds: Int64) -> Bool {
+        guard let connection = liveConnection.withLock({ $0 }) else { return true }
+        return connection.isResponsive(within: milliseconds)
     }
 
     /// SIGTERM / SIGINT: drain; a second call skips the rest of the grace period.
@@ -202,6 +212,7 @@ public final class WarrenRuntime: Sendable {
         let consumers: [Consumer]
         let router: DeliveryRouter
         var machine = Lifecycle()
+        var reported = Lifecycle().state
         var current: AMQPConnection? = nil
         var currentGeneration = 0
         /// Consumer index by consuming channel, on `current`.
@@ -219,23 +230,22 @@ public final class WarrenRuntime: Sendable {
 
         mutating func run() async -> Int32 {
             for await event in runtime.events {
-                let before = machine.state
                 var action = await handle(event)
+                report()
                 while action != .none {
-                    if case .exit(let code) = action {
-                        report(before)
-                        return code
-                    }
+                    if case .exit(let code) = action { return code }
                     action = await perform(action)
+                    report()
                 }
-                report(before)
             }
             return 1
         }
 
-        private func report(_ before: Lifecycle.State) {
-            guard before != machine.state, let observer = runtime.observer else { return }
-            observer(machine.state)
+        /// Tells the observer of every state passed through, closing included.
+        private mutating func report() {
+            guard machine.state != reported else { return }
+            reported = machine.state
+            runtime.observer?(machine.state)
         }
 
         private mutating func handle(_ event: Event) async -> Lifecycle.Action {
@@ -328,6 +338,7 @@ public final class WarrenRuntime: Sendable {
                 return .none
             }
             current = connection
+            runtime.liveConnection.withLock { $0 = connection }
             currentGeneration = generation
             router.use(connection, generation: generation)
             consumerOn = [:]
@@ -415,6 +426,7 @@ public final class WarrenRuntime: Sendable {
                 }
                 _ = machine.dispatched(router.dispatchedCount.exchange(0, ordering: .acquiringAndReleasing))
                 current = nil
+                runtime.liveConnection.withLock { $0 = nil }
                 consumerOn = [:]
                 channelOf = [:]
                 logger.warning("reconnecting; running handlers go on, their outcomes will be dropped and the broker redelivers",

@@ -1,19 +1,33 @@
 import CWarrenSupport
 import Glibc
 import Logging
+import Synchronization
 import Warren
 
 /// The systemd notify protocol (sd_notify(3)), spoken only when systemd
-/// set `NOTIFY_SOCKET`: `READY=1` once every consumer consumes,
-/// `STOPPING=1` when a drain begins, `STATUS=` with the state.
-struct SystemdNotifier: Sendable {
+/// set `NOTIFY_SOCKET` (a path, or an abstract name starting with `@`):
+/// `READY=1` once every consumer is consuming, `STOPPING=1` when a drain
+/// begins, `STATUS=` with the state and the messages in flight,
+/// `EXTEND_TIMEOUT_USEC=` each time a drain makes progress, and `WATCHDOG=1`
+/// while the I/O loop is going round.
+final class SystemdNotifier: Sendable {
     let socket: String
     let logger: Logger
+    /// How far each sign of drain progress pushes systemd's stop timeout.
+    let extendBy: Duration
+    /// In flight at the last drain report, to tell progress.
+    private let lastDraining = Mutex<Int?>(nil)
 
-    static func fromEnvironment(logger: Logger) -> SystemdNotifier? {
+    init(socket: String, logger: Logger, extendBy: Duration) {
+        self.socket = socket
+        self.logger = logger
+        self.extendBy = extendBy
+    }
+
+    static func fromEnvironment(logger: Logger, shutdown: ShutdownSettings) -> SystemdNotifier? {
         guard let value = getenv("NOTIFY_SOCKET") else { return nil }
         let path = String(cString: value)
-        return path.isEmpty ? nil : SystemdNotifier(socket: path, logger: logger)
+        return path.isEmpty ? nil : SystemdNotifier(socket: path, logger: logger, extendBy: shutdown.killAfter + .seconds(15))
     }
 
     func send(_ message: String) {
@@ -28,14 +42,49 @@ struct SystemdNotifier: Sendable {
             send("STATUS=starting, \(n) in flight")
         case .running(let n):
             send("READY=1\nSTATUS=running, \(n) in flight")
-        case .draining(let n, let terminating):
-            send("STOPPING=1\nSTATUS=draining, \(n) in flight\(terminating ? ", terminating handlers" : "")")
-        case .closing:
-            send("STOPPING=1\nSTATUS=closing: flushing acks and closing the connection")
         case .reconnecting(let n):
             send("STATUS=reconnecting to the broker, \(n) in flight")
+        case .draining(let n, let terminating):
+            let progressed = lastDraining.withLock { last -> Bool in
+                defer { last = n }
+                return last.map { n < $0 } ?? true
+            }
+            var message = "STOPPING=1\nSTATUS=draining, \(n) in flight\(terminating ? ", terminating handlers" : "")"
+            if progressed {
+                let usec = extendBy.components.seconds * 1_000_000 + extendBy.components.attoseconds / 1_000_000_000_000
+                message += "\nEXTEND_TIMEOUT_USEC=\(usec)"
+            }
+            send(message)
+        case .closing:
+            send("STOPPING=1\nSTATUS=closing: flushing acks and closing the connection")
         case .stopped(let code):
             send("STATUS=stopped, exit code \(code)")
+        }
+    }
+
+    /// `WATCHDOG_USEC` from systemd, when it asks for pings (and they are for us).
+    static func watchdogInterval() -> Duration? {
+        guard let value = getenv("WATCHDOG_USEC"), let usec = Int64(String(cString: value)), usec > 0 else { return nil }
+        if let pid = getenv("WATCHDOG_PID"), Int32(String(cString: pid)) != getpid() { return nil }
+        return .microseconds(usec)
+    }
+
+    /// Pings at half the watchdog interval, but only while the runtime's I/O
+    /// loop is going round: a wedged loop stops the pings, and systemd
+    /// restarts warren.
+    func pingWatchdog(every interval: Duration, runtime: WarrenRuntime) async {
+        let half = interval / 2
+        let halfMs = half.components.seconds * 1000 + half.components.attoseconds / 1_000_000_000_000_000
+        var complained = false
+        while !Task.isCancelled {
+            if runtime.isResponsive(within: max(halfMs, 1500)) {
+                send("WATCHDOG=1")
+                complained = false
+            } else if !complained {
+                logger.critical("the I/O loop is not going round; no watchdog ping for systemd")
+                complained = true
+            }
+            try? await Task.sleep(for: half)
         }
     }
 }

@@ -55,7 +55,7 @@ struct WarrenCommand: AsyncParsableCommand {
 
     /// Runs warren until it stops; signals become lifecycle events.
     static func serve(_ config: Config, logger: Logger) async -> Int32 {
-        let notifier = SystemdNotifier.fromEnvironment(logger: logger)
+        let notifier = SystemdNotifier.fromEnvironment(logger: logger, shutdown: config.warren.shutdown)
         let runtime = WarrenRuntime(settings: config.warren, logger: logger) { state in
             notifier?.lifecycleChanged(state)
         }
@@ -86,6 +86,12 @@ struct WarrenCommand: AsyncParsableCommand {
                 return nil
             }
             group.addTask { await runtime.run() }
+            if let notifier, let interval = SystemdNotifier.watchdogInterval() {
+                group.addTask {
+                    await notifier.pingWatchdog(every: interval, runtime: runtime)
+                    return nil
+                }
+            }
             var code: Int32 = 1
             while let result = await group.next() {
                 if let result {

@@ -20,7 +20,7 @@ final class WarrenBinary: @unchecked Sendable {
     private let exited = DispatchSemaphore(value: 0)
 
     /// Writes `config` (a `{dir}` in it becomes the test's own directory) and starts warren on it.
-    init(config: String, arguments: [String]? = nil) throws {
+    init(config: String, arguments: [String]? = nil, environment: [String: String] = [:]) throws {
         directory = try Self.makeDirectory()
         configPath = directory + "/warren.ini"
         logPath = directory + "/warren.log"
@@ -32,6 +32,9 @@ final class WarrenBinary: @unchecked Sendable {
         process.standardError = log
         process.standardOutput = log
         process.standardInput = FileHandle.nullDevice
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let done = exited
         process.terminationHandler = { _ in done.signal() }
         try process.run()

@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""make bench: warren against a plain rabbitmq-c consumer, in one run.
+
+Alternates the consumers (A B A B ...) so the machine's noise hits them
+alike, and reports medians and ratios to the C baseline. Writes the table
+to bench-results/latest.md and prints it.
+
+Consumers:
+  c-baseline     Benchmarks/bench-tool.c: rabbitmq-c, one thread, coalesced acks
+  warren-lib     warren's library, in-process no-op handler (warren-bench)
+  warren-cat     the warren binary, command = /bin/cat, one process per message
+  amqp-consume   amqp-consume /bin/cat from amqp-tools
+"""
+import os, re, resource, signal, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+FAST_N = int(os.environ.get("BENCH_MESSAGES", "100000"))
+SLOW_N = int(os.environ.get("BENCH_SLOW_MESSAGES", "3000"))
+BODY = 256
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def run_child(argv, stdin=None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=None):
+    """Starts a child under GNU time, which reports its peak RSS; a forked
+    Python's own memory would otherwise count as the child's."""
+    rss_file = tempfile.mktemp()
+    p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss_file] + [str(a) for a in argv],
+                         stdin=stdin, stdout=stdout, stderr=stderr, env=env)
+    p.rss_file = rss_file
+    return p
+
+
+def wait_rusage(p):
+    """Waits for p; returns (status, cpu_seconds, maxrss_kb) of the command and every child it reaped."""
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    with open(p.rss_file) as f:
+        rss = int(f.read().split()[-1])
+    return p.returncode, ru.ru_utime + ru.ru_stime, rss
+
+
+def signal_child(p, number):
+    """Signals the command under GNU time (time forwards nothing itself)."""
+    child = subprocess.check_output(["pgrep", "-P", str(p.pid)], text=True).split()[0]
+    os.kill(int(child), number)
+
+
+class Broker:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="warren-bench-broker.")
+        self.port = int(subprocess.check_output([f"{ROOT}/scripts/free-port.sh", "25800"]).strip())
+        sh(f"{ROOT}/scripts/broker.sh", "start", self.dir, str(self.port), stdout=subprocess.DEVNULL)
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
+
+    def stop(self):
+        subprocess.run([f"{ROOT}/scripts/broker.sh", "stop", self.dir])
+
+
+def tool(*args):
+    return subprocess.check_output([f"{ROOT}/.build/bench-tool", *map(str, args)], text=True)
+
+
+def fill(broker, queue, n):
+    tool("publish", "127.0.0.1", broker.port, queue, n, BODY)
+
+
+def ready(broker, queue):
+    out = tool("count", "127.0.0.1", broker.port, queue, 0, 0)
+    return int(out.split()[0])
+
+
+def bench_self_timed(argv):
+    p = run_child(argv, stdout=subprocess.PIPE)
+    out = p.stdout.read().decode()
+    code, cpu, rss = wait_rusage(p)
+    if code != 0:
+        raise SystemExit(f"{argv[0]} failed with {code}")
+    elapsed, count = out.split()[:2]
+    return int(count) / float(elapsed), cpu / int(count) * 1e6, rss
+
+
+def bench_warren_binary(argv, n):
+    """warren logs each line a handler writes (here: /bin/cat echoing the
+    body), so its log counts the messages done; stop it after the n-th."""
+    log = tempfile.mktemp()
+    start = time.monotonic()
+    with open(log, "w") as err:
+        p = run_child(argv, stderr=err)
+    done = 0
+    with open(log) as f:
+        while done < n:
+            chunk = f.read()
+            done += chunk.count("stream=stdout")
+            if not chunk:
+                time.sleep(0.01)
+            if p.poll() is not None:
+                raise SystemExit(f"warren exited early: {open(log).read()[-2000:]}")
+    elapsed = time.monotonic() - start
+    signal_child(p, signal.SIGTERM)
+    code, cpu, rss = wait_rusage(p)
+    return n / elapsed, cpu / n * 1e6, rss
+
+
+def bench_wall(argv, n):
+    """For consumers that stop by themselves after n messages."""
+    start = time.monotonic()
+    p = run_child(argv)
+    code, cpu, rss = wait_rusage(p)
+    elapsed = time.monotonic() - start
+    if code != 0:
+        raise SystemExit(f"{argv[0]} failed with {code}")
+    return n / elapsed, cpu / n * 1e6, rss
+
+
+def warren_config(broker, queue, prefetch, command, level="warning"):
+    path = tempfile.mktemp(suffix=".ini")
+    with open(path, "w") as f:
+        f.write(f"""[broker]
+url = {broker.url}
+[shutdown]
+grace_period = 30s
+kill_after = 5s
+[consumer.bench]
+queue = {queue}
+command = {command}
+prefetch = {prefetch}
+concurrency = {min(prefetch, 4)}
+timeout = 0
+declare = true
+[log]
+level = {level}
+""")
+    return path
+
+
+def wait_running(p, log):
+    while "NOTICE running" not in open(log).read():
+        if p.poll() is not None:
+            raise SystemExit(f"warren exited: {open(log).read()[-2000:]}")
+        time.sleep(0.01)
+
+
+def stop_latency(broker, warren):
+    results = {}
+    queue = "bench.stop"
+    tool("count", "127.0.0.1", broker.port, queue, 0, 0)  # declares it
+    samples = []
+    for _ in range(REPS):
+        cfg = warren_config(broker, queue, 10, "/bin/true", level="notice")
+        log = tempfile.mktemp()
+        with open(log, "w") as err:
+            p = subprocess.Popen([warren, "--config", cfg], stderr=err, stdout=subprocess.DEVNULL)
+        wait_running(p, log)
+        t = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        p.wait()
+        samples.append((time.monotonic() - t) * 1000)
+    results["nothing in flight"] = statistics.median(samples)
+    samples = []
+    for _ in range(REPS):
+        marker = tempfile.mktemp()
+        cfg = warren_config(broker, queue, 10, f"sh -c 'touch {marker}; sleep 1.5'", level="notice")
+        log = tempfile.mktemp()
+        with open(log, "w") as err:
+            p = subprocess.Popen([warren, "--config", cfg], stderr=err, stdout=subprocess.DEVNULL)
+        wait_running(p, log)
+        fill(broker, queue, 1)
+        while not os.path.exists(marker):
+            time.sleep(0.005)
+        time.sleep(0.5)  # the handler now finishes about 1 s after the signal
+        t = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        p.wait()
+        samples.append((time.monotonic() - t) * 1000)
+    results["handler finishing 1 s after the signal"] = statistics.median(samples)
+    return results
+
+
+def main():
+    sh("swift", "build", "-c", "release", "--product", "warren", cwd=ROOT)
+    sh("swift", "build", "-c", "release", "--product", "warren-bench", cwd=ROOT)
+    sh("cc", "-O2", "-o", f"{ROOT}/.build/bench-tool", f"{ROOT}/Benchmarks/bench-tool.c", "-lrabbitmq")
+    bindir = subprocess.check_output(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, text=True).strip()
+    warren, lib = f"{bindir}/warren", f"{bindir}/warren-bench"
+    broker = Broker()
+    try:
+        rows = {}
+        for prefetch in (100, 1000):
+            queue = f"bench.p{prefetch}"
+            tool("count", "127.0.0.1", broker.port, queue, 0, 0)
+            consumers = [
+                ("c-baseline", FAST_N, lambda: bench_self_timed(
+                    [f"{ROOT}/.build/bench-tool", "consume", "127.0.0.1", broker.port, queue, FAST_N, prefetch])),
+                ("warren-lib", FAST_N, lambda: bench_self_timed(
+                    [lib, broker.url, queue, FAST_N, prefetch, min(prefetch, 4)])),
+                ("warren-cat", SLOW_N, lambda: bench_warren_binary(
+                    [warren, "--config", warren_config(broker, queue, prefetch, "/bin/cat", level="info")], SLOW_N)),
+                ("amqp-consume", SLOW_N, lambda: bench_wall(
+                    ["amqp-consume", "--url", f"amqp://guest:guest@127.0.0.1:{broker.port}", "-q", queue, "-p", str(prefetch),
+                     "-c", str(SLOW_N), "/bin/cat"], SLOW_N)),
+            ]
+            for rep in range(REPS):
+                for name, n, run in consumers:
+                    fill(broker, queue, n)
+                    rate, cpu, rss = run()
+                    # A consumer stopped before the end leaves some behind; empty it for the next.
+                    tool("purge", "127.0.0.1", broker.port, queue, 0, 0)
+                    rows.setdefault((name, prefetch), []).append((rate, cpu, rss))
+                    print(f"  {name:13} prefetch {prefetch:5} run {rep + 1}: {rate:9.0f} msg/s  {cpu:8.1f} µs/msg  {rss / 1024:6.1f} MB", flush=True)
+        latency = stop_latency(broker, warren)
+    finally:
+        broker.stop()
+
+    def med(name, prefetch, i):
+        return statistics.median(r[i] for r in rows[(name, prefetch)])
+
+    lines = [f"warren benchmark, {time.strftime('%Y-%m-%d')}, {os.uname().nodename}: {os.cpu_count()} cores, "
+             f"RabbitMQ on loopback, {BODY}-byte transient messages, manual acks, medians of {REPS}",
+             "",
+             "| consumer | prefetch | msg/s | x baseline | client CPU µs/msg | x baseline CPU | peak RSS MB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for prefetch in (100, 1000):
+        base_rate, base_cpu = med("c-baseline", prefetch, 0), med("c-baseline", prefetch, 1)
+        for name in ("c-baseline", "warren-lib", "warren-cat", "amqp-consume"):
+            rate, cpu, rss = med(name, prefetch, 0), med(name, prefetch, 1), max(r[2] for r in rows[(name, prefetch)])
+            lines.append(f"| {name} | {prefetch} | {rate:,.0f} | {rate / base_rate:.2f} | {cpu:.1f} | {cpu / base_cpu:.1f} | {rss / 1024:.1f} |")
+        cat, consume = med("warren-cat", prefetch, 0), med("amqp-consume", prefetch, 0)
+        lines.append(f"| warren-cat / amqp-consume | {prefetch} | | {cat / consume:.2f} | | | |")
+    lines += ["", "| stop latency (SIGTERM to exit) | ms |", "| --- | --- |"]
+    for what, ms in latency.items():
+        lines.append(f"| {what} | {ms:.0f} |")
+    table = "\n".join(lines) + "\n"
+    os.makedirs(f"{ROOT}/bench-results", exist_ok=True)
+    with open(f"{ROOT}/bench-results/latest.md", "w") as f:
+        f.write(table)
+    print()
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
