@@ -26,6 +26,7 @@ release: deps
 
 test: deps verify-units
 	scripts/test.sh
+	scripts/check-install.sh
 
 # Many rounds of random faults under load, each with a ledger (make test runs 2).
 ROUNDS ?= 20

@@ -63,14 +63,17 @@ final class Consumer: Sendable {
             let connection = received.connection
             let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
                                   attempt: Message.attempt(of: delivery))
-            guard let id = watchdog.start(timeout: settings.timeout, cancel: { handle.cancel() }) else {
+            guard let id = watchdog.start(timeout: settings.timeout, consumer: settings.name, messageID: message.logID,
+                                          attempt: message.attempt, cancel: { handle.cancel() }) else {
                 // Terminating: nothing new starts.
                 await settle(message, outcome: .retry(Failure(reason: "not started")), stop: .shutdown,
                              connection: connection, watchdog: watchdog)
                 finished()
                 continue
             }
-            let outcome = await handler.handle(message)
+            let outcome = await HandlerContext.$onSpawn.withValue({ pid in watchdog.setPID(id, pid) }) {
+                await handler.handle(message)
+            }
             let stop: WatchdogStop? = switch watchdog.finish(id) {
             case .timeout?: .timeout
             case .shutdown?: .shutdown
@@ -214,4 +217,10 @@ func currentUnixTime() -> Int {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
     return ts.tv_sec
+}
+
+/// What a handler learns from the worker running it, without widening the
+/// handler API: `ExecHandler` reports its process id, for the SIGUSR1 report.
+enum HandlerContext {
+    @TaskLocal static var onSpawn: (@Sendable (Int32) -> Void)? = nil
 }

@@ -126,6 +126,7 @@ public final class ProcessSupervisor: Sendable {
     public func run(_ argv: [String], environment: [String], input: [UInt8], killAfter: Duration,
                     sink: @escaping LineSink) async throws(SpawnError) -> Termination {
         let child = try spawn(argv, environment: environment)
+        HandlerContext.onSpawn?(child.pid)
         let killAfterMs = killAfter.components.seconds * 1000 + killAfter.components.attoseconds / 1_000_000_000_000_000
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in

@@ -75,6 +75,18 @@ public final class WarrenRuntime: Sendable {
         return connection.isResponsive(within: milliseconds)
     }
 
+    /// SIGUSR1: writes every running handler to the log (consumer, message
+    /// id, attempt, pid, age), oldest first.
+    public func logInFlight() {
+        let running = watchdog.report()
+        logger.notice("handlers running now", metadata: ["count": "\(running.count)"])
+        for handler in running {
+            logger.notice("in flight", metadata: [
+                "consumer": "\(handler.consumer)", "message_id": "\(handler.messageID)", "attempt": "\(handler.attempt)",
+                "pid": "\(handler.pid.map(String.init) ?? "-")", "age": "\(handler.age)"])
+        }
+    }
+
     /// SIGTERM / SIGINT: drain; a second call skips the rest of the grace period.
     public func stop() { eventSink.yield(.stop) }
 

@@ -17,6 +17,20 @@ final class Watchdog: Sendable {
         var deadline: Int64?
         var cancel: @Sendable () -> Void
         var reason: Reason?
+        var consumer: String
+        var messageID: String
+        var attempt: Int
+        var started: Int64
+        var pid: Int32? = nil
+    }
+
+    /// A running handler, for the SIGUSR1 report.
+    struct Report: Sendable {
+        var consumer: String
+        var messageID: String
+        var attempt: Int
+        var pid: Int32?
+        var age: Duration
     }
 
     private struct State {
@@ -56,12 +70,15 @@ final class Watchdog: Sendable {
 
     /// A handler starts; `cancel` ends it. nil if the watchdog has already
     /// fired: the handler must not start.
-    func start(timeout: Duration?, cancel: @escaping @Sendable () -> Void) -> Int? {
-        let deadline = timeout.map { Self.now() + $0.milliseconds }
+    func start(timeout: Duration?, consumer: String, messageID: String, attempt: Int,
+               cancel: @escaping @Sendable () -> Void) -> Int? {
+        let started = Self.now()
+        let deadline = timeout.map { started + $0.milliseconds }
         let (id, wake): (Int?, Bool) = state.withLock { state in
             if state.fired { return (nil, false) }
             state.nextID += 1
-            state.running[state.nextID] = Running(deadline: deadline, cancel: cancel, reason: nil)
+            state.running[state.nextID] = Running(deadline: deadline, cancel: cancel, reason: nil, consumer: consumer,
+                                                  messageID: messageID, attempt: attempt, started: started)
             guard let deadline else { return (state.nextID, false) }
             if let wakeAt = state.wakeAt, wakeAt <= deadline { return (state.nextID, false) }
             state.wakeAt = deadline
@@ -72,6 +89,22 @@ final class Watchdog: Sendable {
             _ = write(wakeWrite, &byte, 1)
         }
         return id
+    }
+
+    /// The handler's command started as process `pid`.
+    func setPID(_ id: Int, _ pid: Int32) {
+        state.withLock { $0.running[id]?.pid = pid }
+    }
+
+    /// Every handler running now, oldest first.
+    func report() -> [Report] {
+        let now = Self.now()
+        return state.withLock { state in
+            state.running.values.sorted { $0.started < $1.started }.map {
+                Report(consumer: $0.consumer, messageID: $0.messageID, attempt: $0.attempt, pid: $0.pid,
+                       age: .milliseconds(now - $0.started))
+            }
+        }
     }
 
     /// The handler returned. Returns why the watchdog stopped it, if it did.

@@ -13,7 +13,8 @@ struct WarrenCommand: AsyncParsableCommand {
         abstract: "Consume RabbitMQ queues, run a command for every message, and stop without losing one.",
         discussion: """
             Exit codes: 0 clean stop, 78 configuration error, 1 anything else fatal.
-            Signals: SIGTERM/SIGINT drain (again: skip the grace period), SIGQUIT stop at once.
+            Signals: SIGTERM/SIGINT drain (again: skip the grace period), SIGQUIT stop at once,
+            SIGUSR1 log the running handlers.
             """)
 
     @Option(name: .long, help: "The INI config file.")
@@ -59,7 +60,7 @@ struct WarrenCommand: AsyncParsableCommand {
         let runtime = WarrenRuntime(settings: config.warren, logger: logger) { state in
             notifier?.lifecycleChanged(state)
         }
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup)
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup, .sigusr1)
         let shutdown = config.warren.shutdown
         logger.info("starting", metadata: ["config": "\(config.file)", "consumers": "\(config.warren.consumers.count)"])
         return await withTaskGroup(of: Int32?.self) { group in
@@ -77,6 +78,8 @@ struct WarrenCommand: AsyncParsableCommand {
                         if !stopping { Backstop.arm(after: shutdown.killAfter + .seconds(15), logger: logger) }
                         stopping = true
                         runtime.quit()
+                    case .sigusr1:
+                        runtime.logInFlight()
                     case .sighup:
                         logger.warning("SIGHUP: reloading the config is not supported yet; restart warren to apply changes")
                     default:

@@ -138,6 +138,22 @@ import Testing
         }
     }
 
+    @Test func sigusr1LogsTheRunningHandlersWithTheirPids() async throws {
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["slow-a"], to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: #"sh -c 'echo $$ > {dir}/pid; sleep 300'"#, killAfter: "1s"))
+            try await eventually("the handler runs") { warren.lines("pid").count == 1 }
+            let pid = warren.lines("pid")[0]
+            warren.signal(SIGUSR1)
+            try await eventually("the report") { warren.log.contains("in flight") }
+            let line = warren.log.split(separator: "\n").first { $0.contains("NOTICE in flight") }.map(String.init) ?? ""
+            #expect(line.contains("message_id=slow-a") && line.contains("pid=\(pid)") && line.contains("consumer=test"), "\(line)")
+            warren.signal(SIGQUIT)
+            #expect(await warren.waitForExit() == 0)
+        }
+    }
+
     @Test func aStopWithNothingInFlightIsImmediate() async throws {
         try await withTestQueue { _, queue in
             let warren = try WarrenBinary(config: try warrenConfig(queue: queue, command: "true"))
