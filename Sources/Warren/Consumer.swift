@@ -14,6 +14,7 @@ final class Consumer: Sendable {
     let handler: any MessageHandler
     let buffer = DeliveryBuffer()
     let publishLock = AsyncMutex()
+    let metrics: ConsumerMetrics
     let logger: Logger
 
     init(settings: ConsumerSettings, index: Int, handler: any MessageHandler, logger: Logger) {
@@ -21,6 +22,7 @@ final class Consumer: Sendable {
         self.index = index
         self.publisherChannel = UInt16(1024 + index)
         self.topology = Topology(settings)
+        self.metrics = ConsumerMetrics(settings)
         self.handler = handler
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.name)"
@@ -71,9 +73,11 @@ final class Consumer: Sendable {
                 finished()
                 continue
             }
+            let started = ContinuousClock.now
             let outcome = await HandlerContext.$onSpawn.withValue({ pid in watchdog.setPID(id, pid) }) {
                 await handler.handle(message)
             }
+            metrics.handlerDuration.record(duration: ContinuousClock.now - started)
             let stop: WatchdogStop? = switch watchdog.finish(id) {
             case .timeout?: .timeout
             case .shutdown?: .shutdown
@@ -100,6 +104,7 @@ final class Consumer: Sendable {
                 logger.debug("handler succeeded; message acked", metadata: ["message_id": "\(message.logID)"])
             }
             connection.ack(message.delivery)
+            metrics.acked.increment()
             return
         }
         var log = logger
@@ -110,6 +115,7 @@ final class Consumer: Sendable {
         case .shutdown?:
             log.warning("handler terminated at shutdown; message requeued")
             connection.nack(message.delivery, requeue: true)
+            metrics.requeued.increment()
             return
         case .timeout?:
             log.warning("handler timed out", metadata: ["timeout": "\(settings.timeout.map { "\($0)" } ?? "-")"])
@@ -125,6 +131,7 @@ final class Consumer: Sendable {
         case .ack:
             log.debug("handler succeeded; message acked")
             connection.ack(message.delivery)
+            metrics.acked.increment()
         case .retry(let level, let nextAttempt):
             let failure = outcome.failure
             let delay = RetryPolicy.jittered(topology.policy.delay(level: level), random: Double.random(in: 0..<1))
@@ -139,6 +146,8 @@ final class Consumer: Sendable {
                 log.warning("handler failed; retrying later", metadata: [
                     "reason": "\(failure?.reason ?? "-")", "retry_in": "\(delay)", "next_attempt": "\(nextAttempt)"])
                 connection.ack(message.delivery)
+                metrics.retryPublishes.increment()
+                metrics.retried.increment()
             }
         case .deadLetter(let reason):
             let failure = outcome.failure
@@ -158,6 +167,8 @@ final class Consumer: Sendable {
                                  log: log, watchdog: watchdog) {
                 log.error("message dead-lettered", metadata: ["reason": "\(reason)", "dead_letter_queue": "\(settings.deadLetterQueue)"])
                 connection.ack(message.delivery)
+                metrics.deadLetterPublishes.increment()
+                metrics.deadLettered.increment()
             }
         }
     }
@@ -180,6 +191,8 @@ final class Consumer: Sendable {
                   metadata: ["target_queue": "\(queue)", "error": "\(result)"])
         await pause(settings.retryDelay, unless: watchdog)
         connection.nack(message.delivery, requeue: true)
+        metrics.refusedPublishes.increment()
+        metrics.requeued.increment()
         return false
     }
 

@@ -74,6 +74,7 @@ final class DeliveryRouter: Sendable {
         for index in batch.pending.indices where !batch.pending[index].isEmpty {
             let deliveries = batch.pending[index]
             batch.pending[index].removeAll(keepingCapacity: true)
+            consumers[index].metrics.deliveries.increment(by: deliveries.count)
             if dispatchedCount.add(deliveries.count, ordering: .acquiringAndReleasing).oldValue == 0 { notify(true) }
             if !consumers[index].buffer.push(contentsOf: deliveries) {
                 for received in deliveries { received.connection.nack(received.delivery, requeue: true) }

@@ -41,6 +41,9 @@ public final class WarrenRuntime: Sendable {
     /// Set once a connection got every consumer consuming, so the next loss
     /// starts its backoff from the beginning.
     private let healthy = Mutex(false)
+    private let metrics = RuntimeMetrics()
+    /// The lifecycle state last reported, for readiness checks.
+    private let lastState = Mutex<Lifecycle.State>(.starting(inFlight: 0))
     /// The connection the control loop uses now, for liveness checks.
     private let liveConnection = Mutex<AMQPConnection?>(nil)
 
@@ -73,6 +76,12 @@ public final class WarrenRuntime: Sendable {
     public func isResponsive(within milliseconds: Int64) -> Bool {
         guard let connection = liveConnection.withLock({ $0 }) else { return true }
         return connection.isResponsive(within: milliseconds)
+    }
+
+    /// Ready for `/readyz`: every consumer is consuming.
+    public var isReady: Bool {
+        if case .running = lastState.withLock({ $0 }) { return true }
+        return false
     }
 
     /// SIGUSR1: writes every running handler to the log (consumer, message
@@ -257,6 +266,8 @@ public final class WarrenRuntime: Sendable {
         private mutating func report() {
             guard machine.state != reported else { return }
             reported = machine.state
+            runtime.lastState.withLock { $0 = machine.state }
+            runtime.metrics.record(machine.state)
             runtime.observer?(machine.state)
         }
 
@@ -431,6 +442,7 @@ public final class WarrenRuntime: Sendable {
                 logger.notice("running", metadata: ["consumers": "\(consumers.count)"])
                 return .none
             case .reconnect:
+                runtime.metrics.reconnects.increment()
                 var dropped = 0
                 router.use(nil, generation: currentGeneration)
                 if let lost = current {

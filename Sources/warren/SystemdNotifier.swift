@@ -17,6 +17,19 @@ final class SystemdNotifier: Sendable {
     let extendBy: Duration
     /// In flight at the last drain report, to tell progress.
     private let lastDraining = Mutex<Int?>(nil)
+    /// The last state kind sent and when: in-flight counts change with every
+    /// burst of messages, and systemd needs no STATUS more than once a second.
+    private let lastStatus = Mutex<(kind: String, at: ContinuousClock.Instant)?>(nil)
+
+    /// false when this is the same kind of state as the last one sent, less than a second ago.
+    private func worthSending(_ kind: String) -> Bool {
+        let now = ContinuousClock.now
+        return lastStatus.withLock { last in
+            if let last, last.kind == kind, now - last.at < .seconds(1) { return false }
+            last = (kind, now)
+            return true
+        }
+    }
 
     init(socket: String, logger: Logger, extendBy: Duration) {
         self.socket = socket
@@ -39,11 +52,11 @@ final class SystemdNotifier: Sendable {
     func lifecycleChanged(_ state: Lifecycle.State) {
         switch state {
         case .starting(let n):
-            send("STATUS=starting, \(n) in flight")
+            if worthSending("starting") { send("STATUS=starting, \(n) in flight") }
         case .running(let n):
-            send("READY=1\nSTATUS=running, \(n) in flight")
+            if worthSending("running") { send("READY=1\nSTATUS=running, \(n) in flight") }
         case .reconnecting(let n):
-            send("STATUS=reconnecting to the broker, \(n) in flight")
+            if worthSending("reconnecting") { send("STATUS=reconnecting to the broker, \(n) in flight") }
         case .draining(let n, let terminating):
             let progressed = lastDraining.withLock { last -> Bool in
                 defer { last = n }
@@ -54,8 +67,10 @@ final class SystemdNotifier: Sendable {
                 let usec = extendBy.components.seconds * 1_000_000 + extendBy.components.attoseconds / 1_000_000_000_000
                 message += "\nEXTEND_TIMEOUT_USEC=\(usec)"
             }
+            _ = worthSending("draining")
             send(message)
         case .closing:
+            _ = worthSending("closing")
             send("STOPPING=1\nSTATUS=closing: flushing acks and closing the connection")
         case .stopped(let code):
             send("STATUS=stopped, exit code \(code)")

@@ -57,6 +57,7 @@ struct WarrenCommand: AsyncParsableCommand {
     /// Runs warren until it stops; signals become lifecycle events.
     static func serve(_ config: Config, logger: Logger) async -> Int32 {
         let notifier = SystemdNotifier.fromEnvironment(logger: logger, shutdown: config.warren.shutdown)
+        let registry = config.metrics.map { _ in MetricsServer.bootstrap() }
         let runtime = WarrenRuntime(settings: config.warren, logger: logger) { state in
             notifier?.lifecycleChanged(state)
         }
@@ -89,6 +90,19 @@ struct WarrenCommand: AsyncParsableCommand {
                 return nil
             }
             group.addTask { await runtime.run() }
+            if let settings = config.metrics, let registry {
+                let app = MetricsServer.application(settings: settings, registry: registry, runtime: runtime, logger: logger)
+                group.addTask {
+                    do {
+                        try await app.run()
+                    } catch is CancellationError {
+                    } catch {
+                        logger.error("the metrics server stopped; warren goes on without it",
+                                     metadata: ["listen": "\(settings.host):\(settings.port)", "error": "\(error)"])
+                    }
+                    return nil
+                }
+            }
             if let notifier, let interval = SystemdNotifier.watchdogInterval() {
                 group.addTask {
                     await notifier.pingWatchdog(every: interval, runtime: runtime)

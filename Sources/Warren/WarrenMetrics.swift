@@ -1,0 +1,55 @@
+import Metrics
+
+/// warren's metrics, through swift-metrics: whatever backend the program
+/// bootstrapped (the `warren` binary: Prometheus, names prefixed `warren_`);
+/// none, and they cost next to nothing. Created once per consumer, so the
+/// hot path only increments.
+struct ConsumerMetrics: Sendable {
+    let deliveries: Counter
+    let acked: Counter
+    let retried: Counter
+    let deadLettered: Counter
+    let requeued: Counter
+    let retryPublishes: Counter
+    let deadLetterPublishes: Counter
+    let refusedPublishes: Counter
+    let handlerDuration: Metrics.Timer
+
+    init(_ consumer: ConsumerSettings) {
+        let name = [("consumer", consumer.name)]
+        deliveries = Counter(label: "warren_deliveries_total", dimensions: name)
+        acked = Counter(label: "warren_outcomes_total", dimensions: name + [("outcome", "ack")])
+        retried = Counter(label: "warren_outcomes_total", dimensions: name + [("outcome", "retry")])
+        deadLettered = Counter(label: "warren_outcomes_total", dimensions: name + [("outcome", "dead_letter")])
+        requeued = Counter(label: "warren_outcomes_total", dimensions: name + [("outcome", "requeue")])
+        retryPublishes = Counter(label: "warren_retry_publishes_total", dimensions: name)
+        deadLetterPublishes = Counter(label: "warren_dead_letter_publishes_total", dimensions: name)
+        refusedPublishes = Counter(label: "warren_refused_publishes_total", dimensions: name)
+        handlerDuration = Metrics.Timer(label: "warren_handler_duration_seconds", dimensions: name, preferredDisplayUnit: .seconds)
+        Gauge(label: "warren_consumer_prefetch", dimensions: name).record(Int(consumer.prefetch))
+        Gauge(label: "warren_consumer_concurrency", dimensions: name).record(consumer.concurrency)
+    }
+}
+
+/// Process-wide metrics: the lifecycle state, messages in flight, reconnects.
+struct RuntimeMetrics: Sendable {
+    let inFlight = Gauge(label: "warren_in_flight")
+    let reconnects = Counter(label: "warren_reconnects_total")
+    let states: [(name: String, gauge: Gauge)] = ["starting", "running", "reconnecting", "draining", "closing", "stopped"].map {
+        ($0, Gauge(label: "warren_lifecycle_state", dimensions: [("state", $0)]))
+    }
+
+    func record(_ state: Lifecycle.State) {
+        let current: String
+        switch state {
+        case .starting: current = "starting"
+        case .running: current = "running"
+        case .reconnecting: current = "reconnecting"
+        case .draining: current = "draining"
+        case .closing: current = "closing"
+        case .stopped: current = "stopped"
+        }
+        for (name, gauge) in states { gauge.record(name == current ? 1 : 0) }
+        inFlight.record(Lifecycle(state: state).inFlight)
+    }
+}
