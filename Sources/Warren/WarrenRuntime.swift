@@ -42,6 +42,9 @@ public final class WarrenRuntime: Sendable {
     /// starts its backoff from the beginning.
     private let healthy = Mutex(false)
     private let metrics = RuntimeMetrics()
+    /// Cleared when a reload replaced this runtime: it keeps counting its
+    /// messages, but no longer speaks for the process's state.
+    private let current = Atomic<Bool>(true)
     /// The lifecycle state last reported, for readiness checks.
     private let lastState = Mutex<Lifecycle.State>(.starting(inFlight: 0))
     /// The connection the control loop uses now, for liveness checks.
@@ -49,13 +52,15 @@ public final class WarrenRuntime: Sendable {
 
     /// - Parameter handlers: in-process handlers by consumer name; consumers
     ///   without one run their `command` through `ExecHandler`.
+    /// - Parameter supervisor: the process supervisor for command handlers;
+    ///   share one between runtimes that replace each other (reloads).
     public init(settings: WarrenSettings, handlers: [String: any MessageHandler] = [:], logger: Logger,
-                observer: Observer? = nil) {
+                supervisor: ProcessSupervisor? = nil, observer: Observer? = nil) {
         self.settings = settings
         var resolved = handlers
         let needsProcesses = settings.consumers.contains { handlers[$0.name] == nil }
         if needsProcesses {
-            let supervisor = ProcessSupervisor()
+            let supervisor = supervisor ?? ProcessSupervisor()
             for consumer in settings.consumers where handlers[consumer.name] == nil {
                 resolved[consumer.name] = ExecHandler(
                     argv: consumer.command, killAfter: settings.shutdown.killAfter, exitAck: consumer.exitAck,
@@ -76,6 +81,13 @@ public final class WarrenRuntime: Sendable {
     public func isResponsive(within milliseconds: Int64) -> Bool {
         guard let connection = liveConnection.withLock({ $0 }) else { return true }
         return connection.isResponsive(within: milliseconds)
+    }
+
+    /// A newer runtime took over (a reload): this one drains, and its states
+    /// are no longer the process's.
+    public func retire() {
+        current.store(false, ordering: .relaxed)
+        stop()
     }
 
     /// Ready for `/readyz`: every consumer is consuming.
@@ -133,6 +145,7 @@ public final class WarrenRuntime: Sendable {
             resubscribeSink.finish()
             group.cancelAll()
             await loop.current?.close()
+            watchdog.close()
             return code
         }
     }
@@ -267,6 +280,7 @@ public final class WarrenRuntime: Sendable {
             guard machine.state != reported else { return }
             reported = machine.state
             runtime.lastState.withLock { $0 = machine.state }
+            guard runtime.current.load(ordering: .relaxed) else { return }
             runtime.metrics.record(machine.state)
             runtime.observer?(machine.state)
         }

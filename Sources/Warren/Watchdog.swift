@@ -39,6 +39,8 @@ final class Watchdog: Sendable {
         var nextID = 0
         /// When the timer thread wakes next (ms, monotonic); nil = only when written to.
         var wakeAt: Int64? = nil
+        /// The timer thread should end (its runtime is done).
+        var closed = false
     }
 
     /// Guards the running handlers, the fired flag and the timer's wake-up time.
@@ -67,6 +69,13 @@ final class Watchdog: Sendable {
     }
 
     var isFired: Bool { state.withLock { $0.fired } }
+
+    /// Ends the timer thread; the runtime that owned this watchdog is done.
+    func close() {
+        state.withLock { $0.closed = true }
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1)
+    }
 
     /// A handler starts; `cancel` ends it. nil if the watchdog has already
     /// fired: the handler must not start.
@@ -134,6 +143,11 @@ final class Watchdog: Sendable {
             var fd = pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)
             _ = poll(&fd, 1, timeout)
             while read(wakeRead, &scratch, 16) > 0 {}
+            if state.withLock({ $0.closed }) {
+                Glibc.close(wakeRead)
+                Glibc.close(wakeWrite)
+                return
+            }
             let now = Self.now()
             let (expired, next) = state.withLock { state -> ([@Sendable () -> Void], Int64?) in
                 var expired: [@Sendable () -> Void] = []

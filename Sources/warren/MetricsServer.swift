@@ -21,8 +21,9 @@ enum MetricsServer {
         return registry
     }
 
-    static func application(settings: MetricsSettings, registry: PrometheusCollectorRegistry, runtime: WarrenRuntime,
-                            logger: Logger) -> some ApplicationProtocol {
+    /// - Parameter runtime: the current runtime (a reload replaces it).
+    static func application(settings: MetricsSettings, registry: PrometheusCollectorRegistry,
+                            runtime: @escaping @Sendable () -> WarrenRuntime, logger: Logger) -> some ApplicationProtocol {
         let router = Router()
         router.get("metrics") { _, _ -> String in
             var buffer: [UInt8] = []
@@ -30,13 +31,13 @@ enum MetricsServer {
             return String(decoding: buffer, as: UTF8.self)
         }
         router.get("healthz") { _, _ -> String in
-            guard runtime.isResponsive(within: 5000) else {
+            guard runtime().isResponsive(within: 5000) else {
                 throw HTTPError(.serviceUnavailable, message: "the AMQP I/O loop is not going round")
             }
             return "ok\n"
         }
         router.get("readyz") { _, _ -> String in
-            guard runtime.isReady else {
+            guard runtime().isReady else {
                 throw HTTPError(.serviceUnavailable, message: "not consuming (starting, reconnecting or draining)")
             }
             return "ready\n"

@@ -77,6 +77,14 @@ final class SystemdNotifier: Sendable {
         }
     }
 
+    /// A reload begins: `RELOADING=1`; the new runtime's `READY=1` ends it.
+    func reloading() {
+        lastStatus.withLock { $0 = ("reloading", ContinuousClock.now) }
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        send("RELOADING=1\nMONOTONIC_USEC=\(Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000)\nSTATUS=reloading the config")
+    }
+
     /// `WATCHDOG_USEC` from systemd, when it asks for pings (and they are for us).
     static func watchdogInterval() -> Duration? {
         guard let value = getenv("WATCHDOG_USEC"), let usec = Int64(String(cString: value)), usec > 0 else { return nil }
@@ -87,12 +95,12 @@ final class SystemdNotifier: Sendable {
     /// Pings at half the watchdog interval, but only while the runtime's I/O
     /// loop is going round: a wedged loop stops the pings, and systemd
     /// restarts warren.
-    func pingWatchdog(every interval: Duration, runtime: WarrenRuntime) async {
+    func pingWatchdog(every interval: Duration, runtime: @Sendable () -> WarrenRuntime) async {
         let half = interval / 2
         let halfMs = half.components.seconds * 1000 + half.components.attoseconds / 1_000_000_000_000_000
         var complained = false
         while !Task.isCancelled {
-            if runtime.isResponsive(within: max(halfMs, 1500)) {
+            if runtime().isResponsive(within: max(halfMs, 1500)) {
                 send("WATCHDOG=1")
                 complained = false
             } else if !complained {

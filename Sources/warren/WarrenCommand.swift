@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Glibc
 import Logging
+import Synchronization
 import UnixSignals
 import Warren
 import WarrenConfig
@@ -50,48 +51,53 @@ struct WarrenCommand: AsyncParsableCommand {
         LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level, format: format, journal: journal) }
         let logger = Logger(label: "warren")
 
-        let code = await Self.serve(loaded, logger: logger)
+        let code = await Self.serve(loaded, path: config, environment: environment, logger: logger)
         throw ExitCode(code)
     }
 
     /// Runs warren until it stops; signals become lifecycle events.
-    static func serve(_ config: Config, logger: Logger) async -> Int32 {
+    ///
+    /// A reload (SIGHUP) with a valid file starts a new runtime with the new
+    /// config and retires the old one, which drains exactly as on SIGTERM:
+    /// what had not started goes back to the queue (and to the new
+    /// consumers), what was running finishes and is acked. The process
+    /// exits once the current runtime has stopped and every retired one has
+    /// drained.
+    static func serve(_ config: Config, path: String, environment: [String: String], logger: Logger) async -> Int32 {
         let notifier = SystemdNotifier.fromEnvironment(logger: logger, shutdown: config.warren.shutdown)
         let registry = config.metrics.map { _ in MetricsServer.bootstrap() }
-        let runtime = WarrenRuntime(settings: config.warren, logger: logger) { state in
-            notifier?.lifecycleChanged(state)
-        }
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup, .sigusr1)
-        let shutdown = config.warren.shutdown
-        logger.info("starting", metadata: ["config": "\(config.file)", "consumers": "\(config.warren.consumers.count)"])
-        return await withTaskGroup(of: Int32?.self) { group in
-            group.addTask {
-                var stopping = false
-                for await signal in signals {
-                    switch signal {
-                    case .sigterm, .sigint:
-                        logger.notice("received \(signal)", metadata: ["draining": "\(stopping)"])
-                        if !stopping { Backstop.arm(after: shutdown.gracePeriod + shutdown.killAfter + .seconds(15), logger: logger) }
-                        stopping = true
-                        runtime.stop()
-                    case .sigquit:
-                        logger.notice("received SIGQUIT: stopping at once")
-                        if !stopping { Backstop.arm(after: shutdown.killAfter + .seconds(15), logger: logger) }
-                        stopping = true
-                        runtime.quit()
-                    case .sigusr1:
-                        runtime.logInFlight()
-                    case .sighup:
-                        logger.warning("SIGHUP: reloading the config is not supported yet; restart warren to apply changes")
-                    default:
-                        break
-                    }
-                }
-                return nil
+        let supervisor = config.warren.consumers.isEmpty ? nil : ProcessSupervisor()
+        var generations = 0
+        func makeRuntime(_ settings: WarrenSettings) -> (WarrenRuntime, Int) {
+            generations += 1
+            let generation = generations
+            let runtime = WarrenRuntime(settings: settings, logger: logger, supervisor: supervisor) { state in
+                notifier?.lifecycleChanged(state)
             }
-            group.addTask { await runtime.run() }
+            return (runtime, generation)
+        }
+        enum Event: Sendable {
+            case signal(UnixSignal)
+            case ended(generation: Int, code: Int32)
+        }
+        let (events, sink) = AsyncStream<Event>.makeStream()
+        var (runtime, generation) = makeRuntime(config.warren)
+        let current = CurrentRuntime(runtime)
+        var active: [Int: WarrenRuntime] = [generation: runtime]
+        var shutdown = config.warren.shutdown
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup, .sigusr1)
+        logger.info("starting", metadata: ["config": "\(config.file)", "consumers": "\(config.warren.consumers.count)"])
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await signal in signals { sink.yield(.signal(signal)) }
+            }
+            func start(_ runtime: WarrenRuntime, _ generation: Int) {
+                group.addTask { sink.yield(.ended(generation: generation, code: await runtime.run())) }
+            }
+            start(runtime, generation)
             if let settings = config.metrics, let registry {
-                let app = MetricsServer.application(settings: settings, registry: registry, runtime: runtime, logger: logger)
+                let app = MetricsServer.application(settings: settings, registry: registry,
+                                                    runtime: { current.get() }, logger: logger)
                 group.addTask {
                     do {
                         try await app.run()
@@ -100,20 +106,70 @@ struct WarrenCommand: AsyncParsableCommand {
                         logger.error("the metrics server stopped; warren goes on without it",
                                      metadata: ["listen": "\(settings.host):\(settings.port)", "error": "\(error)"])
                     }
-                    return nil
                 }
             }
             if let notifier, let interval = SystemdNotifier.watchdogInterval() {
-                group.addTask {
-                    await notifier.pingWatchdog(every: interval, runtime: runtime)
-                    return nil
-                }
+                group.addTask { await notifier.pingWatchdog(every: interval) { current.get() } }
             }
+            var stopping = false
             var code: Int32 = 1
-            while let result = await group.next() {
-                if let result {
-                    code = result
-                    group.cancelAll()
+            for await event in events {
+                switch event {
+                case .signal(.sigterm), .signal(.sigint):
+                    logger.notice("received a stop signal", metadata: ["draining": "\(stopping)"])
+                    if !stopping { Backstop.arm(after: shutdown.gracePeriod + shutdown.killAfter + .seconds(15), logger: logger) }
+                    stopping = true
+                    for runtime in active.values { runtime.stop() }
+                case .signal(.sigquit):
+                    logger.notice("received SIGQUIT: stopping at once")
+                    if !stopping { Backstop.arm(after: shutdown.killAfter + .seconds(15), logger: logger) }
+                    stopping = true
+                    for runtime in active.values { runtime.quit() }
+                case .signal(.sigusr1):
+                    for runtime in active.values { runtime.logInFlight() }
+                case .signal(.sighup):
+                    guard !stopping else {
+                        logger.warning("SIGHUP while stopping: not reloading")
+                        continue
+                    }
+                    notifier?.reloading()
+                    do throws(ConfigErrors) {
+                        let fresh = try ConfigLoader.load(path: path, environment: environment)
+                        let old = runtime
+                        (runtime, generation) = makeRuntime(fresh.warren)
+                        shutdown = fresh.warren.shutdown
+                        active[generation] = runtime
+                        current.set(runtime)
+                        logger.notice("reloading: new consumers start, the old ones drain",
+                                      metadata: ["config": "\(path)", "consumers": "\(fresh.warren.consumers.count)"])
+                        if fresh.metrics != config.metrics || fresh.log != config.log {
+                            logger.warning("[metrics] and [log] changes take effect at the next restart")
+                        }
+                        start(runtime, generation)
+                        old.retire()
+                    } catch {
+                        logger.error("SIGHUP: the config file is not valid; keeping the running config", metadata: ["config": "\(path)"])
+                        for problem in error.problems { logger.error("\(problem.description)") }
+                        notifier?.lifecycleChanged(.running(inFlight: 0))
+                    }
+                case .signal:
+                    break
+                case .ended(let ended, let result):
+                    active[ended] = nil
+                    if ended == generation {
+                        code = result
+                        // The current runtime is done: the process stops, after any retired one drained.
+                        if !stopping {
+                            stopping = true
+                            for runtime in active.values { runtime.stop() }
+                        }
+                    } else {
+                        logger.notice("the replaced consumers have drained", metadata: ["exit_code": "\(result)"])
+                    }
+                    if active.isEmpty && stopping {
+                        group.cancelAll()
+                        sink.finish()
+                    }
                 }
             }
             logger.info("stopped", metadata: ["exit_code": "\(code)"])
@@ -143,6 +199,15 @@ struct WarrenCommand: AsyncParsableCommand {
             offset += written
         }
     }
+}
+
+/// The runtime that speaks for the process now; a reload replaces it.
+final class CurrentRuntime: Sendable {
+    /// Guards the reference, read by the metrics server and the watchdog pinger.
+    private let runtime: Mutex<WarrenRuntime>
+    init(_ runtime: WarrenRuntime) { self.runtime = Mutex(runtime) }
+    func get() -> WarrenRuntime { runtime.withLock { $0 } }
+    func set(_ new: WarrenRuntime) { runtime.withLock { $0 = new } }
 }
 
 /// The last line of defence for guarantee 4 (bounded stop): if warren has
