@@ -11,7 +11,7 @@ SWIFT_BUILD_FLAGS ?=
 
 export BROKER_URL BROKER_PORT CONFIG SWIFT_BUILD_FLAGS
 
-.PHONY: all deps build release test chaos bench run install clean verify-units
+.PHONY: all deps build release test chaos bench e2e-systemd run install clean verify-units
 
 all: build
 
@@ -38,6 +38,11 @@ chaos: deps
 bench: deps
 	python3 Benchmarks/run.py
 
+# warren under a real systemd in a systemd-nspawn container: stop, reload and
+# restart checked message by message (CI runs it after make test).
+e2e-systemd: deps
+	scripts/e2e-systemd.sh
+
 run: build
 	scripts/run-demo.sh
 
@@ -56,4 +61,4 @@ install: release
 	fi
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-static

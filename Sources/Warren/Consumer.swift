@@ -74,9 +74,9 @@ final class Consumer: Sendable {
                 continue
             }
             let started = ContinuousClock.now
-            let outcome = await HandlerContext.$onSpawn.withValue({ pid in watchdog.setPID(id, pid) }) {
-                await handler.handle(message)
-            }
+            var watched = message
+            watched.onProcessStart = { pid in watchdog.setPID(id, pid) }
+            let outcome = await handler.handle(watched)
             metrics.handlerDuration.record(duration: ContinuousClock.now - started)
             let stop: WatchdogStop? = switch watchdog.finish(id) {
             case .timeout?: .timeout
@@ -230,10 +230,4 @@ func currentUnixTime() -> Int {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
     return ts.tv_sec
-}
-
-/// What a handler learns from the worker running it, without widening the
-/// handler API: `ExecHandler` reports its process id, for the SIGUSR1 report.
-enum HandlerContext {
-    @TaskLocal static var onSpawn: (@Sendable (Int32) -> Void)? = nil
 }

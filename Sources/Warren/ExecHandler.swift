@@ -35,7 +35,8 @@ public struct ExecHandler: MessageHandler {
         let lineLogger = log
         do {
             let termination = try await supervisor.run(
-                argv, environment: HandlerEnvironment.forMessage(message), input: message.body, killAfter: killAfter
+                argv, environment: HandlerEnvironment.forMessage(message), input: message.body, killAfter: killAfter,
+                onStart: message.onProcessStart
             ) { stream, line in
                 if stream == .stderr {
                     lineLogger.notice("\(line)", metadata: ["stream": "stderr"])

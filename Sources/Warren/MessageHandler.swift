@@ -8,6 +8,10 @@ public struct Message: Sendable {
     public var queue: String
     /// 1 on the first delivery; counted through the retry path.
     public var attempt: Int
+    /// Told the process id when a command handler starts one, for the
+    /// SIGUSR1 report. (A task-local would do, but crashes statically
+    /// linked binaries of Swift 6.3 in `swift_task_localValuePush`.)
+    var onProcessStart: (@Sendable (Int32) -> Void)? = nil
 
     public init(delivery: Delivery, consumer: String, queue: String, attempt: Int) {
         self.delivery = delivery

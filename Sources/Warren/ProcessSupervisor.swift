@@ -124,9 +124,10 @@ public final class ProcessSupervisor: Sendable {
     /// its process group is gone. Cancelling the calling task terminates it:
     /// SIGTERM to the group, SIGKILL after `killAfter`.
     public func run(_ argv: [String], environment: [String], input: [UInt8], killAfter: Duration,
+                    onStart: (@Sendable (Int32) -> Void)? = nil,
                     sink: @escaping LineSink) async throws(SpawnError) -> Termination {
         let child = try spawn(argv, environment: environment)
-        HandlerContext.onSpawn?(child.pid)
+        onStart?(child.pid)
         let killAfterMs = killAfter.components.seconds * 1000 + killAfter.components.attoseconds / 1_000_000_000_000_000
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
