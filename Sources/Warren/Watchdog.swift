@@ -47,16 +47,23 @@ final class Watchdog: Sendable {
     private let state = Mutex(State())
     private let wakeRead: Int32
     private let wakeWrite: Int32
+    /// Milliseconds on a monotonic clock; injected by tests.
+    private let clock: @Sendable () -> Int64
     /// Fired together with the watchdog, for waits that are not handlers.
     let shutdown = TerminationSignal()
 
-    init() {
+    /// - Parameters:
+    ///   - clock: milliseconds, monotonic; tests pass a manual one.
+    ///   - timerThread: false in tests, which call `expireDue(now:)` themselves.
+    init(clock: @escaping @Sendable () -> Int64 = Watchdog.monotonicNow, timerThread: Bool = true) {
+        self.clock = clock
         var fds: [Int32] = [0, 0]
         precondition(warren_pipe_cloexec(&fds) == 0, "cannot create the watchdog's wake-up pipe")
         _ = warren_set_nonblocking(fds[0])
         _ = warren_set_nonblocking(fds[1])
         wakeRead = fds[0]
         wakeWrite = fds[1]
+        guard timerThread else { return }
         let box = Unmanaged.passRetained(self).toOpaque()
         var thread = pthread_t()
         precondition(pthread_create(&thread, nil, { raw in
@@ -81,7 +88,7 @@ final class Watchdog: Sendable {
     /// fired: the handler must not start.
     func start(timeout: Duration?, consumer: String, messageID: String, attempt: Int,
                cancel: @escaping @Sendable () -> Void) -> Int? {
-        let started = Self.now()
+        let started = clock()
         let deadline = timeout.map { started + $0.milliseconds }
         let (id, wake): (Int?, Bool) = state.withLock { state in
             if state.fired { return (nil, false) }
@@ -107,7 +114,7 @@ final class Watchdog: Sendable {
 
     /// Every handler running now, oldest first.
     func report() -> [Report] {
-        let now = Self.now()
+        let now = clock()
         return state.withLock { state in
             state.running.values.sorted { $0.started < $1.started }.map {
                 Report(consumer: $0.consumer, messageID: $0.messageID, attempt: $0.attempt, pid: $0.pid,
@@ -148,28 +155,37 @@ final class Watchdog: Sendable {
                 Glibc.close(wakeWrite)
                 return
             }
-            let now = Self.now()
-            let (expired, next) = state.withLock { state -> ([@Sendable () -> Void], Int64?) in
-                var expired: [@Sendable () -> Void] = []
-                var next: Int64? = nil
-                for id in state.running.keys {
-                    guard state.running[id]!.reason == nil, let deadline = state.running[id]!.deadline else { continue }
-                    if deadline <= now {
-                        state.running[id]!.reason = .timeout
-                        expired.append(state.running[id]!.cancel)
-                    } else {
-                        next = min(next ?? deadline, deadline)
-                    }
-                }
-                state.wakeAt = next
-                return (expired, next)
-            }
-            for cancel in expired { cancel() }
+            let now = clock()
+            let next = expireDue(now: now)
             timeout = next.map { Int32(clamping: max(0, $0 - now)) } ?? -1
         }
     }
 
-    private static func now() -> Int64 {
+    /// Times out every handler whose deadline is `now` or earlier (cancelling
+    /// it); returns the next deadline. The timer thread calls it on waking;
+    /// tests call it with a manual clock, so no test sleeps.
+    @discardableResult
+    func expireDue(now: Int64) -> Int64? {
+        let (expired, next) = state.withLock { state -> ([@Sendable () -> Void], Int64?) in
+            var expired: [@Sendable () -> Void] = []
+            var next: Int64? = nil
+            for id in state.running.keys {
+                guard state.running[id]!.reason == nil, let deadline = state.running[id]!.deadline else { continue }
+                if deadline <= now {
+                    state.running[id]!.reason = .timeout
+                    expired.append(state.running[id]!.cancel)
+                } else {
+                    next = min(next ?? deadline, deadline)
+                }
+            }
+            state.wakeAt = next
+            return (expired, next)
+        }
+        for cancel in expired { cancel() }
+        return next
+    }
+
+    static func monotonicNow() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
