@@ -43,11 +43,9 @@ final class CommandQueue: Sendable {
 
     init() throws(AMQPError) {
         var fds: [Int32] = [0, 0]
-        guard warren_pipe_cloexec(&fds) == 0 else {
+        guard warren_wake_pipe(&fds) == 0 else {
             throw AMQPError(.connectFailed, "cannot create a wake-up pipe: \(String(cString: strerror(errno)))")
         }
-        _ = warren_set_nonblocking(fds[0])
-        _ = warren_set_nonblocking(fds[1])
         wakeReadFD = fds[0]
         wakeWriteFD = fds[1]
     }

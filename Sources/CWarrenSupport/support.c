@@ -89,3 +89,7 @@ int warren_sd_notify(const char *path, const char *message) {
     errno = saved;
     return sent < 0 ? -1 : 0;
 }
+
+int warren_wake_pipe(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC | O_NONBLOCK);
+}

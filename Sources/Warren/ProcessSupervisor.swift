@@ -87,9 +87,7 @@ public final class ProcessSupervisor: Sendable {
 
     public init(outputLimit: Int = 64 * 1024) {
         var fds: [Int32] = [0, 0]
-        precondition(warren_pipe_cloexec(&fds) == 0, "cannot create the supervisor's wake-up pipe")
-        _ = warren_set_nonblocking(fds[0])
-        _ = warren_set_nonblocking(fds[1])
+        precondition(warren_wake_pipe(&fds) == 0, "cannot create the supervisor's wake-up pipe")
         wakeRead = fds[0]
         wakeWrite = fds[1]
         self.outputLimit = outputLimit

@@ -58,9 +58,7 @@ final class Watchdog: Sendable {
     init(clock: @escaping @Sendable () -> Int64 = Watchdog.monotonicNow, timerThread: Bool = true) {
         self.clock = clock
         var fds: [Int32] = [0, 0]
-        precondition(warren_pipe_cloexec(&fds) == 0, "cannot create the watchdog's wake-up pipe")
-        _ = warren_set_nonblocking(fds[0])
-        _ = warren_set_nonblocking(fds[1])
+        precondition(warren_wake_pipe(&fds) == 0, "cannot create the watchdog's wake-up pipe")
         wakeRead = fds[0]
         wakeWrite = fds[1]
         guard timerThread else { return }

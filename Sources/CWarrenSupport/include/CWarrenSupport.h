@@ -13,6 +13,10 @@ int warren_pidfd_open(pid_t pid);
 /* pipe2(2) with O_CLOEXEC, so one handler never inherits another's pipes. */
 int warren_pipe_cloexec(int fds[2]);
 
+/* A self-pipe for waking a thread out of poll(2): close-on-exec, both ends
+ * non-blocking. */
+int warren_wake_pipe(int fds[2]);
+
 /* Set O_NONBLOCK on a descriptor. */
 int warren_set_nonblocking(int fd);
 
