@@ -64,9 +64,9 @@ public struct Failure: Sendable, Equatable, CustomStringConvertible {
 public enum Outcome: Sendable, Equatable {
     /// Done: ack it.
     case ack
-    /// Try again later (with backoff once retries arrive; until then, requeued).
+    /// Try again later, through a delay queue; dead-lettered after `max_attempts`.
     case retry(Failure)
-    /// Never try again: dead-letter it (until dead-lettering arrives, requeued).
+    /// Never try again: dead-letter it now.
     case deadLetter(Failure)
 }
 

@@ -15,7 +15,7 @@ public struct ShutdownSettings: Sendable, Equatable {
 
 /// The broker and how to reach it again.
 public struct BrokerSettings: Sendable, Equatable {
-    /// Tried in order; several mean a cluster (failover arrives with reconnects).
+    /// Tried in order on each connect; several mean a cluster.
     public var endpoints: [ConnectionOptions]
     public var reconnectMin: Duration
     public var reconnectMax: Duration
