@@ -3,7 +3,9 @@ import Glibc
 
 /// Starts a dedicated OS thread, never one of Swift's cooperative pool:
 /// rabbitmq-c blocks, and a connection must stay on one thread for its life.
-enum IOThread {
+/// warren's other blocking loops (the process supervisor, the watchdog
+/// timer) start theirs here too.
+public enum IOThread {
     private final class Box {
         let name: String
         let body: () -> Void
@@ -13,7 +15,9 @@ enum IOThread {
         }
     }
 
-    static func start(name: String, _ body: @escaping @Sendable () -> Void) {
+    /// Runs `body` on a new detached thread named `name` (15 characters kept).
+    /// `body` is sent to that thread: whatever it captures belongs to it.
+    public static func start(name: String, _ body: sending @escaping () -> Void) {
         let box = Unmanaged.passRetained(Box(name, body)).toOpaque()
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { raw in

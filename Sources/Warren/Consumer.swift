@@ -57,8 +57,6 @@ final class Consumer: Sendable {
         }
     }
 
-    enum WatchdogStop: Sendable { case timeout, shutdown }
-
     private func work(watchdog: Watchdog, handle: WorkerHandle, finished: @Sendable () -> Void) async -> WorkerEnd {
         while let received = await buffer.next() {
             let delivery = received.delivery
@@ -78,11 +76,7 @@ final class Consumer: Sendable {
             watched.onProcessStart = { pid in watchdog.setPID(id, pid) }
             let outcome = await handler.handle(watched)
             metrics.handlerDuration.record(duration: ContinuousClock.now - started)
-            let stop: WatchdogStop? = switch watchdog.finish(id) {
-            case .timeout?: .timeout
-            case .shutdown?: .shutdown
-            case nil: nil
-            }
+            let stop = watchdog.finish(id)
             await settle(message, outcome: outcome, stop: stop, connection: connection, watchdog: watchdog)
             finished()
             // The watchdog has cancelled this task, or is about to: its next
@@ -96,7 +90,7 @@ final class Consumer: Sendable {
     /// are published and confirmed by the broker *before* the original is
     /// acked; if the broker refuses the copy, the original is requeued
     /// instead (after a pause, so a broken topology does not spin).
-    private func settle(_ message: Message, outcome: Outcome, stop: WatchdogStop?, connection: AMQPConnection,
+    private func settle(_ message: Message, outcome: Outcome, stop: Watchdog.Reason?, connection: AMQPConnection,
                         watchdog: Watchdog) async {
         if stop == nil, case .ack = outcome {
             // The hot path: no log line unless debugging, so no metadata built.

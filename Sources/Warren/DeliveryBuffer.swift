@@ -25,23 +25,6 @@ final class DeliveryBuffer: Sendable {
     /// Guards the waiting deliveries, the idle workers and the closed flag.
     private let state = Mutex(State())
 
-    /// Hands a delivery to an idle worker or queues it; false when closed
-    /// (the caller must release it).
-    func push(_ delivery: Received) -> Bool {
-        let waiter: CheckedContinuation<Received?, Never>?? = state.withLock { state in
-            if state.closed { return .none }
-            if let waiter = state.waiters.popFirst() { return .some(waiter.continuation) }
-            state.items.append(delivery)
-            return .some(nil)
-        }
-        switch waiter {
-        case .none: return false
-        case .some(.some(let continuation)): continuation.resume(returning: delivery)
-        case .some(.none): break
-        }
-        return true
-    }
-
     /// Hands over a burst: idle workers are woken (one resume each), the
     /// rest queued. Returns false, taking nothing, when closed.
     func push(contentsOf deliveries: [Received]) -> Bool {

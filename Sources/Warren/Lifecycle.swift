@@ -7,7 +7,7 @@
 /// `inFlight` counts deliveries handed to workers and not yet settled
 /// (waiting in a consumer's buffer or running in a handler).
 ///
-/// | state \ event | dispatched | handlerFinished / released | stop (1st) | stop (2nd) / graceExpired | quit | closed | connectionLost | started |
+/// | state \ event | dispatched | released (handlers finished, or given back) | stop (1st) | stop (2nd) / graceExpired | quit | closed | connectionLost | started |
 /// | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 /// | starting | count up | count down | beginDrain | - | beginDrain + terminate | illegal | -> reconnecting | -> running, ready |
 /// | running | count up | count down | beginDrain | - | beginDrain + terminate | illegal | -> reconnecting | - |
@@ -111,10 +111,8 @@ public struct Lifecycle: Sendable, Equatable {
         return .none
     }
 
-    /// A dispatched delivery was settled (its handler finished, or it was requeued).
-    public mutating func handlerFinished() -> Action { released(1) }
-
-    /// `count` dispatched deliveries were given back before they started.
+    /// `count` dispatched deliveries were settled: their handlers finished,
+    /// or they were given back before they started.
     public mutating func released(_ count: Int) -> Action {
         guard count > 0 else { return closeIfIdle() }
         switch state {

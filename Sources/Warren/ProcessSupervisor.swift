@@ -1,3 +1,4 @@
+import AMQP
 import CWarrenSupport
 import Glibc
 import Synchronization
@@ -95,20 +96,7 @@ public final class ProcessSupervisor: Sendable {
         signal(SIGPIPE, SIG_IGN)
         _ = warren_become_subreaper()
         let loop = SupervisorLoop(wakeFD: wakeRead, outputLimit: outputLimit, inbox: inbox)
-        startThread(loop)
-    }
-
-    private func startThread(_ loop: SupervisorLoop) {
-        let box = Unmanaged.passRetained(loop).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let loop = Unmanaged<SupervisorLoop>.fromOpaque(raw!).takeRetainedValue()
-            warren_set_thread_name("warren-procs")
-            loop.run()
-            return nil
-        }, box)
-        precondition(rc == 0, "cannot start the process supervisor thread: \(rc)")
-        pthread_detach(thread)
+        IOThread.start(name: "warren-procs") { loop.run() }
     }
 
     private func push(_ command: Command) {
@@ -126,7 +114,7 @@ public final class ProcessSupervisor: Sendable {
                     sink: @escaping LineSink) async throws(SpawnError) -> Termination {
         let child = try spawn(argv, environment: environment)
         onStart?(child.pid)
-        let killAfterMs = killAfter.components.seconds * 1000 + killAfter.components.attoseconds / 1_000_000_000_000_000
+        let killAfterMs = killAfter.milliseconds
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 push(.add(ChildSpec(pid: child.pid, pidfd: child.pidfd, stdinFD: child.stdin, stdoutFD: child.stdout,
@@ -256,7 +244,7 @@ private final class SupervisorLoop {
         guard !child.terminateRequested else { return }
         child.terminateRequested = true
         kill(-child.pid, SIGTERM)
-        child.killDeadline = now() + killAfterMs
+        child.killDeadline = Watchdog.monotonicNow() + killAfterMs
     }
 
     private func nextTimeout() -> Int32 {
@@ -264,10 +252,10 @@ private final class SupervisorLoop {
         for child in children.values {
             if let deadline = child.killDeadline, !child.killed { soonest = min(soonest ?? deadline, deadline) }
             // Stragglers of a finished leader are checked every 10 ms.
-            if child.status != nil { soonest = min(soonest ?? now() + 10, now() + 10) }
+            if child.status != nil { soonest = min(soonest ?? Watchdog.monotonicNow() + 10, Watchdog.monotonicNow() + 10) }
         }
         guard let soonest else { return -1 }
-        return Int32(max(0, min(soonest - now(), 1000)))
+        return Int32(max(0, min(soonest - Watchdog.monotonicNow(), 1000)))
     }
 
     private func reapLeader(_ child: Child) {
@@ -350,7 +338,7 @@ private final class SupervisorLoop {
 
     /// Moves a child whose leader has exited towards completion.
     private func advance(_ child: Child, scratch: inout [UInt8]) {
-        let time = now()
+        let time = Watchdog.monotonicNow()
         if child.terminateRequested, !child.killed, let deadline = child.killDeadline, time >= deadline {
             kill(-child.pid, SIGKILL)
             child.killed = true
@@ -384,11 +372,5 @@ private final class SupervisorLoop {
         children.removeValue(forKey: child.pid)
         child.spec.continuation.resume(returning: ProcessSupervisor.Termination(
             status: status, lastErrorLine: child.lastErrorLine, terminated: child.terminateRequested))
-    }
-
-    private func now() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 }

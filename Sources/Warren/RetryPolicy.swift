@@ -76,8 +76,8 @@ public struct RetryPolicy: Sendable, Equatable {
 }
 
 extension Duration {
-    /// Whole milliseconds.
-    var milliseconds: Int64 {
+    /// Whole milliseconds (the unit of poll timeouts, TTLs and deadlines here).
+    public var milliseconds: Int64 {
         components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
     }
 }

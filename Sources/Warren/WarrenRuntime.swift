@@ -249,8 +249,6 @@ public final class WarrenRuntime: Sendable {
         var reported = Lifecycle().state
         var current: AMQPConnection? = nil
         var currentGeneration = 0
-        /// Consumer index by consuming channel, on `current`.
-        var consumerOn: [UInt16: Int] = [:]
         /// Consuming channel by consumer index, on `current`.
         var channelOf: [Int: UInt16] = [:]
         var nextChannel: UInt16 = 0
@@ -330,9 +328,7 @@ public final class WarrenRuntime: Sendable {
                 connection.nack(delivery, requeue: true)
                 return .none
             case .consumerCancelledByBroker(let channel, let tag):
-                guard let index = consumerOn.removeValue(forKey: channel) else { return .none }
-                channelOf[index] = nil
-                router.route(channel: channel, to: nil)
+                guard let index = stopConsuming(on: channel) else { return .none }
                 let consumer = consumers[index]
                 consumer.logger.warning("the broker cancelled the consumer (queue deleted, or a node failed over); subscribing again",
                                         metadata: ["queue": "\(consumer.settings.queue)", "consumer_tag": "\(tag)"])
@@ -340,9 +336,7 @@ public final class WarrenRuntime: Sendable {
                 runtime.resubscribeSink.yield((index, 0))
                 return .none
             case .channelClosed(let channel, let error):
-                if let index = consumerOn.removeValue(forKey: channel) {
-                    channelOf[index] = nil
-                    router.route(channel: channel, to: nil)
+                if let index = stopConsuming(on: channel) {
                     consumers[index].logger.error("the broker closed the consumer's channel; subscribing again",
                                                   metadata: ["error": "\(error)"])
                     runtime.resubscribeSink.yield((index, 0))
@@ -378,7 +372,6 @@ public final class WarrenRuntime: Sendable {
             runtime.liveConnection.withLock { $0 = connection }
             currentGeneration = generation
             router.use(connection, generation: generation)
-            consumerOn = [:]
             channelOf = [:]
             nextChannel = 1
             let firstStart = machine.state == .starting(inFlight: 0)
@@ -418,10 +411,17 @@ public final class WarrenRuntime: Sendable {
                 router.route(channel: channel, to: nil)
                 throw error
             }
-            consumerOn[channel] = consumer.index
             channelOf[consumer.index] = channel
             consumer.logger.info("consuming", metadata: ["queue": "\(s.queue)", "prefetch": "\(s.prefetch)",
                                                          "concurrency": "\(s.concurrency)"])
+        }
+
+        /// Forgets the consumer on `channel` (and unroutes it); returns its index, if one was there.
+        private mutating func stopConsuming(on channel: UInt16) -> Int? {
+            guard let index = channelOf.first(where: { $0.value == channel })?.key else { return nil }
+            channelOf[index] = nil
+            router.route(channel: channel, to: nil)
+            return index
         }
 
         /// Subscribing again after the broker cancelled a consumer, on a fresh
@@ -465,7 +465,6 @@ public final class WarrenRuntime: Sendable {
                 _ = machine.dispatched(router.dispatchedCount.exchange(0, ordering: .acquiringAndReleasing))
                 current = nil
                 runtime.liveConnection.withLock { $0 = nil }
-                consumerOn = [:]
                 channelOf = [:]
                 logger.warning("reconnecting; running handlers go on, their outcomes will be dropped and the broker redelivers",
                                metadata: ["in_flight": "\(machine.inFlight - dropped)", "dropped_unstarted": "\(dropped)"])

@@ -1,3 +1,4 @@
+import AMQP
 import CWarrenSupport
 import Glibc
 import Synchronization
@@ -62,18 +63,8 @@ final class Watchdog: Sendable {
         wakeRead = fds[0]
         wakeWrite = fds[1]
         guard timerThread else { return }
-        let box = Unmanaged.passRetained(self).toOpaque()
-        var thread = pthread_t()
-        precondition(pthread_create(&thread, nil, { raw in
-            let watchdog = Unmanaged<Watchdog>.fromOpaque(raw!).takeRetainedValue()
-            warren_set_thread_name("warren-watchdog")
-            watchdog.timerLoop()
-            return nil
-        }, box) == 0, "cannot start the watchdog thread")
-        pthread_detach(thread)
+        IOThread.start(name: "warren-watchdog") { [self] in timerLoop() }
     }
-
-    var isFired: Bool { state.withLock { $0.fired } }
 
     /// Ends the timer thread; the runtime that owned this watchdog is done.
     func close() {

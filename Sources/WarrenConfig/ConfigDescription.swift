@@ -45,7 +45,7 @@ public enum ConfigDescription {
     }
 
     static func seconds(_ duration: Duration) -> String {
-        let ms = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        let ms = duration.milliseconds
         if ms % 1000 != 0 { return "\(ms)ms" }
         return "\(ms / 1000)s"
     }

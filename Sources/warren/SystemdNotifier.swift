@@ -64,8 +64,7 @@ final class SystemdNotifier: Sendable {
             }
             var message = "STOPPING=1\nSTATUS=draining, \(n) in flight\(terminating ? ", terminating handlers" : "")"
             if progressed {
-                let usec = extendBy.components.seconds * 1_000_000 + extendBy.components.attoseconds / 1_000_000_000_000
-                message += "\nEXTEND_TIMEOUT_USEC=\(usec)"
+                message += "\nEXTEND_TIMEOUT_USEC=\(extendBy.milliseconds * 1000)"
             }
             _ = worthSending("draining")
             send(message)
@@ -97,7 +96,7 @@ final class SystemdNotifier: Sendable {
     /// restarts warren.
     func pingWatchdog(every interval: Duration, runtime: @Sendable () -> WarrenRuntime) async {
         let half = interval / 2
-        let halfMs = half.components.seconds * 1000 + half.components.attoseconds / 1_000_000_000_000_000
+        let halfMs = half.milliseconds
         var complained = false
         while !Task.isCancelled {
             if runtime().isResponsive(within: max(halfMs, 1500)) {

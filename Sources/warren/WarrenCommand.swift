@@ -218,8 +218,7 @@ final class CurrentRuntime: Sendable {
 /// cannot stop it.
 enum Backstop {
     static func arm(after delay: Duration, logger: Logger) {
-        let nanoseconds = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
-        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(delay.milliseconds))) {
             logger.critical("stop did not finish within its bound; exiting now (the broker requeues unacked messages)")
             _exit(1)
         }

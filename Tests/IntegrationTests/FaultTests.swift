@@ -95,6 +95,37 @@ import Testing
         }
     }
 
+    /// Guarantee 6: a handler still running when the connection dies finishes,
+    /// but its ack belongs to the dead channel. Sent on the new one, it would
+    /// ack whatever holds the same tag there (a message never processed),
+    /// or close the channel with PRECONDITION_FAILED.
+    @Test func anOutcomeFromADeadConnectionIsNeverSentOnTheNewOne() async throws {
+        try await withTestQueue { client, queue in
+            let others = (1...5).map { "o-\($0)" }
+            try await client.publish(ids: ["long"] + others, to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue,
+                command: #"sh -c 'echo "$WARREN_MESSAGE_ID" >> {dir}/started; [ "$WARREN_MESSAGE_ID" = long ] && sleep 2; echo "$WARREN_MESSAGE_ID" >> {dir}/finished'"#,
+                prefetch: 1, concurrency: 1)
+                .replacingOccurrences(of: "heartbeat = 5s", with: "heartbeat = 5s\nreconnect_min = 100ms\nreconnect_max = 500ms"))
+            try await eventually("the long handler runs") { warren.lines("started") == ["long"] }
+            try Self.rabbitmqctl("close_all_connections", "test: the long handler outlives its channel")
+            try await eventually("everything processed", timeout: .seconds(30)) {
+                Set(warren.lines("finished")) == Set(["long"] + others)
+            }
+            let checker = try await TestClient()
+            try await eventually("the queue is empty") { try await checker.count(queue) == 0 }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            let finished = warren.lines("finished")
+            for id in others { #expect(finished.filter { $0 == id }.count == 1, "\(id) in \(finished)") }
+            #expect(finished.filter { $0 == "long" }.count == 2, "redelivered once after the loss: \(finished)")
+            #expect(!warren.log.contains("closed the consumer's channel"), "a stale tag reached the new channel")
+            #expect(try await checker.drain(queue).isEmpty)
+            await checker.close()
+        }
+    }
+
     @Test func killingWarrenWithSigkillLosesNothing() async throws {
         try await withTestQueue { client, queue in
             let ids = (1...300).map { "k-\($0)" }

@@ -55,25 +55,25 @@ import Testing
         }
     }
 
-    @Test func handlerFinishedCountsDownWhileRunning() {
-        #expect(run(.running(inFlight: 3)) { $0.handlerFinished() } == (.none, .running(inFlight: 2)))
-        #expect(run(.starting(inFlight: 1)) { $0.handlerFinished() } == (.none, .starting(inFlight: 0)))
+    @Test func finishedHandlersCountDownWhileRunning() {
+        #expect(run(.running(inFlight: 3)) { $0.released(1) } == (.none, .running(inFlight: 2)))
+        #expect(run(.starting(inFlight: 1)) { $0.released(1) } == (.none, .starting(inFlight: 0)))
     }
 
     @Test func lastHandlerFinishingWhileDrainingStartsTheClose() {
-        #expect(run(.draining(inFlight: 2, terminating: false)) { $0.handlerFinished() } == (.none, .draining(inFlight: 1, terminating: false)))
-        #expect(run(.draining(inFlight: 1, terminating: false)) { $0.handlerFinished() } == (.close, .closing))
-        #expect(run(.draining(inFlight: 1, terminating: true)) { $0.handlerFinished() } == (.close, .closing))
+        #expect(run(.draining(inFlight: 2, terminating: false)) { $0.released(1) } == (.none, .draining(inFlight: 1, terminating: false)))
+        #expect(run(.draining(inFlight: 1, terminating: false)) { $0.released(1) } == (.close, .closing))
+        #expect(run(.draining(inFlight: 1, terminating: true)) { $0.released(1) } == (.close, .closing))
     }
 
     @Test func handlersFinishingWhileReconnectingCountDown() {
-        #expect(run(.reconnecting(inFlight: 2)) { $0.handlerFinished() } == (.none, .reconnecting(inFlight: 1)))
+        #expect(run(.reconnecting(inFlight: 2)) { $0.released(1) } == (.none, .reconnecting(inFlight: 1)))
         #expect(run(.reconnecting(inFlight: 3)) { $0.released(3) } == (.none, .reconnecting(inFlight: 0)))
     }
 
-    @Test func handlerFinishedIsIgnoredWhenClosingOrStopped() {
-        #expect(run(.closing) { $0.handlerFinished() } == (.none, .closing))
-        #expect(run(.stopped(exitCode: 0)) { $0.handlerFinished() } == (.none, .stopped(exitCode: 0)))
+    @Test func finishedHandlersAreIgnoredWhenClosingOrStopped() {
+        #expect(run(.closing) { $0.released(1) } == (.none, .closing))
+        #expect(run(.stopped(exitCode: 0)) { $0.released(1) } == (.none, .stopped(exitCode: 0)))
     }
 
     @Test func releasingEveryUnstartedDeliveryWithNothingRunningClosesAtOnce() {
@@ -139,7 +139,7 @@ import Testing
     @Test func moreSettledThanDispatchedIsAProgrammingError() async {
         await #expect(processExitsWith: .failure) {
             var machine = Lifecycle(state: .running(inFlight: 0))
-            _ = machine.handlerFinished()
+            _ = machine.released(1)
         }
     }
 
@@ -180,8 +180,8 @@ import Testing
         #expect(machine.released(1) == .none)  // one was waiting in a buffer
         #expect(machine.dispatched(1) == .none)  // arrived before the buffers closed, counted late
         #expect(machine.released(1) == .none)  // and released with them
-        #expect(machine.handlerFinished() == .none)
-        #expect(machine.handlerFinished() == .close)
+        #expect(machine.released(1) == .none)
+        #expect(machine.released(1) == .close)
         #expect(machine.closed() == .exit(0))
         #expect(machine.state == .stopped(exitCode: 0))
     }
