@@ -3,7 +3,8 @@ import CWarrenSupport
 import Glibc
 import Synchronization
 
-/// Runs handler commands and watches them from one dedicated thread.
+/// Runs handler commands and watches them from one dedicated thread, which
+/// also does the spawning (posix_spawn suspends its caller until exec).
 ///
 /// Each child runs in its own process group. One poll(2) covers, for every
 /// child, a pidfd (readable when it exits), its stdout and stderr (logged
@@ -39,11 +40,22 @@ public final class ProcessSupervisor: Sendable {
     public typealias LineSink = @Sendable (Stream, String) -> Void
 
     enum Command: Sendable {
-        case add(ChildSpec)
-        case terminate(pid: pid_t, killAfterMs: Int64)
+        case spawn(SpawnRequest)
+        case terminate(request: Int, killAfterMs: Int64)
+    }
+
+    struct SpawnRequest: Sendable {
+        var id: Int
+        var argv: [String]
+        var environment: [String]
+        var input: [UInt8]
+        var sink: LineSink
+        var onStart: (@Sendable (Int32) -> Void)?
+        var continuation: CheckedContinuation<Result<Termination, SpawnError>, Never>
     }
 
     struct ChildSpec: Sendable {
+        var request: Int
         var pid: pid_t
         var pidfd: Int32
         var stdinFD: Int32
@@ -51,7 +63,7 @@ public final class ProcessSupervisor: Sendable {
         var stderrFD: Int32
         var input: [UInt8]
         var sink: LineSink
-        var continuation: CheckedContinuation<Termination, Never>
+        var continuation: CheckedContinuation<Result<Termination, SpawnError>, Never>
     }
 
     final class Inbox: Sendable {
@@ -81,6 +93,7 @@ public final class ProcessSupervisor: Sendable {
     }
 
     private let inbox = Inbox()
+    private let nextRequest = Atomic<Int>(0)
     private let wakeRead: Int32
     private let wakeWrite: Int32
     /// Bytes of output logged per stream per handler before the rest is dropped.
@@ -112,20 +125,23 @@ public final class ProcessSupervisor: Sendable {
     public func run(_ argv: [String], environment: [String], input: [UInt8], killAfter: Duration,
                     onStart: (@Sendable (Int32) -> Void)? = nil,
                     sink: @escaping LineSink) async throws(SpawnError) -> Termination {
-        let child = try spawn(argv, environment: environment)
-        onStart?(child.pid)
+        // The spawn itself happens on the supervisor thread: posix_spawn
+        // suspends its caller until the child execs, which must not be a
+        // thread of the cooperative pool.
+        let id = nextRequest.add(1, ordering: .relaxed).newValue
         let killAfterMs = killAfter.milliseconds
-        return await withTaskCancellationHandler {
+        let result = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                push(.add(ChildSpec(pid: child.pid, pidfd: child.pidfd, stdinFD: child.stdin, stdoutFD: child.stdout,
-                                    stderrFD: child.stderr, input: input, sink: sink, continuation: continuation)))
+                push(.spawn(SpawnRequest(id: id, argv: argv, environment: environment, input: input, sink: sink,
+                                         onStart: onStart, continuation: continuation)))
             }
         } onCancel: {
-            push(.terminate(pid: child.pid, killAfterMs: killAfterMs))
+            push(.terminate(request: id, killAfterMs: killAfterMs))
         }
+        return try result.get()
     }
 
-    private func spawn(_ argv: [String], environment: [String]) throws(SpawnError) -> (pid: pid_t, pidfd: Int32, stdin: Int32, stdout: Int32, stderr: Int32) {
+    static func spawn(_ argv: [String], environment: [String]) throws(SpawnError) -> (pid: pid_t, pidfd: Int32, stdin: Int32, stdout: Int32, stderr: Int32) {
         guard let program = argv.first else { throw SpawnError(description: "empty command") }
         var input: [Int32] = [-1, -1], output: [Int32] = [-1, -1], errors: [Int32] = [-1, -1]
         guard warren_pipe_cloexec(&input) == 0, warren_pipe_cloexec(&output) == 0, warren_pipe_cloexec(&errors) == 0 else {
@@ -185,7 +201,10 @@ private final class SupervisorLoop {
     let outputLimit: Int
     let inbox: ProcessSupervisor.Inbox
     var children: [pid_t: Child] = [:]
-    var earlyTerminations: [pid_t: Int64] = [:]
+    /// Terminations that came before their spawn was handled, by request.
+    var earlyTerminations: [Int: Int64] = [:]
+    /// Running children by the request that spawned them.
+    var pidOf: [Int: pid_t] = [:]
 
     init(wakeFD: Int32, outputLimit: Int, inbox: ProcessSupervisor.Inbox) {
         self.wakeFD = wakeFD
@@ -230,13 +249,29 @@ private final class SupervisorLoop {
 
     private func apply(_ command: ProcessSupervisor.Command) {
         switch command {
-        case .add(let spec):
-            let child = Child(spec)
-            children[spec.pid] = child
-            if spec.input.isEmpty { closeInput(child) }
-            if let killAfter = earlyTerminations.removeValue(forKey: spec.pid) { terminate(child, killAfterMs: killAfter) }
-        case .terminate(let pid, let killAfterMs):
-            if let child = children[pid] { terminate(child, killAfterMs: killAfterMs) } else { earlyTerminations[pid] = killAfterMs }
+        case .spawn(let request):
+            let spawned: (pid: pid_t, pidfd: Int32, stdin: Int32, stdout: Int32, stderr: Int32)
+            do throws(ProcessSupervisor.SpawnError) {
+                spawned = try ProcessSupervisor.spawn(request.argv, environment: request.environment)
+            } catch {
+                earlyTerminations[request.id] = nil
+                request.continuation.resume(returning: .failure(error))
+                return
+            }
+            request.onStart?(spawned.pid)
+            let child = Child(ProcessSupervisor.ChildSpec(
+                request: request.id, pid: spawned.pid, pidfd: spawned.pidfd, stdinFD: spawned.stdin, stdoutFD: spawned.stdout,
+                stderrFD: spawned.stderr, input: request.input, sink: request.sink, continuation: request.continuation))
+            children[spawned.pid] = child
+            pidOf[request.id] = spawned.pid
+            if request.input.isEmpty { closeInput(child) }
+            if let killAfter = earlyTerminations.removeValue(forKey: request.id) { terminate(child, killAfterMs: killAfter) }
+        case .terminate(let request, let killAfterMs):
+            if let pid = pidOf[request], let child = children[pid] {
+                terminate(child, killAfterMs: killAfterMs)
+            } else {
+                earlyTerminations[request] = killAfterMs
+            }
         }
     }
 
@@ -370,7 +405,8 @@ private final class SupervisorLoop {
         }
         closeInput(child)
         children.removeValue(forKey: child.pid)
-        child.spec.continuation.resume(returning: ProcessSupervisor.Termination(
-            status: status, lastErrorLine: child.lastErrorLine, terminated: child.terminateRequested))
+        pidOf.removeValue(forKey: child.spec.request)
+        child.spec.continuation.resume(returning: .success(ProcessSupervisor.Termination(
+            status: status, lastErrorLine: child.lastErrorLine, terminated: child.terminateRequested)))
     }
 }
