@@ -38,19 +38,20 @@ public final class AMQPConnection: Sendable {
     /// delivery; it must not block. `events` stays empty.
     ///
     /// `onBatchEnd`, if given, is called on the I/O thread after each batch
-    /// of frames read from the socket.
+    /// of frames read from the socket. `executor`, if given, runs its jobs
+    /// on this connection's I/O thread while the connection lives.
     public static func connect(_ options: ConnectionOptions, logger: Logger = Logger(label: "warren.amqp"),
-                               onBatchEnd: (@Sendable () -> Void)? = nil,
+                               executor: LoopExecutor? = nil, onBatchEnd: (@Sendable () -> Void)? = nil,
                                onEvent: @escaping @Sendable (AMQPEvent) -> Void) async throws(AMQPError) -> AMQPConnection {
         let (events, continuation) = AsyncStream<AMQPEvent>.makeStream()
         continuation.finish()
         let finished = Latch()
         let sink = EventSink(emit: onEvent, finish: { finished.open() }, batchEnd: onBatchEnd)
-        return try await connect(options, logger: logger, events: events, sink: sink, finished: finished)
+        return try await connect(options, logger: logger, events: events, sink: sink, executor: executor, finished: finished)
     }
 
     private static func connect(_ options: ConnectionOptions, logger: Logger, events: AsyncStream<AMQPEvent>,
-                                sink: EventSink, finished: Latch) async throws(AMQPError) -> AMQPConnection {
+                                sink: EventSink, executor: LoopExecutor? = nil, finished: Latch) async throws(AMQPError) -> AMQPConnection {
         let queue = try CommandQueue()
         let continuation = sink
         let result: Result<Void, AMQPError> = await withCheckedContinuation { (opened: CheckedContinuation<Result<Void, AMQPError>, Never>) in
@@ -63,8 +64,10 @@ public final class AMQPConnection: Sendable {
                     opened.resume(returning: .failure(error))
                     return
                 }
+                let loop = IOLoop(connection: raw, queue: queue, events: continuation, executor: executor, logger: logger)
+                loop.host()
                 opened.resume(returning: .success(()))
-                IOLoop(connection: raw, queue: queue, events: continuation, logger: logger).run()
+                loop.run()
             }
         }
         try result.get()

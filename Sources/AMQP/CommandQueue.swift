@@ -40,6 +40,9 @@ final class CommandQueue: Sendable {
     /// When the I/O loop last went round (ms, monotonic): its heartbeat for
     /// the systemd watchdog. A wedged loop stops moving it.
     let lastTurn = Atomic<Int64>(monotonicMilliseconds())
+    /// The I/O thread (pthread_t), once its loop runs. A command it queues
+    /// itself needs no wake-up: the loop looks again before it sleeps.
+    private let owner = Atomic<UInt>(0)
 
     init() throws(AMQPError) {
         var fds: [Int32] = [0, 0]
@@ -55,26 +58,49 @@ final class CommandQueue: Sendable {
         Glibc.close(wakeWriteFD)
     }
 
+    /// Called by the I/O thread before its loop starts.
+    func claim() { owner.store(UInt(pthread_self()), ordering: .relaxed) }
+
+    private var onOwnThread: Bool { pthread_equal(pthread_self(), pthread_t(owner.load(ordering: .relaxed))) != 0 }
+
     /// Queues a command; if the I/O thread is gone, answers it at once.
     func push(_ command: IOCommand) {
+        let own = onOwnThread
         enum Result { case queued(wake: Bool), rejected(AMQPError) }
         let result: Result = state.withLock { state in
             if let closed = state.closed { return .rejected(closed) }
             state.commands.append(command)
-            if state.signalled { return .queued(wake: false) }
+            if state.signalled || own { return .queued(wake: false) }
             state.signalled = true
             return .queued(wake: true)
         }
         switch result {
         case .queued(wake: true):
-            var byte: UInt8 = 1
-            _ = write(wakeWriteFD, &byte, 1)
+            writeWakeByte()
         case .queued(wake: false):
             break
         case .rejected(let error):
             command.abandon(error)
         }
     }
+
+    /// Wakes the I/O thread out of poll(2) without a command (work for its
+    /// executor), unless a wake-up is already on its way.
+    func wake() {
+        let write = state.withLock { state -> Bool in
+            defer { state.signalled = true }
+            return !state.signalled && state.closed == nil
+        }
+        if write { writeWakeByte() }
+    }
+
+    private func writeWakeByte() {
+        var byte: UInt8 = 1
+        _ = write(wakeWriteFD, &byte, 1)
+    }
+
+    /// Commands waiting (I/O thread, before it sleeps).
+    var hasCommands: Bool { state.withLock { !$0.commands.isEmpty } }
 
     /// Takes every queued command (I/O thread only); empties the wake-up
     /// pipe first when poll(2) said it had something.

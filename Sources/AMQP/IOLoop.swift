@@ -24,11 +24,14 @@ final class IOLoop {
     private var closeWaiters: [@Sendable () -> Void] = []
     private var lost: AMQPError? = nil
     private var stopping = false
+    /// Runs its jobs between turns, while this loop hosts it.
+    private let executor: LoopExecutor?
 
-    init(connection: RawConnection, queue: CommandQueue, events: EventSink, logger: Logger) {
+    init(connection: RawConnection, queue: CommandQueue, events: EventSink, executor: LoopExecutor?, logger: Logger) {
         self.connection = connection
         self.queue = queue
         self.events = events
+        self.executor = executor
         self.logger = logger
     }
 
@@ -36,6 +39,7 @@ final class IOLoop {
         connection = nil
         queue = nil
         events = nil
+        executor = nil
         logger = Logger(label: "warren.amqp")
         lost = error
     }
@@ -44,6 +48,14 @@ final class IOLoop {
     static func gone(_ error: AMQPError) -> IOLoop { IOLoop(gone: error) }
 
     // MARK: The loop
+
+    /// Takes the thread: commands it queues itself need no wake-up, and
+    /// the executor's jobs run here from now on. Called on the I/O thread
+    /// before `connect` returns, so the first job after it already runs here.
+    func host() {
+        queue?.claim()
+        if let queue { executor?.attach(queue) }
+    }
 
     func run() {
         guard let connection, let queue else { return }
@@ -69,21 +81,24 @@ final class IOLoop {
             if lost != nil || stopping { break }
             flushSettlements()
             if lost != nil { break }
+            var moreBuffered = false
             if mustRead || amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0 {
                 guard readAvailableFrames(limit: 256) else { break }
                 events?.batchEnd?()
-                if stopping { break }
-                if amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0 {
-                    mustRead = true
-                    wakeReadable = false
-                    continue
-                }
-                amqp_maybe_release_buffers(connection.state)
+                moreBuffered = amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0
+                if !moreBuffered { amqp_maybe_release_buffers(connection.state) }
             }
+            // The workers hosted here: they take the burst just read and
+            // queue their acks, which go out next turn without a poll.
+            executor?.runAll()
+            if stopping { break }
+            // With work already waiting, only look (timeout 0), so the socket
+            // is still read however busy the loop is.
+            let busy = moreBuffered || queue.hasCommands || executor?.hasJobs == true
             fds[0].revents = 0
             fds[1].revents = 0
-            let ready = poll(&fds, 2, pollTimeout)
-            mustRead = ready == 0 || fds[0].revents != 0
+            let ready = poll(&fds, 2, busy ? 0 : pollTimeout)
+            mustRead = moreBuffered || (ready == 0 && !busy) || fds[0].revents != 0
             wakeReadable = fds[1].revents != 0
         }
         finish()
@@ -100,6 +115,8 @@ final class IOLoop {
         connection = nil  // amqp_destroy_connection, on this thread
         events?.finish()
         for waiter in closeWaiters { waiter() }
+        // Jobs woken by the above, and every later one, run on the standby thread.
+        if let queue { executor?.detach(queue) }
     }
 
     private func execute(_ command: IOCommand) {

@@ -41,13 +41,18 @@ final class Consumer: Sendable {
     /// cancelled task stays cancelled, so after settling its message the
     /// worker ends and the slot starts a fresh one. The worker task is
     /// awaited by its slot and cancelled with it: structured in all but name.
-    func runWorkers(watchdog: Watchdog, finished: @escaping @Sendable () -> Void) async {
+    ///
+    /// Workers prefer `executor`: they run on the I/O thread of the current
+    /// connection, where their deliveries arrive (see `LoopExecutor`).
+    func runWorkers(watchdog: Watchdog, executor: LoopExecutor, finished: @escaping @Sendable () -> Void) async {
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<max(1, settings.concurrency) {
-                group.addTask {
+                group.addTask(executorPreference: executor) {
                     while !Task.isCancelled {
                         let handle = WorkerHandle()
-                        let task = Task { await self.work(watchdog: watchdog, handle: handle, finished: finished) }
+                        let task = Task(executorPreference: executor) {
+                            await self.work(watchdog: watchdog, handle: handle, finished: finished)
+                        }
                         handle.set(task)
                         let end = await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
                         if end == .bufferClosed { return }

@@ -5,6 +5,11 @@ import Synchronization
 /// a delivery costs no trip through the control loop. The control loop
 /// keeps the route table (which channel of which connection feeds which
 /// consumer) and learns how many were dispatched from a counter.
+///
+/// While running, nothing waits on those counts (only the in-flight gauge
+/// shows them, refreshed by a slow tick), so the router wakes the control
+/// loop for them only once draining begins: a wake-up per burst would cost
+/// a thread switch per burst on the hot path.
 final class DeliveryRouter: Sendable {
     private struct Routes {
         var generation = 0
@@ -19,11 +24,13 @@ final class DeliveryRouter: Sendable {
     let dispatchedCount = Atomic<Int>(0)
     /// Deliveries settled since the control loop last looked.
     let finishedCount = Atomic<Int>(0)
-    private let notify: @Sendable (_ dispatched: Bool) -> Void
+    /// Set when draining begins: from then on every change is reported.
+    private let eager = Atomic<Bool>(false)
+    private let notify: @Sendable () -> Void
 
-    /// - Parameter notify: called when a counter leaves zero, so one event
-    ///   reports a burst.
-    init(consumers: [Consumer], notify: @escaping @Sendable (_ dispatched: Bool) -> Void) {
+    /// - Parameter notify: called, once draining began, when a counter
+    ///   leaves zero, so one event reports a burst.
+    init(consumers: [Consumer], notify: @escaping @Sendable () -> Void) {
         self.consumers = consumers
         self.notify = notify
     }
@@ -75,7 +82,7 @@ final class DeliveryRouter: Sendable {
             let deliveries = batch.pending[index]
             batch.pending[index].removeAll(keepingCapacity: true)
             consumers[index].metrics.deliveries.increment(by: deliveries.count)
-            if dispatchedCount.add(deliveries.count, ordering: .acquiringAndReleasing).oldValue == 0 { notify(true) }
+            counted(dispatchedCount, deliveries.count)
             if !consumers[index].buffer.push(contentsOf: deliveries) {
                 for received in deliveries { received.connection.nack(received.delivery, requeue: true) }
                 finishedMany(deliveries.count)
@@ -83,12 +90,21 @@ final class DeliveryRouter: Sendable {
         }
     }
 
-    private func finishedMany(_ count: Int) {
-        if finishedCount.add(count, ordering: .acquiringAndReleasing).oldValue == 0 { notify(false) }
-    }
+    private func finishedMany(_ count: Int) { counted(finishedCount, count) }
 
     /// A dispatched delivery was settled.
-    func finished() {
-        if finishedCount.add(1, ordering: .acquiringAndReleasing).oldValue == 0 { notify(false) }
+    func finished() { counted(finishedCount, 1) }
+
+    /// Sequentially consistent on both sides: a count added after the
+    /// control loop's `reportEveryChange()` and its read of the counters
+    /// either was in that read, or sees `eager` and reports itself.
+    private func counted(_ counter: borrowing Atomic<Int>, _ count: Int) {
+        if counter.add(count, ordering: .sequentiallyConsistent).oldValue == 0 && eager.load(ordering: .sequentiallyConsistent) {
+            notify()
+        }
     }
+
+    /// Draining began: report every change from now on. The caller reads
+    /// the counters right after.
+    func reportEveryChange() { eager.store(true, ordering: .sequentiallyConsistent) }
 }

@@ -121,13 +121,24 @@ public final class WarrenRuntime: Sendable {
             Consumer(settings: consumer, index: index, handler: handlers[consumer.name]!, logger: logger)
         }
         let sink = eventSink
-        let router = DeliveryRouter(consumers: consumers) { _ in sink.yield(.counted) }
+        let router = DeliveryRouter(consumers: consumers) { sink.yield(.counted) }
+        let executor = LoopExecutor(logger: logger)
+        defer { executor.stop() }
         return await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.superviseConnections(router: router) }
+            group.addTask { await self.superviseConnections(router: router, executor: executor) }
             group.addTask { await self.serveResubscribes() }
             for consumer in consumers {
                 group.addTask {
-                    await consumer.runWorkers(watchdog: self.watchdog) { router.finished() }
+                    await consumer.runWorkers(watchdog: self.watchdog, executor: executor) { router.finished() }
+                }
+            }
+            // Keeps the in-flight gauge current while running; once draining,
+            // the router reports every change itself.
+            group.addTask {
+                while !self.drainStarted.isFired {
+                    try? await Task.sleep(for: .seconds(1))
+                    if Task.isCancelled { return }
+                    sink.yield(.counted)
                 }
             }
             let grace = settings.shutdown.gracePeriod
@@ -156,7 +167,7 @@ public final class WarrenRuntime: Sendable {
     /// connect with backoff (trying each broker URL in turn), hand the
     /// connection to the control loop, forward its events, and when it is
     /// lost, start again. Stops once draining begins.
-    private func superviseConnections(router: DeliveryRouter) async {
+    private func superviseConnections(router: DeliveryRouter, executor: LoopExecutor) async {
         let endpoints = settings.broker.endpoints
         let backoff = Backoff(minimum: settings.broker.reconnectMin, maximum: settings.broker.reconnectMax)
         var endpointIndex = 0
@@ -171,7 +182,7 @@ public final class WarrenRuntime: Sendable {
                 // Deliveries go from the I/O thread straight into consumers'
                 // buffers; other events into the control loop's stream.
                 let batch = router.makeBatch()
-                let connection = try await AMQPConnection.connect(endpoint, logger: logger, onBatchEnd: {
+                let connection = try await AMQPConnection.connect(endpoint, logger: logger, executor: executor, onBatchEnd: {
                     router.flush(batch)
                 }) { event in
                     if case .delivery(let delivery) = event {
@@ -299,8 +310,10 @@ public final class WarrenRuntime: Sendable {
             case .counted:
                 return absorbCounts()
             case .stop:
+                absorbCountsBeforeDraining()
                 return machine.stopRequested()
             case .quit:
+                absorbCountsBeforeDraining()
                 return machine.quitRequested()
             case .graceExpired:
                 return machine.graceExpired()
@@ -318,6 +331,16 @@ public final class WarrenRuntime: Sendable {
             default:
                 _ = machine.dispatched(dispatched)
                 return machine.released(finished)
+            }
+        }
+
+        /// While running, counts are taken in only once a second; the drain
+        /// (and the STATUS it reports) starts from exact ones. Outside the
+        /// drain, taking them in never calls for an action.
+        private mutating func absorbCountsBeforeDraining() {
+            switch machine.state {
+            case .starting, .running, .reconnecting: _ = absorbCounts()
+            case .draining, .closing, .stopped: break
             }
         }
 
@@ -473,6 +496,7 @@ public final class WarrenRuntime: Sendable {
                 logger.notice("stop requested: draining", metadata: [
                     "in_flight": "\(machine.inFlight)", "grace_period": "\(runtime.settings.shutdown.gracePeriod)"])
                 runtime.drainStarted.fire()
+                router.reportEveryChange()
                 var released = 0
                 for consumer in consumers {
                     for received in consumer.buffer.close() {
