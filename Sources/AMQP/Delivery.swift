@@ -38,15 +38,19 @@ public struct MessageProperties: Sendable, Equatable {
 ///
 /// `deliveryTag` is only meaningful on the channel (and the connection) it
 /// came from; settle it through that same `AMQPConnection`.
-public struct Delivery: Sendable {
-    public var channel: UInt16
-    public var deliveryTag: UInt64
-    public var consumerTag: String
-    public var exchange: String
-    public var routingKey: String
-    public var redelivered: Bool
-    public var properties: MessageProperties
-    public var body: [UInt8]
+///
+/// A class with constant fields: a delivery passes from the I/O thread to a
+/// buffer, a worker, a handler and back to the ack path, and each pass of a
+/// struct this size would retain every string, table and body in it.
+public final class Delivery: Sendable {
+    public let channel: UInt16
+    public let deliveryTag: UInt64
+    public let consumerTag: String
+    public let exchange: String
+    public let routingKey: String
+    public let redelivered: Bool
+    public let properties: MessageProperties
+    public let body: [UInt8]
 
     public init(channel: UInt16, deliveryTag: UInt64, consumerTag: String, exchange: String,
                 routingKey: String, redelivered: Bool, properties: MessageProperties, body: [UInt8]) {

@@ -11,7 +11,9 @@ import Synchronization
 /// library is called often enough to send heartbeats and to notice a silent
 /// broker, however long handlers run.
 final class IOLoop {
-    struct ChannelState {
+    /// A class, so the per-delivery and per-ack updates change it in place
+    /// rather than copying it out of the dictionary and back.
+    final class ChannelState {
         var acks = AckTracker()
         var confirms: ConfirmTracker? = nil
     }
@@ -22,7 +24,11 @@ final class IOLoop {
     let logger: Logger
     private var channels: [UInt16: ChannelState] = [:]
     private var closeWaiters: [@Sendable () -> Void] = []
-    private var lost: AMQPError? = nil
+    private var lost: AMQPError? = nil {
+        didSet { isLost = lost != nil }
+    }
+    /// `lost != nil`, checked in the hot loops without copying the error.
+    private var isLost = false
     private var stopping = false
     /// Runs its jobs between turns, while this loop hosts it.
     private let executor: LoopExecutor?
@@ -42,6 +48,7 @@ final class IOLoop {
         executor = nil
         logger = Logger(label: "warren.amqp")
         lost = error
+        isLost = true
     }
 
     /// A stand-in handed to commands that arrive after the connection ended.
@@ -70,17 +77,17 @@ final class IOLoop {
         // are sent and missed ones noticed inside the library's read).
         var mustRead = true
         var wakeReadable = true
-        while lost == nil && !stopping {
+        while !isLost && !stopping {
             queue.lastTurn.store(monotonicMilliseconds(), ordering: .relaxed)
             queue.takeAll(into: &commands, drainWakeUp: wakeReadable)
             for command in commands {
                 execute(command)
-                if lost != nil { break }
+                if isLost { break }
             }
             commands.removeAll(keepingCapacity: true)
-            if lost != nil || stopping { break }
+            if isLost || stopping { break }
             flushSettlements()
-            if lost != nil { break }
+            if isLost { break }
             var moreBuffered = false
             if mustRead || amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0 {
                 guard readAvailableFrames(limit: 256) else { break }
@@ -122,8 +129,8 @@ final class IOLoop {
     private func execute(_ command: IOCommand) {
         switch command {
         case .settle(let channel, let tag, let settlement):
-            if channels[channel] != nil {
-                channels[channel]!.acks.settle(tag, settlement)
+            if let state = channels[channel] {
+                state.acks.settle(tag, settlement)
             } else {
                 logger.debug("dropping settlement of a closed channel", metadata: ["channel": "\(channel)", "tag": "\(tag)"])
             }
@@ -139,9 +146,9 @@ final class IOLoop {
 
     private func flushSettlements() {
         guard let connection else { return }
-        for channel in channels.keys {
-            guard channels[channel]!.acks.hasPending else { continue }
-            for wire in channels[channel]!.acks.flush() {
+        for (channel, state) in channels {
+            guard state.acks.hasPending else { continue }
+            for wire in state.acks.flush() {
                 let status: Int32
                 switch wire {
                 case .ack(let tag, let multiple):
@@ -172,7 +179,7 @@ final class IOLoop {
                 return false
             }
             handle(frame)
-            if lost != nil { return false }
+            if isLost { return false }
         }
         return true
     }
@@ -336,7 +343,7 @@ final class IOLoop {
         flushSettlements()
         for channel in channels.keys.sorted() {
             try? closeChannel(channel)
-            if lost != nil { break }
+            if isLost { break }
         }
         if lost == nil {
             let reply = amqp_connection_close(connection.state, AMQP_REPLY_SUCCESS)

@@ -68,8 +68,8 @@ final class Consumer: Sendable {
             let connection = received.connection
             let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
                                   attempt: Message.attempt(of: delivery))
-            guard let id = watchdog.start(timeout: settings.timeout, consumer: settings.name, messageID: message.logID,
-                                          attempt: message.attempt, cancel: { handle.cancel() }) else {
+            guard let id = watchdog.start(timeout: settings.timeout, consumer: settings.name, delivery: delivery,
+                                          attempt: message.attempt, handle: handle) else {
                 // Terminating: nothing new starts.
                 await settle(message, outcome: .retry(Failure(reason: "not started")), stop: .shutdown,
                              connection: connection, watchdog: watchdog)
@@ -78,7 +78,7 @@ final class Consumer: Sendable {
             }
             let started = ContinuousClock.now
             var watched = message
-            watched.onProcessStart = { pid in watchdog.setPID(id, pid) }
+            watched.processWatch = ProcessWatch(watchdog: watchdog, id: id)
             let outcome = await handler.handle(watched)
             metrics.handlerDuration.record(duration: ContinuousClock.now - started)
             let stop = watchdog.finish(id)

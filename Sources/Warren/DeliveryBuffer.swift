@@ -48,11 +48,24 @@ final class DeliveryBuffer: Sendable {
 
     /// The next delivery for a worker; nil once closed (or when the worker is cancelled).
     func next() async -> Received? {
-        let id = state.withLock { state -> Int in
+        // The hot path: a burst is waiting, so take one without registering
+        // a cancellation handler or a continuation.
+        enum Now { case item(Received), closed, wait(id: Int) }
+        let now = state.withLock { state -> Now in
+            if let item = state.items.popFirst() { return .item(item) }
+            if state.closed { return .closed }
             state.nextWaiterID += 1
-            return state.nextWaiterID
+            return .wait(id: state.nextWaiterID)
         }
-        return await withTaskCancellationHandler {
+        switch now {
+        case .item(let item): return item
+        case .closed: return nil
+        case .wait(let id): return await wait(id: id)
+        }
+    }
+
+    private func wait(id: Int) async -> Received? {
+        await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Received?, Never>) in
                 enum Now { case item(Received?), wait }
                 let now: Now = state.withLock { state in

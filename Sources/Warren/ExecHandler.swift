@@ -33,10 +33,14 @@ public struct ExecHandler: MessageHandler {
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
         let lineLogger = log
+        var onStart: (@Sendable (Int32) -> Void)? = nil
+        if let watch = message.processWatch {
+            onStart = { pid in watch.started(pid) }
+        }
         do {
             let termination = try await supervisor.run(
                 argv, environment: HandlerEnvironment.forMessage(message), input: message.body, killAfter: killAfter,
-                onStart: message.onProcessStart
+                onStart: onStart
             ) { stream, line in
                 if stream == .stderr {
                     lineLogger.notice("\(line)", metadata: ["stream": "stderr"])

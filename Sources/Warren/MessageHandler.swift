@@ -11,7 +11,7 @@ public struct Message: Sendable {
     /// Told the process id when a command handler starts one, for the
     /// SIGUSR1 report. (A task-local would do, but crashes statically
     /// linked binaries of Swift 6.3 in `swift_task_localValuePush`.)
-    var onProcessStart: (@Sendable (Int32) -> Void)? = nil
+    var processWatch: ProcessWatch? = nil
 
     public init(delivery: Delivery, consumer: String, queue: String, attempt: Int) {
         self.delivery = delivery
@@ -23,7 +23,11 @@ public struct Message: Sendable {
     public var body: [UInt8] { delivery.body }
 
     /// The message id, or a stand-in built from the delivery tag for logs.
-    public var logID: String { delivery.properties.messageId ?? "tag-\(delivery.deliveryTag)" }
+    public var logID: String { Self.logID(of: delivery) }
+
+    static func logID(of delivery: Delivery) -> String {
+        delivery.properties.messageId ?? "tag-\(delivery.deliveryTag)"
+    }
 
     /// The attempt number a delivery carries: warren's own `x-warren-attempt`
     /// header if present and sane, otherwise the broker's `x-delivery-count`

@@ -16,10 +16,11 @@ final class Watchdog: Sendable {
 
     private struct Running {
         var deadline: Int64?
-        var cancel: @Sendable () -> Void
+        var handle: any Cancellable
         var reason: Reason?
         var consumer: String
-        var messageID: String
+        /// Kept for the report; its log id is only built when one is asked for.
+        var delivery: Delivery
         var attempt: Int
         var started: Int64
         var pid: Int32? = nil
@@ -73,17 +74,16 @@ final class Watchdog: Sendable {
         _ = write(wakeWrite, &byte, 1)
     }
 
-    /// A handler starts; `cancel` ends it. nil if the watchdog has already
-    /// fired: the handler must not start.
-    func start(timeout: Duration?, consumer: String, messageID: String, attempt: Int,
-               cancel: @escaping @Sendable () -> Void) -> Int? {
+    /// A handler starts; cancelling `handle` ends it. nil if the watchdog
+    /// has already fired: the handler must not start.
+    func start(timeout: Duration?, consumer: String, delivery: Delivery, attempt: Int, handle: any Cancellable) -> Int? {
         let started = clock()
         let deadline = timeout.map { started + $0.milliseconds }
         let (id, wake): (Int?, Bool) = state.withLock { state in
             if state.fired { return (nil, false) }
             state.nextID += 1
-            state.running[state.nextID] = Running(deadline: deadline, cancel: cancel, reason: nil, consumer: consumer,
-                                                  messageID: messageID, attempt: attempt, started: started)
+            state.running[state.nextID] = Running(deadline: deadline, handle: handle, reason: nil, consumer: consumer,
+                                                  delivery: delivery, attempt: attempt, started: started)
             guard let deadline else { return (state.nextID, false) }
             if let wakeAt = state.wakeAt, wakeAt <= deadline { return (state.nextID, false) }
             state.wakeAt = deadline
@@ -106,7 +106,7 @@ final class Watchdog: Sendable {
         let now = clock()
         return state.withLock { state in
             state.running.values.sorted { $0.started < $1.started }.map {
-                Report(consumer: $0.consumer, messageID: $0.messageID, attempt: $0.attempt, pid: $0.pid,
+                Report(consumer: $0.consumer, messageID: Message.logID(of: $0.delivery), attempt: $0.attempt, pid: $0.pid,
                        age: .milliseconds(now - $0.started))
             }
         }
@@ -119,16 +119,16 @@ final class Watchdog: Sendable {
 
     /// Ends every running handler, and refuses to start new ones.
     func fire() {
-        let cancels = state.withLock { state -> [@Sendable () -> Void] in
+        let handles = state.withLock { state -> [any Cancellable] in
             state.fired = true
-            var cancels: [@Sendable () -> Void] = []
+            var handles: [any Cancellable] = []
             for id in state.running.keys where state.running[id]!.reason == nil {
                 state.running[id]!.reason = .shutdown
-                cancels.append(state.running[id]!.cancel)
+                handles.append(state.running[id]!.handle)
             }
-            return cancels
+            return handles
         }
-        for cancel in cancels { cancel() }
+        for handle in handles { handle.cancel() }
         shutdown.fire()
     }
 
@@ -155,14 +155,14 @@ final class Watchdog: Sendable {
     /// tests call it with a manual clock, so no test sleeps.
     @discardableResult
     func expireDue(now: Int64) -> Int64? {
-        let (expired, next) = state.withLock { state -> ([@Sendable () -> Void], Int64?) in
-            var expired: [@Sendable () -> Void] = []
+        let (expired, next) = state.withLock { state -> ([any Cancellable], Int64?) in
+            var expired: [any Cancellable] = []
             var next: Int64? = nil
             for id in state.running.keys {
                 guard state.running[id]!.reason == nil, let deadline = state.running[id]!.deadline else { continue }
                 if deadline <= now {
                     state.running[id]!.reason = .timeout
-                    expired.append(state.running[id]!.cancel)
+                    expired.append(state.running[id]!.handle)
                 } else {
                     next = min(next ?? deadline, deadline)
                 }
@@ -170,7 +170,7 @@ final class Watchdog: Sendable {
             state.wakeAt = next
             return (expired, next)
         }
-        for cancel in expired { cancel() }
+        for handle in expired { handle.cancel() }
         return next
     }
 
@@ -181,9 +181,23 @@ final class Watchdog: Sendable {
     }
 }
 
+/// What the watchdog ends a handler through. An object rather than a
+/// closure, so starting a handler allocates nothing for it.
+protocol Cancellable: AnyObject, Sendable {
+    func cancel()
+}
+
+/// Tells the watchdog which process a command handler started, for the
+/// SIGUSR1 report.
+struct ProcessWatch: Sendable {
+    let watchdog: Watchdog
+    let id: Int
+    func started(_ pid: Int32) { watchdog.setPID(id, pid) }
+}
+
 /// The handle of a worker's task, for the watchdog to cancel it. The task
 /// may be cancelled before its handle is stored; then storing it cancels it.
-final class WorkerHandle: Sendable {
+final class WorkerHandle: Cancellable {
     /// Guards the task handle and a cancel that came before it.
     private let state = Mutex<(task: Task<Consumer.WorkerEnd, Never>?, cancelled: Bool)>((nil, false))
 

@@ -1,8 +1,18 @@
 import Synchronization
 import Testing
+import AMQP
 @testable import Warren
 
 /// The watchdog's decisions on a manual clock: no test sleeps.
+extension Watchdog {
+    /// Starts a handler for a message with this id.
+    func start(timeout: Duration?, consumer: String, messageID: String, attempt: Int, cancel: any Cancellable) -> Int? {
+        let delivery = Delivery(channel: 1, deliveryTag: 1, consumerTag: "t", exchange: "", routingKey: "q", redelivered: false,
+                                properties: MessageProperties(messageId: messageID), body: [])
+        return start(timeout: timeout, consumer: consumer, delivery: delivery, attempt: attempt, handle: cancel)
+    }
+}
+
 @Suite struct WatchdogTests {
     final class ManualClock: Sendable {
         let milliseconds = Mutex<Int64>(1_000)
@@ -12,7 +22,17 @@ import Testing
 
     final class Cancels: Sendable {
         let names = Mutex<[String]>([])
-        func cancel(_ name: String) -> @Sendable () -> Void { { self.names.withLock { $0.append(name) } } }
+        /// A handle that records its name when the watchdog cancels it.
+        final class Named: Cancellable {
+            let name: String
+            let cancels: Cancels
+            init(_ name: String, _ cancels: Cancels) {
+                self.name = name
+                self.cancels = cancels
+            }
+            func cancel() { cancels.names.withLock { $0.append(name) } }
+        }
+        func cancel(_ name: String) -> Named { Named(name, self) }
         var all: [String] { names.withLock { $0 } }
     }
 
