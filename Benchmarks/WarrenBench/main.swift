@@ -33,11 +33,12 @@ let settings = WarrenSettings(
     consumers: [ConsumerSettings(name: "bench", queue: arguments[2], prefetch: prefetch, concurrency: concurrency, timeout: nil)])
 let box = Mutex<WarrenRuntime?>(nil)
 let runtime = WarrenRuntime(settings: settings, handlers: ["bench": ClosureHandler { _ in
+    // The clock is read for the first and the last message only, as the C
+    // baseline does.
     let done = counter.state.withLock { state -> Bool in
-        let now = ContinuousClock.now
-        if state.first == nil { state.first = now }
         state.count += 1
-        state.last = now
+        if state.count == 1 { state.first = ContinuousClock.now }
+        if state.count == count { state.last = ContinuousClock.now }
         return state.count == count
     }
     if done { box.withLock { $0?.stop() } }

@@ -63,7 +63,10 @@ final class Consumer: Sendable {
     }
 
     private func work(watchdog: Watchdog, handle: WorkerHandle, finished: @Sendable () -> Void) async -> WorkerEnd {
-        while let received = await buffer.next() {
+        while true {
+            var next = buffer.tryNext()
+            if next == nil { next = await buffer.next() }
+            guard let received = next else { break }
             let delivery = received.delivery
             let connection = received.connection
             let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
@@ -82,7 +85,12 @@ final class Consumer: Sendable {
             let outcome = await handler.handle(watched)
             metrics.handlerDuration.record(duration: ContinuousClock.now - started)
             let stop = watchdog.finish(id)
-            await settle(message, outcome: outcome, stop: stop, connection: connection, watchdog: watchdog)
+            if stop == nil, case .ack = outcome {
+                // The hot path, without a suspension point.
+                ack(message, on: connection)
+            } else {
+                await settle(message, outcome: outcome, stop: stop, connection: connection, watchdog: watchdog)
+            }
             finished()
             // The watchdog has cancelled this task, or is about to: its next
             // message belongs to a fresh worker, never to a cancelled one.
@@ -98,12 +106,7 @@ final class Consumer: Sendable {
     private func settle(_ message: Message, outcome: Outcome, stop: Watchdog.Reason?, connection: AMQPConnection,
                         watchdog: Watchdog) async {
         if stop == nil, case .ack = outcome {
-            // The hot path: no log line unless debugging, so no metadata built.
-            if logger.logLevel <= .debug {
-                logger.debug("handler succeeded; message acked", metadata: ["message_id": "\(message.logID)"])
-            }
-            connection.ack(message.delivery)
-            metrics.acked.increment()
+            ack(message, on: connection)
             return
         }
         var log = logger
@@ -170,6 +173,15 @@ final class Consumer: Sendable {
                 metrics.deadLettered.increment()
             }
         }
+    }
+
+    /// Success: no log line unless debugging, so no metadata built.
+    private func ack(_ message: Message, on connection: AMQPConnection) {
+        if logger.logLevel <= .debug {
+            logger.debug("handler succeeded; message acked", metadata: ["message_id": "\(message.logID)"])
+        }
+        connection.ack(message.delivery)
+        metrics.acked.increment()
     }
 
     /// Publishes a copy and waits for the broker's confirm. On refusal,

@@ -46,10 +46,17 @@ final class DeliveryBuffer: Sendable {
         return true
     }
 
+    /// A delivery already waiting, if there is one: no suspension point,
+    /// so a worker working through a burst never asks the runtime where
+    /// to run next.
+    func tryNext() -> Received? {
+        state.withLock { $0.items.popFirst() }
+    }
+
     /// The next delivery for a worker; nil once closed (or when the worker is cancelled).
     func next() async -> Received? {
-        // The hot path: a burst is waiting, so take one without registering
-        // a cancellation handler or a continuation.
+        // A burst is waiting: take one without registering a cancellation
+        // handler or a continuation.
         enum Now { case item(Received), closed, wait(id: Int) }
         let now = state.withLock { state -> Now in
             if let item = state.items.popFirst() { return .item(item) }
