@@ -42,9 +42,14 @@ enum MetricsServer {
             }
             return "ready\n"
         }
+        return Application(router: router, configuration: .init(address: .hostname(settings.host, port: settings.port)),
+                           logger: quiet(logger))
+    }
+
+    /// The server's own chatter (a line per request at info) stays out of warren's log.
+    static func quiet(_ logger: Logger) -> Logger {
         var quiet = logger
         quiet.logLevel = .warning
-        return Application(router: router, configuration: .init(address: .hostname(settings.host, port: settings.port)),
-                           logger: quiet)
+        return quiet
     }
 }

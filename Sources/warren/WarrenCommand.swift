@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Glibc
 import Logging
+import ServiceLifecycle
 import Synchronization
 import UnixSignals
 import Warren
@@ -79,6 +80,8 @@ struct WarrenCommand: AsyncParsableCommand {
         enum Event: Sendable {
             case signal(UnixSignal)
             case ended(generation: Int, code: Int32)
+            /// The metrics server finished its graceful shutdown (or took too long).
+            case metricsStopped
         }
         let (events, sink) = AsyncStream<Event>.makeStream()
         var (runtime, generation) = makeRuntime(config.warren)
@@ -95,17 +98,25 @@ struct WarrenCommand: AsyncParsableCommand {
                 group.addTask { sink.yield(.ended(generation: generation, code: await runtime.run())) }
             }
             start(runtime, generation)
+            // Run as a service so that stopping is a graceful shutdown: a
+            // cancelled Hummingbird server logs an error on every clean stop.
+            var metricsService: ServiceGroup? = nil
+            var metricsRunning = false
             if let settings = config.metrics, let registry {
                 let app = MetricsServer.application(settings: settings, registry: registry,
                                                     runtime: { current.get() }, logger: logger)
+                let service = ServiceGroup(configuration: .init(services: [app], logger: MetricsServer.quiet(logger)))
+                metricsService = service
+                metricsRunning = true
                 group.addTask {
                     do {
-                        try await app.run()
+                        try await service.run()
                     } catch is CancellationError {
                     } catch {
                         logger.error("the metrics server stopped; warren goes on without it",
                                      metadata: ["listen": "\(settings.host):\(settings.port)", "error": "\(error)"])
                     }
+                    sink.yield(.metricsStopped)
                 }
             }
             if let notifier, let interval = SystemdNotifier.watchdogInterval() {
@@ -166,6 +177,21 @@ struct WarrenCommand: AsyncParsableCommand {
                     } else {
                         logger.notice("the replaced consumers have drained", metadata: ["exit_code": "\(result)"])
                     }
+                    if active.isEmpty && stopping {
+                        if let service = metricsService, metricsRunning {
+                            // A scrape in progress gets a second to finish.
+                            await service.triggerGracefulShutdown()
+                            group.addTask {
+                                try? await Task.sleep(for: .seconds(1))
+                                sink.yield(.metricsStopped)
+                            }
+                        } else {
+                            group.cancelAll()
+                            sink.finish()
+                        }
+                    }
+                case .metricsStopped:
+                    metricsRunning = false
                     if active.isEmpty && stopping {
                         group.cancelAll()
                         sink.finish()

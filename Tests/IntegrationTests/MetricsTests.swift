@@ -66,6 +66,9 @@ import Testing
             warren.signal(SIGTERM)
             try await eventually("not ready while draining") { Self.get(base + "/readyz").status == 503 }
             #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            // A clean stop is clean in the log too: the metrics server shuts down, it is not cut off.
+            let errors = warren.log.split(separator: "\n").filter { $0.contains("ERROR") && !$0.contains("dead-lettered") }
+            #expect(errors.isEmpty, "\(errors)")
         }
     }
 }
