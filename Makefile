@@ -11,7 +11,7 @@ SWIFT_BUILD_FLAGS ?=
 
 export BROKER_URL BROKER_PORT CONFIG SWIFT_BUILD_FLAGS
 
-.PHONY: all deps build release test chaos bench e2e-systemd run install clean verify-units
+.PHONY: all deps build release static test chaos bench e2e-systemd run install clean verify-units
 
 all: build
 
@@ -23,6 +23,11 @@ build: deps
 
 release: deps
 	$(SWIFT) build -c release $(SWIFT_BUILD_FLAGS)
+
+# What `make install` installs: the Swift runtime linked in, so the binary
+# runs on a host without a Swift toolchain (it needs Debian's librabbitmq4).
+static: deps
+	$(SWIFT) build -c release --product warren --static-swift-stdlib --scratch-path .build-static $(SWIFT_BUILD_FLAGS)
 
 test: deps verify-units
 	scripts/test.sh
@@ -49,9 +54,10 @@ run: build
 verify-units: deps
 	scripts/verify-units.sh
 
-install: release
+install: static
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/warren $(DESTDIR)$(SYSTEMDDIR)
-	install -m 0755 .build/release/warren $(DESTDIR)$(PREFIX)/bin/warren
+	install -m 0755 .build-static/release/warren $(DESTDIR)$(PREFIX)/bin/warren
+	strip --strip-debug $(DESTDIR)$(PREFIX)/bin/warren
 	install -m 0644 systemd/warren.service systemd/warren@.service $(DESTDIR)$(SYSTEMDDIR)/
 	install -m 0644 config/warren.ini $(DESTDIR)$(SYSCONFDIR)/warren/warren.ini.example
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/warren/warren.ini ]; then \

@@ -8,15 +8,27 @@
  *   bench-tool consume HOST PORT QUEUE COUNT PREFETCH
  *   bench-tool count HOST PORT QUEUE 0 0     prints the messages ready (declares the queue)
  *   bench-tool purge HOST PORT QUEUE 0 0
+ *   bench-tool spawn - 0 - COUNT PARALLEL   /bin/cat COUNT times, PARALLEL at once, no broker
  *
  * consume prints "elapsed_seconds count" measured from the first delivery.
+ *
+ * spawn is the ceiling for any consumer that runs /bin/cat per message on
+ * this machine: posix_spawn, a 256-byte body on stdin, stdout to /dev/null,
+ * nothing else. No broker, no AMQP, no bookkeeping.
  */
+#define _GNU_SOURCE
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+extern char **environ;
 
 static void die_on(amqp_rpc_reply_t reply, const char *what) {
     if (reply.reply_type != AMQP_RESPONSE_NORMAL) {
@@ -31,15 +43,51 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static int spawn_cats(long count, int parallel) {
+    char body[256];
+    memset(body, 'x', sizeof body);
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    long started = 0, done = 0;
+    int running = 0;
+    double start = now();
+    while (done < count) {
+        while (running < parallel && started < count) {
+            int in[2];
+            if (pipe2(in, O_CLOEXEC) != 0) return 1;
+            posix_spawn_file_actions_t actions;
+            posix_spawn_file_actions_init(&actions);
+            posix_spawn_file_actions_adddup2(&actions, in[0], 0);
+            posix_spawn_file_actions_adddup2(&actions, devnull, 1);
+            char *args[] = {"/bin/cat", NULL};
+            pid_t pid;
+            if (posix_spawn(&pid, "/bin/cat", &actions, NULL, args, environ) != 0) return 1;
+            posix_spawn_file_actions_destroy(&actions);
+            close(in[0]);
+            if (write(in[1], body, sizeof body) != sizeof body) return 1;
+            close(in[1]);
+            running++;
+            started++;
+        }
+        int status;
+        if (waitpid(-1, &status, 0) > 0) {
+            running--;
+            done++;
+        }
+    }
+    printf("%.6f %ld\n", now() - start, done);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 7) {
-        fprintf(stderr, "usage: bench-tool publish|consume HOST PORT QUEUE COUNT SIZE|PREFETCH\n");
+        fprintf(stderr, "usage: bench-tool publish|consume|count|purge|spawn HOST PORT QUEUE COUNT SIZE|PREFETCH|PARALLEL\n");
         return 2;
     }
     const char *mode = argv[1], *host = argv[2], *queue = argv[4];
     int port = atoi(argv[3]);
     long count = atol(argv[5]);
     int extra = atoi(argv[6]);
+    if (strcmp(mode, "spawn") == 0) return spawn_cats(count, extra);
 
     amqp_connection_state_t conn = amqp_new_connection();
     amqp_socket_t *socket = amqp_tcp_socket_new(conn);

@@ -10,11 +10,13 @@ Consumers:
   warren-lib     warren's library, in-process no-op handler (warren-bench)
   warren-cat     the warren binary, command = /bin/cat, one process per message
   amqp-consume   amqp-consume /bin/cat from amqp-tools
+  spawn-ceiling  bench-tool spawn: /bin/cat per message, 4 at once, no broker
+                 at all; no consumer that runs /bin/cat can beat it here
 """
-import os, re, resource, signal, statistics, subprocess, sys, tempfile, time
+import calendar, os, re, resource, signal, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPS = int(os.environ.get("BENCH_REPS", "3"))
+REPS = int(os.environ.get("BENCH_REPS", "5"))
 FAST_N = int(os.environ.get("BENCH_MESSAGES", "100000"))
 SLOW_N = int(os.environ.get("BENCH_SLOW_MESSAGES", "3000"))
 BODY = 256
@@ -83,26 +85,45 @@ def bench_self_timed(argv):
     return int(count) / float(elapsed), cpu / int(count) * 1e6, rss
 
 
+def log_time(line):
+    """The timestamp warren puts first on each log line, in seconds."""
+    stamp = line.split(" ", 1)[0]
+    t = time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")
+    return calendar.timegm(t) + float("0" + stamp[19:].rstrip("Z"))
+
+
 def bench_warren_binary(argv, n):
-    """warren logs each line a handler writes (here: /bin/cat echoing the
-    body), so its log counts the messages done; stop it after the n-th."""
+    """warren in its default configuration logs each line a handler writes
+    (here: /bin/cat echoing the body, at info), so its log counts the
+    messages done. Timed by the log's own timestamps, from the first
+    message's line to the n-th (startup and connecting excluded); then
+    stopped."""
     log = tempfile.mktemp()
-    start = time.monotonic()
     with open(log, "w") as err:
         p = run_child(argv, stderr=err)
-    done = 0
+    done, first, last = 0, None, None
     with open(log) as f:
+        pending = ""
         while done < n:
             chunk = f.read()
-            done += chunk.count("stream=stdout")
             if not chunk:
+                if p.poll() is not None:
+                    raise SystemExit(f"warren exited early: {open(log).read()[-2000:]}")
                 time.sleep(0.01)
-            if p.poll() is not None:
-                raise SystemExit(f"warren exited early: {open(log).read()[-2000:]}")
-    elapsed = time.monotonic() - start
+                continue
+            pending += chunk
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                if "stream=stdout" not in line:
+                    continue
+                done += 1
+                if done == 1:
+                    first = log_time(line)
+                if done == n:
+                    last = log_time(line)
     signal_child(p, signal.SIGTERM)
     code, cpu, rss = wait_rusage(p)
-    return n / elapsed, cpu / n * 1e6, rss
+    return (n - 1) / (last - first), cpu / n * 1e6, rss
 
 
 def bench_wall(argv, n):
@@ -116,7 +137,7 @@ def bench_wall(argv, n):
     return n / elapsed, cpu / n * 1e6, rss
 
 
-def warren_config(broker, queue, prefetch, command, level="warning"):
+def warren_config(broker, queue, prefetch, command, level="info"):
     path = tempfile.mktemp(suffix=".ini")
     with open(path, "w") as f:
         f.write(f"""[broker]
@@ -181,10 +202,12 @@ def stop_latency(broker, warren):
 
 
 def main():
-    sh("swift", "build", "-c", "release", "--product", "warren", cwd=ROOT)
-    sh("swift", "build", "-c", "release", "--product", "warren-bench", cwd=ROOT)
-    sh("cc", "-O2", "-o", f"{ROOT}/.build/bench-tool", f"{ROOT}/Benchmarks/bench-tool.c", "-lrabbitmq")
-    bindir = subprocess.check_output(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, text=True).strip()
+    # As `make install` builds it: the Swift runtime linked in.
+    static = ["swift", "build", "-c", "release", "--static-swift-stdlib", "--scratch-path", ".build-static"]
+    sh(*static, "--product", "warren", cwd=ROOT)
+    sh(*static, "--product", "warren-bench", cwd=ROOT)
+    sh("cc", "-O2", "-Wall", "-o", f"{ROOT}/.build/bench-tool", f"{ROOT}/Benchmarks/bench-tool.c", "-lrabbitmq")
+    bindir = subprocess.check_output(static + ["--show-bin-path"], cwd=ROOT, text=True).strip()
     warren, lib = f"{bindir}/warren", f"{bindir}/warren-bench"
     broker = Broker()
     try:
@@ -198,14 +221,17 @@ def main():
                 ("warren-lib", FAST_N, lambda: bench_self_timed(
                     [lib, broker.url, queue, FAST_N, prefetch, min(prefetch, 4)])),
                 ("warren-cat", SLOW_N, lambda: bench_warren_binary(
-                    [warren, "--config", warren_config(broker, queue, prefetch, "/bin/cat", level="info")], SLOW_N)),
+                    [warren, "--config", warren_config(broker, queue, prefetch, "/bin/cat")], SLOW_N)),
                 ("amqp-consume", SLOW_N, lambda: bench_wall(
                     ["amqp-consume", "--url", f"amqp://guest:guest@127.0.0.1:{broker.port}", "-q", queue, "-p", str(prefetch),
                      "-c", str(SLOW_N), "/bin/cat"], SLOW_N)),
+                ("spawn-ceiling", SLOW_N, lambda: bench_self_timed(
+                    [f"{ROOT}/.build/bench-tool", "spawn", "-", 0, "-", SLOW_N, 4])),
             ]
             for rep in range(REPS):
                 for name, n, run in consumers:
-                    fill(broker, queue, n)
+                    if name != "spawn-ceiling":
+                        fill(broker, queue, n)
                     rate, cpu, rss = run()
                     # A consumer stopped before the end leaves some behind; empty it for the next.
                     tool("purge", "127.0.0.1", broker.port, queue, 0, 0)
@@ -225,11 +251,13 @@ def main():
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for prefetch in (100, 1000):
         base_rate, base_cpu = med("c-baseline", prefetch, 0), med("c-baseline", prefetch, 1)
-        for name in ("c-baseline", "warren-lib", "warren-cat", "amqp-consume"):
+        for name in ("c-baseline", "warren-lib", "warren-cat", "amqp-consume", "spawn-ceiling"):
             rate, cpu, rss = med(name, prefetch, 0), med(name, prefetch, 1), max(r[2] for r in rows[(name, prefetch)])
             lines.append(f"| {name} | {prefetch} | {rate:,.0f} | {rate / base_rate:.2f} | {cpu:.1f} | {cpu / base_cpu:.1f} | {rss / 1024:.1f} |")
-        cat, consume = med("warren-cat", prefetch, 0), med("amqp-consume", prefetch, 0)
+        cat, consume, ceiling = (med(n, prefetch, 0) for n in ("warren-cat", "amqp-consume", "spawn-ceiling"))
         lines.append(f"| warren-cat / amqp-consume | {prefetch} | | {cat / consume:.2f} | | | |")
+        lines.append(f"| warren-cat / spawn-ceiling | {prefetch} | | {cat / ceiling:.2f} | | | |")
+        lines.append(f"| spawn-ceiling / amqp-consume | {prefetch} | | {ceiling / consume:.2f} | | | |")
     lines += ["", "| stop latency (SIGTERM to exit) | ms |", "| --- | --- |"]
     for what, ms in latency.items():
         lines.append(f"| {what} | {ms:.0f} |")
