@@ -13,7 +13,7 @@ for f in usr/local/bin/warren lib/systemd/system/warren.service lib/systemd/syst
 done
 "$dest/usr/local/bin/warren" --check-config "$dest/etc/warren/warren.ini" >/dev/null
 # It must run on a host without a Swift toolchain: no Swift library may be loaded from one.
-if ldd "$dest/usr/local/bin/warren" | grep -q "libswift"; then
+if ldd "$dest/usr/local/bin/warren" | grep "libswift" >/dev/null; then
     echo "check-install: the installed binary needs Swift's shared libraries:" >&2
     ldd "$dest/usr/local/bin/warren" | grep libswift >&2
     exit 1
