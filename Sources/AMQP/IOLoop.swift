@@ -77,6 +77,7 @@ final class IOLoop {
         // are sent and missed ones noticed inside the library's read).
         var mustRead = true
         var wakeReadable = true
+        var skippedPoll = false
         while !isLost && !stopping {
             queue.lastTurn.store(monotonicMilliseconds(), ordering: .relaxed)
             queue.takeAll(into: &commands, drainWakeUp: wakeReadable)
@@ -99,9 +100,17 @@ final class IOLoop {
             // queue their acks, which go out next turn without a poll.
             executor?.runAll()
             if stopping { break }
-            // With work already waiting, only look (timeout 0), so the socket
-            // is still read however busy the loop is.
+            // With work already waiting (typically the acks just queued),
+            // go round at once; but never twice in a row without looking at
+            // the socket (timeout 0), so it is read however busy the loop is.
             let busy = moreBuffered || queue.hasCommands || executor?.hasJobs == true
+            if busy && !skippedPoll {
+                skippedPoll = true
+                mustRead = moreBuffered
+                wakeReadable = false
+                continue
+            }
+            skippedPoll = false
             fds[0].revents = 0
             fds[1].revents = 0
             let ready = poll(&fds, 2, busy ? 0 : pollTimeout)

@@ -59,4 +59,29 @@ import Testing
         tracker.delivered(1)
         #expect(tracker.flush() == [])
     }
+
+    @Test func aSecondOutcomeForATagOrAnUnknownTagNeverReachesTheWire() {
+        var tracker = AckTracker()
+        for tag in 1...2 as ClosedRange<UInt64> { tracker.delivered(tag) }
+        tracker.settle(1, .ack)
+        tracker.settle(1, .nack(requeue: true))
+        tracker.settle(9, .ack)
+        #expect(tracker.flush() == [.ack(tag: 1, multiple: false)])
+        tracker.settle(1, .ack)
+        #expect(tracker.flush() == [])
+        #expect(tracker.outstanding == 1)
+    }
+
+    @Test func tagsWithGapsAreStillFoundAndCoalesced() {
+        var tracker = AckTracker()
+        for tag in [3, 4, 7, 8, 20] as [UInt64] { tracker.delivered(tag) }
+        tracker.settle(8, .ack)
+        tracker.settle(20, .ack)
+        #expect(tracker.flush() == [.ack(tag: 8, multiple: false), .ack(tag: 20, multiple: false)])
+        tracker.settle(3, .ack)
+        tracker.settle(7, .ack)
+        tracker.settle(4, .ack)
+        #expect(tracker.flush() == [.ack(tag: 7, multiple: true)])
+        #expect(tracker.outstanding == 0)
+    }
 }
