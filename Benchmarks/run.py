@@ -244,20 +244,24 @@ def main():
     def med(name, prefetch, i):
         return statistics.median(r[i] for r in rows[(name, prefetch)])
 
+    def paired(name, other, prefetch, i):
+        """The median over repetitions of name/other, each measured right
+        after the other: the machine's slow moments cancel out."""
+        return statistics.median(a[i] / b[i] for a, b in zip(rows[(name, prefetch)], rows[(other, prefetch)]))
+
     lines = [f"warren benchmark, {time.strftime('%Y-%m-%d')}, {os.uname().nodename}: {os.cpu_count()} cores, "
-             f"RabbitMQ on loopback, {BODY}-byte transient messages, manual acks, medians of {REPS}",
+             f"RabbitMQ on loopback, {BODY}-byte transient messages, manual acks, medians of {REPS}; "
+             f"ratios are medians of the {REPS} ratios of runs made one right after the other",
              "",
              "| consumer | prefetch | msg/s | x baseline | client CPU µs/msg | x baseline CPU | peak RSS MB |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for prefetch in (100, 1000):
-        base_rate, base_cpu = med("c-baseline", prefetch, 0), med("c-baseline", prefetch, 1)
         for name in ("c-baseline", "warren-lib", "warren-cat", "amqp-consume", "spawn-ceiling"):
             rate, cpu, rss = med(name, prefetch, 0), med(name, prefetch, 1), max(r[2] for r in rows[(name, prefetch)])
-            lines.append(f"| {name} | {prefetch} | {rate:,.0f} | {rate / base_rate:.2f} | {cpu:.1f} | {cpu / base_cpu:.1f} | {rss / 1024:.1f} |")
-        cat, consume, ceiling = (med(n, prefetch, 0) for n in ("warren-cat", "amqp-consume", "spawn-ceiling"))
-        lines.append(f"| warren-cat / amqp-consume | {prefetch} | | {cat / consume:.2f} | | | |")
-        lines.append(f"| warren-cat / spawn-ceiling | {prefetch} | | {cat / ceiling:.2f} | | | |")
-        lines.append(f"| spawn-ceiling / amqp-consume | {prefetch} | | {ceiling / consume:.2f} | | | |")
+            lines.append(f"| {name} | {prefetch} | {rate:,.0f} | {paired(name, 'c-baseline', prefetch, 0):.2f} | {cpu:.1f} "
+                         f"| {paired(name, 'c-baseline', prefetch, 1):.1f} | {rss / 1024:.1f} |")
+        for a, b in (("warren-cat", "amqp-consume"), ("warren-cat", "spawn-ceiling"), ("spawn-ceiling", "amqp-consume")):
+            lines.append(f"| {a} / {b} | {prefetch} | | {paired(a, b, prefetch, 0):.2f} | | | |")
     lines += ["", "| stop latency (SIGTERM to exit) | ms |", "| --- | --- |"]
     for what, ms in latency.items():
         lines.append(f"| {what} | {ms:.0f} |")

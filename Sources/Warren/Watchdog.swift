@@ -76,8 +76,11 @@ final class Watchdog: Sendable {
 
     /// A handler starts; cancelling `handle` ends it. nil if the watchdog
     /// has already fired: the handler must not start.
-    func start(timeout: Duration?, consumer: String, delivery: Delivery, attempt: Int, handle: any Cancellable) -> Int? {
-        let started = clock()
+    /// - Parameter now: the start, in this watchdog's milliseconds, if the
+    ///   caller has just read the clock anyway.
+    func start(timeout: Duration?, consumer: String, delivery: Delivery, attempt: Int, handle: any Cancellable,
+               now: Int64? = nil) -> Int? {
+        let started = now ?? clock()
         let deadline = timeout.map { started + $0.milliseconds }
         let (id, wake): (Int?, Bool) = state.withLock { state in
             if state.fired { return (nil, false) }
@@ -174,10 +177,13 @@ final class Watchdog: Sendable {
         return next
     }
 
-    static func monotonicNow() -> Int64 {
+    static func monotonicNow() -> Int64 { monotonicNanoseconds() / 1_000_000 }
+
+    /// The clock `monotonicNow` reads, in nanoseconds.
+    static func monotonicNanoseconds() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 }
 
