@@ -91,6 +91,35 @@ import Warren
     }
 }
 
+extension LoopExecutorTests {
+    /// The systemd watchdog pings only while `isResponsive` holds: a loop
+    /// held by a blocking handler must stop them, and recover after.
+    @Test func aBlockedIOLoopIsReportedUnresponsiveUntilItGoesRoundAgain() async throws {
+        try await withTestQueue { client, queue in
+            let blocking = Atomic<Bool>(false)
+            let handler = ClosureHandler { _ in
+                blocking.store(true, ordering: .sequentiallyConsistent)
+                usleep(1_500_000)
+                blocking.store(false, ordering: .sequentiallyConsistent)
+                return .ack
+            }
+            let settings = WarrenSettings(broker: BrokerSettings(endpoints: [try TestBroker.options]),
+                                          consumers: [ConsumerSettings(name: "test", queue: queue, prefetch: 1, concurrency: 1)])
+            let runtime = WarrenRuntime(settings: settings, handlers: ["test": handler], logger: Logger(label: "test"))
+            async let exit = runtime.run()
+            try await eventually("running") { runtime.isReady }
+            #expect(runtime.isResponsive(within: 500))
+            try await client.publish(ids: ["wedge"], to: queue)
+            try await eventually("the handler holds the loop") { blocking.load(ordering: .sequentiallyConsistent) }
+            try await eventually("reported unresponsive", timeout: .seconds(2)) { !runtime.isResponsive(within: 500) }
+            try await eventually("responsive again") { runtime.isResponsive(within: 500) }
+            runtime.stop()
+            #expect(await exit == 0)
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+}
+
 /// Every log line, as "LEVEL message key=value ...", for tests that check what an operator would read.
 final class CapturedLogs: Sendable {
     private let captured = Mutex<[String]>([])
