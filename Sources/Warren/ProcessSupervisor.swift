@@ -126,8 +126,9 @@ public final class ProcessSupervisor: Sendable {
                     onStart: (@Sendable (Int32) -> Void)? = nil,
                     sink: @escaping LineSink) async throws(SpawnError) -> Termination {
         // The spawn itself happens on the supervisor thread: posix_spawn
-        // suspends its caller until the child execs, which must not be a
-        // thread of the cooperative pool.
+        // suspends its caller until the child execs, and the caller here is
+        // a worker on a connection's I/O thread (or, for other callers, a
+        // thread of the cooperative pool), which must not wait for that.
         let id = nextRequest.add(1, ordering: .relaxed).newValue
         let killAfterMs = killAfter.milliseconds
         let result = await withTaskCancellationHandler {
