@@ -12,8 +12,8 @@ struct Received: Sendable {
 /// Deliveries of one consumer waiting for a free worker.
 ///
 /// The one place where "started" and "released" are decided: a delivery is
-/// either taken by a worker (`next`) or handed back by `close`, never both,
-/// because both happen under the same lock.
+/// either taken by a worker (`tryNext`, `next`) or handed back by `close`,
+/// never both, because all of them happen under the same lock.
 final class DeliveryBuffer: Sendable {
     private struct State {
         var items = Deque<Received>()
