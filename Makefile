@@ -1,4 +1,4 @@
-# warren: make build | test | run | install | clean (and bench, once it exists)
+# warren: make build | release | static | test | chaos | bench | e2e-systemd | run | install | clean
 PREFIX ?= /usr/local
 DESTDIR ?=
 SYSCONFDIR ?= /etc

@@ -61,7 +61,8 @@ final class CommandQueue: Sendable {
     /// Called by the I/O thread before its loop starts.
     func claim() { owner.store(UInt(pthread_self()), ordering: .relaxed) }
 
-    private var onOwnThread: Bool { pthread_equal(pthread_self(), pthread_t(owner.load(ordering: .relaxed))) != 0 }
+    /// Whether the caller is the I/O thread that claimed this queue.
+    var onOwnThread: Bool { pthread_equal(pthread_self(), pthread_t(owner.load(ordering: .relaxed))) != 0 }
 
     /// Queues a command; if the I/O thread is gone, answers it at once.
     func push(_ command: IOCommand) {
@@ -123,10 +124,4 @@ final class CommandQueue: Sendable {
             return state.commands
         }
     }
-}
-
-func monotonicMilliseconds() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
 }

@@ -31,9 +31,9 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     // is a POSIX semaphore, made to be posted from any thread.
     private struct State {
         var jobs: [UnownedJob] = []
-        /// The loop running the jobs now; nil: the standby thread.
+        /// The loop running the jobs now (its queue knows its thread); nil:
+        /// the standby thread.
         var host: CommandQueue? = nil
-        var hostThread: pthread_t = 0
         /// A wake-up is on its way to the host; later jobs need none.
         var wakePending = false
         var stopping = false
@@ -63,9 +63,10 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
         let wake = state.withLock { state -> Wake in
             if state.gone { return .forward }
             state.jobs.append(job)
-            let thread = state.host == nil ? pthread_t(standbyThread.load(ordering: .relaxed)) : state.hostThread
             // The host's own thread drains the queue before it sleeps.
-            if state.wakePending || pthread_equal(pthread_self(), thread) != 0 { return .none }
+            let onHost = state.host?.onOwnThread
+                ?? (pthread_equal(pthread_self(), pthread_t(standbyThread.load(ordering: .relaxed))) != 0)
+            if state.wakePending || onHost { return .none }
             state.wakePending = true
             return state.host.map(Wake.host) ?? .standby
         }
@@ -95,11 +96,10 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
 
     // MARK: Hosts
 
-    /// An I/O loop takes over, on its own thread.
+    /// An I/O loop takes over; its queue has been claimed by its thread.
     func attach(_ queue: CommandQueue) {
         state.withLock { state in
             state.host = queue
-            state.hostThread = pthread_self()
             state.wakePending = false
         }
     }

@@ -72,7 +72,7 @@ final class Consumer: Sendable {
             let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
                                   attempt: Message.attempt(of: delivery))
             // One clock reading serves the watchdog and the duration metric.
-            let started = Watchdog.monotonicNanoseconds()
+            let started = monotonicNanoseconds()
             guard let id = watchdog.start(timeout: settings.timeout, consumer: settings.name, delivery: delivery,
                                           attempt: message.attempt, handle: handle, now: started / 1_000_000) else {
                 // Terminating: nothing new starts.
@@ -84,7 +84,7 @@ final class Consumer: Sendable {
             var watched = message
             watched.processWatch = ProcessWatch(watchdog: watchdog, id: id)
             let outcome = await handler.handle(watched)
-            metrics.handlerDuration.recordNanoseconds(Watchdog.monotonicNanoseconds() - started)
+            metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - started)
             let stop = watchdog.finish(id)
             if stop == nil, case .ack = outcome {
                 // The hot path, without a suspension point.
@@ -104,12 +104,11 @@ final class Consumer: Sendable {
     /// are published and confirmed by the broker *before* the original is
     /// acked; if the broker refuses the copy, the original is requeued
     /// instead (after a pause, so a broken topology does not spin).
+    ///
+    /// A plain success does not come here: `work` acks it without a
+    /// suspension point.
     private func settle(_ message: Message, outcome: Outcome, stop: Watchdog.Reason?, connection: AMQPConnection,
                         watchdog: Watchdog) async {
-        if stop == nil, case .ack = outcome {
-            ack(message, on: connection)
-            return
-        }
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
@@ -132,9 +131,7 @@ final class Consumer: Sendable {
         }
         switch topology.policy.decide(outcome, attempt: message.attempt) {
         case .ack:
-            log.debug("handler succeeded; message acked")
-            connection.ack(message.delivery)
-            metrics.acked.increment()
+            ack(message, on: connection)
         case .retry(let level, let nextAttempt):
             let failure = outcome.failure
             let delay = RetryPolicy.jittered(topology.policy.delay(level: level), random: Double.random(in: 0..<1))

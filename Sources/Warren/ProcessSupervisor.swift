@@ -280,7 +280,7 @@ private final class SupervisorLoop {
         guard !child.terminateRequested else { return }
         child.terminateRequested = true
         kill(-child.pid, SIGTERM)
-        child.killDeadline = Watchdog.monotonicNow() + killAfterMs
+        child.killDeadline = monotonicMilliseconds() + killAfterMs
     }
 
     private func nextTimeout() -> Int32 {
@@ -288,10 +288,10 @@ private final class SupervisorLoop {
         for child in children.values {
             if let deadline = child.killDeadline, !child.killed { soonest = min(soonest ?? deadline, deadline) }
             // Stragglers of a finished leader are checked every 10 ms.
-            if child.status != nil { soonest = min(soonest ?? Watchdog.monotonicNow() + 10, Watchdog.monotonicNow() + 10) }
+            if child.status != nil { soonest = min(soonest ?? monotonicMilliseconds() + 10, monotonicMilliseconds() + 10) }
         }
         guard let soonest else { return -1 }
-        return Int32(max(0, min(soonest - Watchdog.monotonicNow(), 1000)))
+        return Int32(max(0, min(soonest - monotonicMilliseconds(), 1000)))
     }
 
     private func reapLeader(_ child: Child) {
@@ -374,7 +374,7 @@ private final class SupervisorLoop {
 
     /// Moves a child whose leader has exited towards completion.
     private func advance(_ child: Child, scratch: inout [UInt8]) {
-        let time = Watchdog.monotonicNow()
+        let time = monotonicMilliseconds()
         if child.terminateRequested, !child.killed, let deadline = child.killDeadline, time >= deadline {
             kill(-child.pid, SIGKILL)
             child.killed = true

@@ -57,7 +57,7 @@ final class Watchdog: Sendable {
     /// - Parameters:
     ///   - clock: milliseconds, monotonic; tests pass a manual one.
     ///   - timerThread: false in tests, which call `expireDue(now:)` themselves.
-    init(clock: @escaping @Sendable () -> Int64 = Watchdog.monotonicNow, timerThread: Bool = true) {
+    init(clock: @escaping @Sendable () -> Int64 = monotonicMilliseconds, timerThread: Bool = true) {
         self.clock = clock
         var fds: [Int32] = [0, 0]
         precondition(warren_wake_pipe(&fds) == 0, "cannot create the watchdog's wake-up pipe")
@@ -175,15 +175,6 @@ final class Watchdog: Sendable {
         }
         for handle in expired { handle.cancel() }
         return next
-    }
-
-    static func monotonicNow() -> Int64 { monotonicNanoseconds() / 1_000_000 }
-
-    /// The clock `monotonicNow` reads, in nanoseconds.
-    static func monotonicNanoseconds() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 }
 
