@@ -45,6 +45,10 @@ import Testing
                 .replacingOccurrences(of: "[log]", with: "[metrics]\nlisten = 127.0.0.1:\(port)\n\n[log]")
             let warren = try WarrenBinary(config: config)
             try await eventually("the good ones done") { warren.lines("finished").count == 2 }
+            // The slow one is running: the in-flight gauge, refreshed every second while running, shows it.
+            try await eventually("the running handler in the gauge", timeout: .seconds(1.8)) {
+                Self.get(base + "/metrics").body.contains("warren_in_flight 1.0")
+            }
             #expect(Self.get(base + "/healthz").status == 200)
             #expect(Self.get(base + "/readyz").status == 200)
             try await eventually("the bad one dead-lettered") { try await client.count(queue + ".dead") == 1 }
