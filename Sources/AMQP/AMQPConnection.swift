@@ -1,4 +1,5 @@
 import CRabbitMQ
+import Synchronization
 public import Logging
 
 /// A connection to the broker, owned by its own I/O thread.
@@ -54,21 +55,34 @@ public final class AMQPConnection: Sendable {
                                 sink: EventSink, executor: LoopExecutor? = nil, finished: Latch) async throws(AMQPError) -> AMQPConnection {
         let queue = try CommandQueue()
         let continuation = sink
-        let result: Result<Void, AMQPError> = await withCheckedContinuation { (opened: CheckedContinuation<Result<Void, AMQPError>, Never>) in
-            IOThread.start(name: "warren-amqp-io") {
-                let raw: RawConnection
-                do throws(AMQPError) {
-                    raw = try RawConnection.open(options)
-                } catch {
-                    continuation.finish()
-                    opened.resume(returning: .failure(error))
-                    return
+        // A stop signal must not wait for a TCP connect or a login that hangs:
+        // cancelling the caller answers at once, and the I/O thread, once its
+        // open returns, drops the connection unused.
+        let answer = ConnectAnswer()
+        let result: Result<Void, AMQPError> = await withTaskCancellationHandler {
+            await withCheckedContinuation { (opened: CheckedContinuation<Result<Void, AMQPError>, Never>) in
+                answer.wait(with: opened)
+                IOThread.start(name: "warren-amqp-io") {
+                    let raw: RawConnection
+                    do throws(AMQPError) {
+                        raw = try RawConnection.open(options)
+                    } catch {
+                        continuation.finish()
+                        answer.give(.failure(error))
+                        return
+                    }
+                    let loop = IOLoop(connection: raw, queue: queue, events: continuation, executor: executor, logger: logger)
+                    loop.host()
+                    guard answer.give(.success(())) else {
+                        // Nobody waits for this connection any more.
+                        loop.abandon()
+                        return
+                    }
+                    loop.run()
                 }
-                let loop = IOLoop(connection: raw, queue: queue, events: continuation, executor: executor, logger: logger)
-                loop.host()
-                opened.resume(returning: .success(()))
-                loop.run()
             }
+        } onCancel: {
+            answer.give(.failure(AMQPError(.closed, "connecting was cancelled (warren is stopping)")))
         }
         try result.get()
         return AMQPConnection(queue: queue, events: events, finished: finished)
@@ -231,5 +245,34 @@ public final class AMQPConnection: Sendable {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             queue.push(.close { continuation.resume() })
         }
+    }
+}
+
+/// The one answer to a connect: the I/O thread's, or the cancellation's,
+/// whichever comes first.
+private final class ConnectAnswer: Sendable {
+    /// Guards the waiting connect and whether it was answered.
+    private let state = Mutex<(waiter: CheckedContinuation<Result<Void, AMQPError>, Never>?, answered: Bool)>((nil, false))
+
+    func wait(with continuation: CheckedContinuation<Result<Void, AMQPError>, Never>) {
+        let early = state.withLock { state -> Bool in
+            if state.answered { return true }
+            state.waiter = continuation
+            return false
+        }
+        if early { continuation.resume(returning: .failure(AMQPError(.closed, "connecting was cancelled (warren is stopping)"))) }
+    }
+
+    /// Answers the connect; false if it had been answered already.
+    @discardableResult
+    func give(_ result: Result<Void, AMQPError>) -> Bool {
+        let (waiter, first) = state.withLock { state -> (CheckedContinuation<Result<Void, AMQPError>, Never>?, Bool) in
+            guard !state.answered else { return (nil, false) }
+            state.answered = true
+            defer { state.waiter = nil }
+            return (state.waiter, true)
+        }
+        waiter?.resume(returning: result)
+        return first
     }
 }

@@ -64,6 +64,13 @@ final class IOLoop {
         if let queue { executor?.attach(queue) }
     }
 
+    /// Closes a connection that was opened for a connect nobody waits for
+    /// any more (cancelled while the login was under way), without running.
+    func abandon() {
+        closeGracefully()
+        finish()
+    }
+
     func run() {
         guard let connection, let queue else { return }
         var commands: [IOCommand] = []
@@ -288,8 +295,12 @@ final class IOLoop {
         return result
     }
 
+    /// Opening an open channel is refused: two owners of one channel would
+    /// share its prefetch, its deliveries and its fate.
     func openChannel(_ channel: UInt16) throws(AMQPError) {
-        guard channels[channel] == nil else { return }
+        guard channels[channel] == nil else {
+            throw AMQPError(.invalidArgument, "channel \(channel) is already open on this connection")
+        }
         _ = try rpc(channel: channel, "opening channel \(channel)") { amqp_channel_open($0, channel) }
         channels[channel] = ChannelState()
     }

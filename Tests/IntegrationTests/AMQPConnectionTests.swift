@@ -112,6 +112,21 @@ import Testing
         await connection.close()
     }
 
+    @Test func openingAChannelThatIsOpenIsRefused() async throws {
+        let connection = try await TestBroker.connect()
+        try await connection.openChannel(1, prefetch: 5)
+        do {
+            try await connection.openChannel(1, prefetch: 50)
+            Issue.record("a second open of channel 1 was accepted: two owners would share it")
+        } catch {
+            #expect(error.description.contains("already open"))
+        }
+        // The first owner's channel is untouched.
+        let info = try await connection.declareQueue("", on: 1, durable: false, exclusive: true, autoDelete: true)
+        #expect(info.name.hasPrefix("amq.gen-"))
+        await connection.close()
+    }
+
     @Test func wrongPasswordIsAClearLoginError() async throws {
         var options = try TestBroker.options
         options.password = "definitely-wrong"

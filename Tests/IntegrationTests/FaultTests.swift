@@ -189,4 +189,23 @@ import Testing
         #expect(!warren.log.contains("secretpw"), "the password reached the log")
         #expect(warren.log.contains("retry_in="))
     }
+
+    @Test func aStopWhileALoginHangsExitsWithoutWaitingForTheConnectTimeout() async throws {
+        // The proxy accepts the TCP connection and then moves no byte: the
+        // login waits for the broker's greeting until its 10 s timeout.
+        let proxy = try TestProxy(targetPort: UInt16(try TestBroker.options.port))
+        defer { proxy.stop() }
+        proxy.mode = .blackHole
+        let warren = try WarrenBinary(config: try warrenConfig(queue: "test.hanging-login", command: "true")
+            .replacingOccurrences(of: "url = \(TestBroker.url)", with: "url = amqp://guest:guest@127.0.0.1:\(proxy.port)/%2f"))
+        try await eventually("warren is starting") { warren.log.contains("starting") }
+        try await Task.sleep(for: .seconds(1))
+        let clock = ContinuousClock()
+        let signalled = clock.now
+        warren.signal(SIGTERM)
+        #expect(await warren.waitForExit() == 0, "\(warren.log)")
+        let stopTime = clock.now - signalled
+        #expect(stopTime < .seconds(3), "the stop took \(stopTime): it waited for the login's timeout")
+        #expect(!warren.log.contains("connected"), "the black hole cannot have let a login through")
+    }
 }
