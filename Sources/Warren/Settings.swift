@@ -80,6 +80,10 @@ public struct WarrenSettings: Sendable, Equatable {
     public var broker: BrokerSettings
     public var shutdown: ShutdownSettings
     public var consumers: [ConsumerSettings]
+    /// How many consuming channel numbers one connection hands out before a
+    /// new connection is made (see `ChannelNumbers`). Not a config key: the
+    /// default needs thousands of re-subscribes to run out; tests lower it.
+    public var channelLimit: UInt16 = 1000
 
     public init(broker: BrokerSettings = BrokerSettings(), shutdown: ShutdownSettings = ShutdownSettings(),
                 consumers: [ConsumerSettings] = []) {

@@ -15,6 +15,8 @@ public final class WarrenRuntime: Sendable {
         case connected(AMQPConnection, generation: Int)
         case amqp(AMQPEvent, generation: Int)
         case resubscribe(consumer: Int, attempt: Int)
+        /// `failFast`: the first round of connects failed.
+        case cannotConnect(AMQPError)
         /// The router's counters moved: deliveries dispatched, handlers finished.
         case counted
         case stop
@@ -43,8 +45,11 @@ public final class WarrenRuntime: Sendable {
     private let healthy = Mutex(false)
     private let metrics = RuntimeMetrics()
     /// Cleared when a reload replaced this runtime: it keeps counting its
-    /// messages, but no longer speaks for the process's state.
+    /// messages, but its states no longer reach the process's metrics.
     private let current = Atomic<Bool>(true)
+    /// A reload's new consumers: the old ones still serve, so a failure to
+    /// start ends this runtime instead of being retried.
+    private let failFast: Bool
     /// The lifecycle state last reported, for readiness checks.
     private let lastState = Mutex<Lifecycle.State>(.starting(inFlight: 0))
     /// The connection the control loop uses now, for liveness checks.
@@ -54,9 +59,13 @@ public final class WarrenRuntime: Sendable {
     ///   without one run their `command` through `ExecHandler`.
     /// - Parameter supervisor: the process supervisor for command handlers;
     ///   share one between runtimes that replace each other (reloads).
+    /// - Parameter failFast: for a reload's new consumers: if the first round
+    ///   of connects fails, or the set-up is refused, `run` returns 1 instead
+    ///   of retrying.
     public init(settings: WarrenSettings, handlers: [String: any MessageHandler] = [:], logger: Logger,
-                supervisor: ProcessSupervisor? = nil, observer: Observer? = nil) {
+                supervisor: ProcessSupervisor? = nil, failFast: Bool = false, observer: Observer? = nil) {
         self.settings = settings
+        self.failFast = failFast
         var resolved = handlers
         let needsProcesses = settings.consumers.contains { handlers[$0.name] == nil }
         if needsProcesses {
@@ -173,6 +182,7 @@ public final class WarrenRuntime: Sendable {
         var endpointIndex = 0
         var failures = 0
         var generation = 0
+        var connectedOnce = false
         let sink = eventSink
         while !drainStarted.isFired && !Task.isCancelled {
             let endpoint = endpoints[endpointIndex % endpoints.count]
@@ -194,6 +204,7 @@ public final class WarrenRuntime: Sendable {
                     }
                 }
                 logger.info("connected", metadata: ["broker": "\(endpoint.redactedURL)"])
+                connectedOnce = true
                 healthy.withLock { $0 = false }
                 eventSink.yield(.connected(connection, generation: tag))
                 await withTaskCancellationHandler {
@@ -209,6 +220,10 @@ public final class WarrenRuntime: Sendable {
                     logger.warning("cannot connect; trying the next broker URL", metadata: [
                         "broker": "\(endpoint.redactedURL)", "error": "\(error)"])
                     continue
+                }
+                if failFast && !connectedOnce {
+                    eventSink.yield(.cannotConnect(error))
+                    return
                 }
                 let delay = backoff.delay(failures, random: Double.random(in: 0..<1))
                 failures += 1
@@ -262,7 +277,10 @@ public final class WarrenRuntime: Sendable {
         var currentGeneration = 0
         /// Consuming channel by consumer index, on `current`.
         var channelOf: [Int: UInt16] = [:]
-        var nextChannel: UInt16 = 0
+        /// Consuming channel numbers of `current`.
+        var channels = ChannelNumbers()
+        /// Consumers whose publishing channel is open on `current`.
+        var publishersOpen: Set<Int> = []
         var logger: Logger { runtime.logger }
 
         init(runtime: WarrenRuntime, consumers: [Consumer], router: DeliveryRouter) {
@@ -289,8 +307,7 @@ public final class WarrenRuntime: Sendable {
             guard machine.state != reported else { return }
             reported = machine.state
             runtime.lastState.withLock { $0 = machine.state }
-            guard runtime.current.load(ordering: .relaxed) else { return }
-            runtime.metrics.record(machine.state)
+            if runtime.current.load(ordering: .relaxed) { runtime.metrics.record(machine.state) }
             runtime.observer?(machine.state)
         }
 
@@ -305,8 +322,11 @@ public final class WarrenRuntime: Sendable {
                 return await handle(event, on: connection)
             case .resubscribe(let index, let attempt):
                 guard case .running = machine.state, let connection = current else { return .none }
-                await subscribe(consumers[index], on: connection, attempt: attempt)
-                return .none
+                return await subscribe(consumers[index], on: connection, attempt: attempt)
+            case .cannotConnect(let error):
+                logger.error("the new config cannot connect to the broker", metadata: ["error": "\(error)"])
+                guard machine.state == .starting(inFlight: 0) else { return .none }
+                return machine.failed()
             case .counted:
                 return absorbCounts()
             case .stop:
@@ -370,7 +390,7 @@ public final class WarrenRuntime: Sendable {
                         try await connection.enableConfirms(on: channel)
                     } catch {
                         logger.error("cannot reopen the publishing channel; reconnecting", metadata: ["error": "\(error)"])
-                        await connection.close()
+                        return await abandon(connection)
                     }
                 }
                 return .none
@@ -396,78 +416,113 @@ public final class WarrenRuntime: Sendable {
             currentGeneration = generation
             router.use(connection, generation: generation)
             channelOf = [:]
-            nextChannel = 1
+            channels = ChannelNumbers(limit: runtime.settings.channelLimit)
+            publishersOpen = []
             let firstStart = machine.state == .starting(inFlight: 0)
+            // Each consumer on its own: one whose queue is broken re-subscribes
+            // with backoff while the others consume.
             for consumer in consumers {
                 do {
                     try await setUp(consumer, on: connection)
                 } catch {
                     if error.code == .invalidArgument && firstStart {
-                        logger.critical("warren cannot start: \(error.reason)")
+                        if runtime.failFast {
+                            logger.error("the new config cannot start: \(error.reason)")
+                        } else {
+                            logger.critical("warren cannot start: \(error.reason)")
+                        }
                         return machine.failed()
                     }
-                    logger.error("setting up the consumers failed; reconnecting", metadata: ["error": "\(error)"])
-                    await connection.close()
-                    return .none
+                    if error.isConnectionFatal {
+                        logger.error("setting up the consumers failed; reconnecting", metadata: ["error": "\(error)"])
+                        return await abandon(connection)
+                    }
+                    consumer.logger.error("setting up the consumer failed; the others go on, this one subscribes again later",
+                                          metadata: ["error": "\(error)"])
+                    runtime.resubscribeSink.yield((consumer.index, 1))
                 }
             }
             runtime.healthy.withLock { $0 = true }
             return machine.started()
         }
 
+        /// Gives up on a connection that still works but cannot serve (a
+        /// channel that will not reopen, channel numbers used up): closes it
+        /// and goes through a reconnect as if the broker had dropped it, so
+        /// what its consumers buffered is dropped and a new one is made.
+        private mutating func abandon(_ connection: AMQPConnection) async -> Lifecycle.Action {
+            await connection.close()
+            guard connection === current else { return .none }
+            let action = machine.connectionLost()
+            // Already reconnecting: this connection's leftovers still go.
+            if action == .none, case .reconnecting = machine.state { return .reconnect }
+            return action
+        }
+
         private mutating func setUp(_ consumer: Consumer, on connection: AMQPConnection) async throws(AMQPError) {
             let s = consumer.settings
-            let channel = allocateChannel()
-            try await connection.openChannel(channel, prefetch: s.prefetch)
-            if s.declare {
-                try await consumer.topology.declare(on: connection, channel: channel)
-            } else {
-                try await consumer.topology.check(on: connection, channel: channel)
+            guard let channel = channels.allocate() else {
+                throw AMQPError(.closed, "every consuming channel number of this connection has been used; a new connection is needed")
             }
-            try await connection.openChannel(consumer.publisherChannel)
-            try await connection.enableConfirms(on: consumer.publisherChannel)
-            // Routed before consuming, so the first delivery finds its buffer.
-            router.route(channel: channel, to: consumer.index)
-            do {
-                _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel))
+            do throws(AMQPError) {
+                try await connection.openChannel(channel, prefetch: s.prefetch)
+                if s.declare {
+                    try await consumer.topology.declare(on: connection, channel: channel)
+                } else {
+                    try await consumer.topology.check(on: connection, channel: channel)
+                }
+                if !publishersOpen.contains(consumer.index) {
+                    try await connection.openChannel(consumer.publisherChannel)
+                    try await connection.enableConfirms(on: consumer.publisherChannel)
+                    publishersOpen.insert(consumer.index)
+                }
+                // Routed before consuming, so the first delivery finds its buffer.
+                router.route(channel: channel, to: consumer.index)
+                do throws(AMQPError) {
+                    _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel))
+                } catch {
+                    router.route(channel: channel, to: nil)
+                    throw error
+                }
             } catch {
-                router.route(channel: channel, to: nil)
+                // Nothing was delivered on it: once closed, its number may serve again.
+                if !error.isConnectionFatal {
+                    try? await connection.closeChannel(channel)
+                    channels.releaseUnused(channel)
+                }
                 throw error
             }
             channelOf[consumer.index] = channel
             consumer.logger.info("consuming", metadata: ["queue": "\(s.queue)", "prefetch": "\(s.prefetch)",
-                                                         "concurrency": "\(s.concurrency)"])
+                                                         "concurrency": "\(s.concurrency)", "channel": "\(channel)"])
         }
 
         /// Forgets the consumer on `channel` (and unroutes it); returns its index, if one was there.
         private mutating func stopConsuming(on channel: UInt16) -> Int? {
             guard let index = channelOf.first(where: { $0.value == channel })?.key else { return nil }
             channelOf[index] = nil
+            channels.retire(channel)
             router.route(channel: channel, to: nil)
             return index
         }
 
-        /// Subscribing again after the broker cancelled a consumer, on a fresh
-        /// channel number, so tags of the old channel can never be confused
-        /// with the new one's.
-        private mutating func subscribe(_ consumer: Consumer, on connection: AMQPConnection, attempt: Int) async {
-            guard channelOf[consumer.index] == nil else { return }
+        /// Subscribing again after the broker cancelled a consumer, or after
+        /// its set-up failed, on a channel number its old channel never had.
+        private mutating func subscribe(_ consumer: Consumer, on connection: AMQPConnection, attempt: Int) async -> Lifecycle.Action {
+            guard channelOf[consumer.index] == nil else { return .none }
             do {
                 try await setUp(consumer, on: connection)
+                return .none
             } catch {
+                if error.isConnectionFatal {
+                    consumer.logger.warning("subscribing again failed; reconnecting", metadata: ["error": "\(error)"])
+                    return await abandon(connection)
+                }
                 consumer.logger.warning("subscribing again failed; will retry", metadata: [
                     "error": "\(error)", "attempt": "\(attempt + 1)"])
-                if !error.isConnectionFatal { runtime.resubscribeSink.yield((consumer.index, attempt + 1)) }
+                runtime.resubscribeSink.yield((consumer.index, attempt + 1))
+                return .none
             }
-        }
-
-        private mutating func allocateChannel() -> UInt16 {
-            // Channels 1...1000 consume (publishers use 1024 and up). Numbers are
-            // not reused on one connection until they wrap, which takes 1000
-            // re-subscribes.
-            if nextChannel == 0 || nextChannel > 1000 { nextChannel = 1 }
-            defer { nextChannel += 1 }
-            return nextChannel
         }
 
         /// Performs one action; returns the follow-up action, if any.
@@ -489,6 +544,7 @@ public final class WarrenRuntime: Sendable {
                 current = nil
                 runtime.liveConnection.withLock { $0 = nil }
                 channelOf = [:]
+                publishersOpen = []
                 logger.warning("reconnecting; running handlers go on, their outcomes will be dropped and the broker redelivers",
                                metadata: ["in_flight": "\(machine.inFlight - dropped)", "dropped_unstarted": "\(dropped)"])
                 return machine.released(dropped)
