@@ -58,46 +58,50 @@ struct WarrenCommand: AsyncParsableCommand {
 
     /// Runs warren until it stops; signals become lifecycle events.
     ///
-    /// A reload (SIGHUP) with a valid file starts a new runtime with the new
-    /// config and retires the old one, which drains exactly as on SIGTERM:
-    /// what had not started goes back to the queue (and to the new
-    /// consumers), what was running finishes and is acked. The process
-    /// exits once the current runtime has stopped and every retired one has
-    /// drained.
+    /// What each signal does to which runtime, and when a reload's new
+    /// consumers take over, is decided by `DaemonControl`; this function
+    /// carries its actions out. A reload (SIGHUP) with a valid file starts a
+    /// new runtime beside the current one; once every new consumer consumes,
+    /// the old runtime retires and drains exactly as on SIGTERM: what had not
+    /// started goes back to the queue (and to the new consumers), what was
+    /// running finishes and is acked. New consumers that cannot start are
+    /// dropped, and the old ones go on.
     static func serve(_ config: Config, path: String, environment: [String: String], logger: Logger) async -> Int32 {
         let notifier = SystemdNotifier.fromEnvironment(logger: logger, shutdown: config.warren.shutdown)
         let registry = config.metrics.map { _ in MetricsServer.bootstrap() }
         let supervisor = config.warren.consumers.isEmpty ? nil : ProcessSupervisor()
-        var generations = 0
-        func makeRuntime(_ settings: WarrenSettings) -> (WarrenRuntime, Int) {
-            generations += 1
-            let generation = generations
-            let runtime = WarrenRuntime(settings: settings, logger: logger, supervisor: supervisor) { state in
-                notifier?.lifecycleChanged(state)
-            }
-            return (runtime, generation)
-        }
         enum Event: Sendable {
             case signal(UnixSignal)
+            case ready(generation: Int)
             case ended(generation: Int, code: Int32)
+            case candidateTimedOut(generation: Int)
             /// The metrics server finished its graceful shutdown (or took too long).
             case metricsStopped
         }
         let (events, sink) = AsyncStream<Event>.makeStream()
-        var (runtime, generation) = makeRuntime(config.warren)
-        let current = CurrentRuntime(runtime)
-        var active: [Int: WarrenRuntime] = [generation: runtime]
-        var shutdown = config.warren.shutdown
+        func makeRuntime(_ settings: WarrenSettings, generation: Int) -> WarrenRuntime {
+            WarrenRuntime(settings: settings, logger: logger, supervisor: supervisor, failFast: generation > 1) { state in
+                if case .running = state { sink.yield(.ready(generation: generation)) }
+                if current.speaksFor(generation) { notifier?.lifecycleChanged(state) }
+            }
+        }
+        let current = CurrentRuntime()
+        var control = DaemonControl()
+        var runtimes: [Int: WarrenRuntime] = [1: makeRuntime(config.warren, generation: 1)]
+        current.set(runtimes[1]!, generation: 1)
+        var shutdown = [1: config.warren.shutdown]
+        var loaded: Config? = nil
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup, .sigusr1)
         logger.info("starting", metadata: ["config": "\(config.file)", "consumers": "\(config.warren.consumers.count)"])
         return await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await signal in signals { sink.yield(.signal(signal)) }
             }
-            func start(_ runtime: WarrenRuntime, _ generation: Int) {
+            func start(_ generation: Int) {
+                let runtime = runtimes[generation]!
                 group.addTask { sink.yield(.ended(generation: generation, code: await runtime.run())) }
             }
-            start(runtime, generation)
+            start(1)
             // Run as a service so that stopping is a graceful shutdown: a
             // cancelled Hummingbird server logs an error on every clean stop.
             var metricsService: ServiceGroup? = nil
@@ -122,86 +126,120 @@ struct WarrenCommand: AsyncParsableCommand {
             if let notifier, let interval = SystemdNotifier.watchdogInterval() {
                 group.addTask { await notifier.pingWatchdog(every: interval) { current.get() } }
             }
-            var stopping = false
-            var code: Int32 = 1
-            for await event in events {
-                switch event {
-                case .signal(.sigterm), .signal(.sigint):
-                    logger.notice("received a stop signal", metadata: ["draining": "\(stopping)"])
-                    if !stopping { Backstop.arm(after: shutdown.gracePeriod + shutdown.killAfter + .seconds(15), logger: logger) }
-                    stopping = true
-                    for runtime in active.values { runtime.stop() }
-                case .signal(.sigquit):
-                    logger.notice("received SIGQUIT: stopping at once")
-                    if !stopping { Backstop.arm(after: shutdown.killAfter + .seconds(15), logger: logger) }
-                    stopping = true
-                    for runtime in active.values { runtime.quit() }
-                case .signal(.sigusr1):
-                    for runtime in active.values { runtime.logInFlight() }
-                case .signal(.sighup):
-                    guard !stopping else {
-                        logger.warning("SIGHUP while stopping: not reloading")
-                        continue
-                    }
+            var code: Int32? = nil
+            func perform(_ action: DaemonControl.Action) async {
+                switch action {
+                case .armBackstop(let quit):
+                    let bound = shutdown[control.current] ?? config.warren.shutdown
+                    Backstop.arm(after: (quit ? .zero : bound.gracePeriod) + bound.killAfter + .seconds(15), logger: logger)
+                case .stop(let generations):
+                    for generation in generations { runtimes[generation]?.stop() }
+                case .quit(let generations):
+                    for generation in generations { runtimes[generation]?.quit() }
+                case .loadConfig:
+                    current.setReloading(true)
                     notifier?.reloading()
                     do throws(ConfigErrors) {
-                        let fresh = try ConfigLoader.load(path: path, environment: environment)
-                        let old = runtime
-                        (runtime, generation) = makeRuntime(fresh.warren)
-                        shutdown = fresh.warren.shutdown
-                        active[generation] = runtime
-                        current.set(runtime)
-                        logger.notice("reloading: new consumers start, the old ones drain",
-                                      metadata: ["config": "\(path)", "consumers": "\(fresh.warren.consumers.count)"])
-                        if fresh.metrics != config.metrics || fresh.log != config.log {
-                            logger.warning("[metrics] and [log] changes take effect at the next restart")
-                        }
-                        start(runtime, generation)
-                        old.retire()
+                        loaded = try ConfigLoader.load(path: path, environment: environment)
+                        for next in [control.configLoaded()] { await perform(next) }
                     } catch {
                         logger.error("SIGHUP: the config file is not valid; keeping the running config", metadata: ["config": "\(path)"])
                         for problem in error.problems { logger.error("\(problem.description)") }
-                        notifier?.lifecycleChanged(.running(inFlight: 0))
+                        await perform(control.configInvalid())
                     }
-                case .signal:
-                    break
-                case .ended(let ended, let result):
-                    active[ended] = nil
-                    if ended == generation {
-                        code = result
-                        // The current runtime is done: the process stops, after any retired one drained.
-                        if !stopping {
-                            stopping = true
-                            for runtime in active.values { runtime.stop() }
+                case .start(let generation):
+                    guard let fresh = loaded else { return }
+                    loaded = nil
+                    runtimes[generation] = makeRuntime(fresh.warren, generation: generation)
+                    shutdown[generation] = fresh.warren.shutdown
+                    logger.notice("reloading: new consumers start; the old ones go on until they consume",
+                                  metadata: ["config": "\(path)", "consumers": "\(fresh.warren.consumers.count)"])
+                    if fresh.metrics != config.metrics || fresh.log != config.log {
+                        logger.warning("[metrics] and [log] changes take effect at the next restart")
+                    }
+                    start(generation)
+                    group.addTask {
+                        try? await Task.sleep(for: Self.reloadTimeout)
+                        sink.yield(.candidateTimedOut(generation: generation))
+                    }
+                case .ignoreReload(let reason):
+                    logger.warning("SIGHUP: not reloading: \(reason)")
+                case .keepCurrent:
+                    current.setReloading(false)
+                    notifier?.lifecycleChanged(.running(inFlight: 0))
+                case .promote(let generation, let retired):
+                    guard let runtime = runtimes[generation] else { return }
+                    current.set(runtime, generation: generation)
+                    logger.notice("reloaded: the new consumers consume; the old ones drain")
+                    notifier?.lifecycleChanged(.running(inFlight: 0))
+                    runtimes[retired]?.retire()
+                case .abandon(let generation):
+                    logger.error("reload failed: the new consumers did not all consume within \(Self.reloadTimeout); they stop, and the running ones go on")
+                    runtimes[generation]?.stop()
+                    current.setReloading(false)
+                    notifier?.lifecycleChanged(.running(inFlight: 0))
+                case .reloadFailed(let generation, let exitCode):
+                    runtimes[generation] = nil
+                    logger.error("reload failed: the new consumers could not start (see above); the running ones go on",
+                                 metadata: ["exit_code": "\(exitCode)"])
+                    current.setReloading(false)
+                    notifier?.lifecycleChanged(.running(inFlight: 0))
+                case .replacedEnded(let generation, let exitCode):
+                    runtimes[generation] = nil
+                    logger.notice("the replaced consumers have drained", metadata: ["exit_code": "\(exitCode)"])
+                case .exit(let exitCode):
+                    code = exitCode
+                    if let service = metricsService, metricsRunning {
+                        // A scrape in progress gets a second to finish.
+                        await service.triggerGracefulShutdown()
+                        group.addTask {
+                            try? await Task.sleep(for: .seconds(1))
+                            sink.yield(.metricsStopped)
                         }
                     } else {
-                        logger.notice("the replaced consumers have drained", metadata: ["exit_code": "\(result)"])
-                    }
-                    if active.isEmpty && stopping {
-                        if let service = metricsService, metricsRunning {
-                            // A scrape in progress gets a second to finish.
-                            await service.triggerGracefulShutdown()
-                            group.addTask {
-                                try? await Task.sleep(for: .seconds(1))
-                                sink.yield(.metricsStopped)
-                            }
-                        } else {
-                            group.cancelAll()
-                            sink.finish()
-                        }
-                    }
-                case .metricsStopped:
-                    metricsRunning = false
-                    if active.isEmpty && stopping {
                         group.cancelAll()
                         sink.finish()
                     }
                 }
             }
-            logger.info("stopped", metadata: ["exit_code": "\(code)"])
-            return code
+            for await event in events {
+                var actions: [DaemonControl.Action] = []
+                switch event {
+                case .signal(.sigterm), .signal(.sigint):
+                    logger.notice("received a stop signal", metadata: ["draining": "\(control.phase == .stopping)"])
+                    actions = control.stopSignal()
+                case .signal(.sigquit):
+                    logger.notice("received SIGQUIT: stopping at once")
+                    actions = control.quitSignal()
+                case .signal(.sigusr1):
+                    for runtime in runtimes.values { runtime.logInFlight() }
+                case .signal(.sighup):
+                    actions = [control.reloadSignal()]
+                case .signal:
+                    break
+                case .ready(let generation):
+                    actions = control.runtimeReady(generation).map { [$0] } ?? []
+                case .candidateTimedOut(let generation):
+                    actions = control.candidateTimedOut(generation).map { [$0] } ?? []
+                case .ended(let generation, let result):
+                    actions = control.runtimeEnded(generation, code: result)
+                case .metricsStopped:
+                    metricsRunning = false
+                    if code != nil {
+                        group.cancelAll()
+                        sink.finish()
+                    }
+                }
+                for action in actions { await perform(action) }
+            }
+            let exitCode = code ?? 1
+            logger.info("stopped", metadata: ["exit_code": "\(exitCode)"])
+            return exitCode
         }
     }
+
+    /// How long a reload's new consumers have to consume before they are dropped.
+    static let reloadTimeout: Duration = .seconds(30)
 
     static func environment() -> [String: String] {
         var result: [String: String] = [:]
@@ -227,13 +265,18 @@ struct WarrenCommand: AsyncParsableCommand {
     }
 }
 
-/// The runtime that speaks for the process now; a reload replaces it.
+/// The runtime that speaks for the process now (readiness, the systemd
+/// watchdog and status); a reload replaces it once its consumers consume.
 final class CurrentRuntime: Sendable {
-    /// Guards the reference, read by the metrics server and the watchdog pinger.
-    private let runtime: Mutex<WarrenRuntime>
-    init(_ runtime: WarrenRuntime) { self.runtime = Mutex(runtime) }
-    func get() -> WarrenRuntime { runtime.withLock { $0 } }
-    func set(_ new: WarrenRuntime) { runtime.withLock { $0 = new } }
+    /// Guards the runtime and its generation, read by the metrics server,
+    /// the watchdog pinger and every runtime's observer.
+    private let state = Mutex<(runtime: WarrenRuntime?, generation: Int, reloading: Bool)>((nil, 0, false))
+    func get() -> WarrenRuntime { state.withLock { $0.runtime! } }
+    /// While a reload is under way, no runtime's state reaches systemd: the
+    /// old one's would end the reload (`READY=1`) before the new one consumes.
+    func speaksFor(_ generation: Int) -> Bool { state.withLock { $0.generation == generation && !$0.reloading } }
+    func set(_ runtime: WarrenRuntime, generation: Int) { state.withLock { $0 = (runtime, generation, false) } }
+    func setReloading(_ reloading: Bool) { state.withLock { $0.reloading = reloading } }
 }
 
 /// The last line of defence for guarantee 4 (bounded stop): if warren has
