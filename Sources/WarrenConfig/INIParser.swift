@@ -4,7 +4,10 @@
 /// - `key = value` lines; blanks around keys and values are dropped.
 /// - Comments: a line whose first non-blank is `;` or `#`, or the rest of a
 ///   line from a `;` or `#` that follows a blank and is outside quotes
-///   (`url = amqp://h/%2f ; primary` keeps `amqp://h/%2f`).
+///   (`url = amqp://h/%2f ; primary` keeps `amqp://h/%2f`), after a section
+///   header too (`[broker] ; production`).
+/// - Control characters other than tab are an error: a NUL would cut a
+///   value short where it reaches C.
 /// - Quotes are kept in the value: `'...'` and `"..."` protect blanks, `;`
 ///   and `#`; readers strip one pair around a whole value, and `command`
 ///   splits on them like a shell would.
