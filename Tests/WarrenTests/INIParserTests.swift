@@ -97,9 +97,10 @@ import Testing
         #expect(try parse("[log]\n\tlevel\t=\tinfo\t\n").section("log")?.entry("level")?.value == "info")
     }
 
-    /// The parser once scanned every earlier key and section for duplicates,
-    /// so 200k lines took hours; with hashed lookups both sizes parse in well
-    /// under a second each (measured by hand: see the commit message).
+    /// The parser once scanned every earlier key and section for duplicates:
+    /// by hand, 10k keys in one section took 11 s and 40k took 110 s
+    /// (debug), so 200k would take most of an hour. With hashed lookups 20x
+    /// the input costs about 20x the time, and both sizes finish in seconds.
     @Test(arguments: [10_000, 200_000])
     func largeFilesParseInOnePass(lines: Int) throws {
         var text = "[consumer.big]\n"
