@@ -1,4 +1,4 @@
-# warren: make build | release | static | test | chaos | bench | e2e-systemd | run | install | clean
+# warren: make build | release | static | test | fuzz | chaos | bench | e2e-systemd | run | install | clean
 PREFIX ?= /usr/local
 DESTDIR ?=
 SYSCONFDIR ?= /etc
@@ -8,10 +8,11 @@ CONFIG ?= config/warren.ini
 BROKER_URL ?=
 BROKER_PORT ?= 25672
 SWIFT_BUILD_FLAGS ?=
+FUZZ_SECONDS ?= 60
 
 export BROKER_URL BROKER_PORT CONFIG SWIFT_BUILD_FLAGS
 
-.PHONY: all deps build release static test chaos bench e2e-systemd run install clean verify-units
+.PHONY: all deps build release static test fuzz chaos bench e2e-systemd run install clean verify-units
 
 all: build
 
@@ -32,6 +33,13 @@ static: deps
 test: deps verify-units
 	scripts/test.sh
 	scripts/check-install.sh
+	FUZZ_SECONDS=30 scripts/fuzz.sh
+
+# libFuzzer on the config loader for FUZZ_SECONDS (make test runs 30 s);
+# a crash, or a rejection without a line number, fails with the input kept
+# in .build-fuzz/.
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 # Many rounds of random faults under load, each with a ledger (make test runs 2).
 ROUNDS ?= 20
@@ -67,4 +75,4 @@ install: static
 	fi
 
 clean:
-	rm -rf .build .build-static
+	rm -rf .build .build-static .build-fuzz

@@ -34,10 +34,48 @@ echo "== building warren with the Swift runtime linked in"
 swift build -c release --product warren --static-swift-stdlib --scratch-path .build-static >/dev/null
 cc -O2 -o .build/bench-tool Benchmarks/bench-tool.c -lrabbitmq
 
+# The mirror apt already uses (this project names none): the first enabled
+# "deb" source of a release suite (not -security or -updates), from deb822
+# .sources files or one-line .list files. DEBIAN_MIRROR overrides.
+apt_mirror() {
+    local etc=$1 found
+    if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return 0; fi
+    found=$(cat "$etc"/sources.list.d/*.sources 2>/dev/null | awk '
+        BEGIN { RS = ""; FS = "\n" }
+        {
+            types = ""; uris = ""; suites = ""; enabled = "yes"
+            for (i = 1; i <= NF; i++) {
+                if ($i ~ /^[ \t]*#/) continue
+                split($i, kv, ":"); key = tolower(kv[1]); value = substr($i, length(kv[1]) + 2)
+                gsub(/^[ \t]+|[ \t]+$/, "", value)
+                if (key == "types") types = value
+                else if (key == "uris") uris = value
+                else if (key == "suites") suites = value
+                else if (key == "enabled") enabled = tolower(value)
+            }
+            if (enabled == "no" || (" " types " ") !~ / deb / || uris == "") next
+            n = split(suites, list, /[ \t]+/)
+            for (j = 1; j <= n; j++) if (list[j] != "" && list[j] !~ /[-\/]/) { split(uris, u, /[ \t]+/); print u[1]; exit }
+        }')
+    if [ -z "$found" ]; then
+        found=$(cat "$etc"/sources.list "$etc"/sources.list.d/*.list 2>/dev/null | awk '
+            $1 == "deb" {
+                i = 2
+                if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+                if ($(i + 1) != "" && $(i + 1) !~ /[-\/]/) { print $i; exit }
+            }')
+    fi
+    [ -n "$found" ] && echo "$found"
+}
+
 if [ ! -x "$root_dir/lib/systemd/systemd" ]; then
     echo "== debootstrap (once; cached in $root_dir)"
-    mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)
-    mirror=${mirror:-http://deb.debian.org/debian}
+    mirror=$(apt_mirror /etc/apt) || {
+        echo "no Debian archive found in apt's sources (/etc/apt/sources.list, /etc/apt/sources.list.d/*.list or *.sources);" \
+             "add one, or give the mirror to use as DEBIAN_MIRROR=URL" >&2
+        exit 1
+    }
+    echo "   from $mirror"
     rm -rf "$root_dir"
     debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,librabbitmq4,procps bookworm "$root_dir" "$mirror" >/dev/null
 fi

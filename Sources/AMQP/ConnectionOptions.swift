@@ -36,6 +36,10 @@ public struct ConnectionOptions: Sendable, Equatable {
 
     /// Parses `amqp://user:pass@host:port/vhost` (and `amqps://`).
     /// The vhost is percent-decoded, so `%2f` is `/`; an absent path means `/`.
+    ///
+    /// Errors never quote the URL: when a password holds an unencoded `/`,
+    /// pieces of it land in the host, port or vhost, and a message quoting
+    /// them would print the password.
     public init(url: String) throws(AMQPError) {
         self.init()
         var rest = Substring(url)
@@ -53,6 +57,10 @@ public struct ConnectionOptions: Sendable, Equatable {
         if let slash = rest.firstIndex(of: "/") {
             authority = rest[..<slash]
             path = rest[rest.index(after: slash)...]
+        }
+        if let path, path.contains("@"), !authority.contains("@") {
+            throw AMQPError(.invalidArgument, "broker URL has an '@' after the first '/': percent-encode '/', '?', '#' and '@' "
+                            + "in the user name, password and vhost (%2F, %3F, %23, %40)")
         }
         if let at = authority.lastIndex(of: "@") {
             let userInfo = authority[..<at]
@@ -72,6 +80,8 @@ public struct ConnectionOptions: Sendable, Equatable {
             authority = authority[authority.index(after: close)...]
             if authority.hasPrefix(":") {
                 port = try Self.port(authority.dropFirst())
+            } else if !authority.isEmpty {
+                throw AMQPError(.invalidArgument, "broker URL has text after the IPv6 address where ':port' should be")
             }
         } else if let colon = authority.lastIndex(of: ":") {
             host = String(authority[..<colon])
@@ -94,7 +104,8 @@ public struct ConnectionOptions: Sendable, Equatable {
 
     private static func port(_ text: Substring) throws(AMQPError) -> Int {
         guard let value = Int(text), (1...65535).contains(value) else {
-            throw AMQPError(.invalidArgument, "broker URL port '\(text)' is not a number from 1 to 65535")
+            throw AMQPError(.invalidArgument, "broker URL port is not a number from 1 to 65535 (a password with '/', '?', "
+                            + "'#' or '@' in it must be percent-encoded: %2F, %3F, %23, %40)")
         }
         return value
     }

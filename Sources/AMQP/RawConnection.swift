@@ -44,7 +44,7 @@ final class RawConnection {
         let status = amqp_socket_open_noblock(socket, options.host, Int32(options.port), &timeout)
         guard status == AMQP_STATUS_OK.rawValue else {
             throw AMQPError(.connectFailed,
-                            "cannot connect to \(options.host):\(options.port): \(statusText(status))")
+                            "cannot connect to \(options.host):\(options.port): \(statusText(status))\(tlsAdvice(status, options))")
         }
         // A bound on every synchronous call, so a broker that stops answering
         // cannot hold a drain or a close forever.
@@ -100,6 +100,22 @@ final class RawConnection {
     /// The error for the last synchronous call, or nil if it succeeded.
     func lastError(channel: UInt16, doing what: String) -> AMQPError? {
         error(from: amqp_get_rpc_reply(state), channel: channel, doing: what)
+    }
+}
+
+/// Which CA the broker's certificate was checked against, and what to do:
+/// with the system bundle as the silent default, the operator may not know
+/// a CA file was involved at all.
+private func tlsAdvice(_ status: Int32, _ options: ConnectionOptions) -> String {
+    guard options.tls else { return "" }
+    switch status {
+    case AMQP_STATUS_SSL_PEER_VERIFY_FAILED.rawValue:
+        return " (the broker's certificate is not signed by a CA in \(options.tlsCA ?? "no CA file"); "
+            + "set tls_ca to the CA that signed it)"
+    case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED.rawValue:
+        return " (the broker's certificate does not name \(options.host); connect by a name it holds)"
+    default:
+        return ""
     }
 }
 

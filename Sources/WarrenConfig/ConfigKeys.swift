@@ -7,7 +7,8 @@
 /// | broker | heartbeat | duration, whole seconds | 30s | 0 (off) to 1h |
 /// | broker | reconnect_min | duration | 1s | > 0 |
 /// | broker | reconnect_max | duration | 30s | >= reconnect_min |
-/// | broker | tls_ca, tls_cert, tls_key | file path | none | amqps only; cert and key together |
+/// | broker | tls_ca | file path | $SSL_CERT_FILE, else the system CA bundle | amqps only |
+/// | broker | tls_cert, tls_key | file path | none | amqps only; together |
 /// | shutdown | grace_period | duration | 30s | >= 0 |
 /// | shutdown | kill_after | duration | 10s | > 0 |
 /// | consumer.NAME | queue | queue name | required | 1-255 bytes |

@@ -19,9 +19,13 @@ public enum ConfigLoader {
         return try parse(text, file: path, environment: environment)
     }
 
-    public static func parse(_ text: String, file: String, environment: [String: String] = [:]) throws(ConfigErrors) -> Config {
+    /// `systemCABundles`: where to look for the CA bundle that `amqps://`
+    /// without `tls_ca` verifies the broker against (tests pass their own).
+    public static func parse(_ text: String, file: String, environment: [String: String] = [:],
+                             systemCABundles: [String] = SystemCABundle.candidates) throws(ConfigErrors) -> Config {
         let ini = try INIParser.parse(text, file: file)
         var reader = Reader(file: file)
+        reader.systemCA = SystemCABundle.find(sslCertFile: environment["SSL_CERT_FILE"], candidates: systemCABundles)
         let sections = reader.sections(of: ini, environment: environment)
         let config = reader.build(sections)
         if !reader.problems.isEmpty { throw ConfigErrors(reader.problems) }
@@ -46,6 +50,11 @@ public enum ConfigLoader {
             bytes.append(contentsOf: chunk[0..<count])
             if bytes.count > 4 << 20 { throw ReadError(message: "larger than 4 MiB; is this the right file?") }
         }
+        return try text(from: bytes)
+    }
+
+    /// The file's bytes as text; the fuzz targets start here too.
+    static func text(from bytes: [UInt8]) throws(ReadError) -> String {
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw ReadError(message: "not valid UTF-8")
         }
@@ -64,6 +73,8 @@ struct Located {
 struct Reader {
     let file: String
     var problems: [ConfigProblem] = []
+    /// The CA for `amqps://` URLs without `tls_ca`.
+    var systemCA = SystemCABundle.Lookup.missing("")
 
     init(file: String) { self.file = file }
 
@@ -148,7 +159,7 @@ struct Reader {
                 options.heartbeat = Int(heartbeat.components.seconds)
                 options.connectionName = "warren"
                 if options.tls {
-                    options.tlsCA = tlsCA
+                    options.tlsCA = tlsCA ?? systemCABundle(for: urls)
                     options.tlsCert = tlsCert
                     options.tlsKey = tlsKey
                 }
@@ -252,6 +263,19 @@ struct Reader {
                                 timeout: timeout == .zero ? nil : timeout, maxAttempts: maxAttempts, retryDelay: retryDelay,
                                 retryDelayMax: retryDelayMax, deadLetterQueue: deadLetter, exitAck: exitAck, exitRetry: exitRetry,
                                 exitDeadLetter: exitDeadLetter, declare: declare, queueType: queueType)
+    }
+
+    /// The system bundle, or nil after one problem saying how to set `tls_ca`.
+    mutating func systemCABundle(for urls: Located) -> String? {
+        switch systemCA {
+        case .found(let path):
+            return path
+        case .missing(let why):
+            // Once, however many amqps:// URLs the line holds.
+            systemCA = .missing("")
+            if !why.isEmpty { problem(urls, "amqps:// needs a CA to verify the broker and \(why)") }
+            return nil
+        }
     }
 
     // MARK: Typed readers

@@ -4,7 +4,10 @@
 /// - `key = value` lines; blanks around keys and values are dropped.
 /// - Comments: a line whose first non-blank is `;` or `#`, or the rest of a
 ///   line from a `;` or `#` that follows a blank and is outside quotes
-///   (`url = amqp://h/%2f ; primary` keeps `amqp://h/%2f`).
+///   (`url = amqp://h/%2f ; primary` keeps `amqp://h/%2f`), after a section
+///   header too (`[broker] ; production`).
+/// - Control characters other than tab are an error: a NUL would cut a
+///   value short where it reaches C.
 /// - Quotes are kept in the value: `'...'` and `"..."` protect blanks, `;`
 ///   and `#`; readers strip one pair around a whole value, and `command`
 ///   splits on them like a shell would.
@@ -38,18 +41,43 @@ public struct ConfigProblem: Error, Sendable, Equatable, CustomStringConvertible
     public var line: Int
     public var message: String
 
+    /// `message` may quote text from the config; whatever follows a `://`
+    /// there is masked up to the next blank, so no message can carry a
+    /// password, however mangled the URL or wherever it was put.
     public init(file: String, line: Int, message: String) {
         self.file = file
         self.line = line
-        self.message = message
+        self.message = Self.maskingURLs(message)
     }
 
     public var description: String { "\(file):\(line): \(message)" }
+
+    static func maskingURLs(_ text: String) -> String {
+        var rest = Substring(text)
+        var out = ""
+        while let separator = rest.firstRange(of: "://") {
+            out += rest[..<separator.upperBound]
+            rest = rest[separator.upperBound...]
+            let end = rest.firstIndex { $0 == " " || $0 == "\t" } ?? rest.endIndex
+            let token = rest[..<end]
+            if !token.isEmpty {
+                out += "***"
+                if let last = token.last, last == "'" || last == "\"" { out.append(last) }
+            }
+            rest = rest[end...]
+        }
+        return out + rest
+    }
 }
 
 public enum INIParser {
+    /// One pass over the text: duplicate sections and keys are found by
+    /// hashing, never by scanning what came before, so the cost grows with
+    /// the file's size, not its square.
     public static func parse(_ text: String, file: String) throws(ConfigErrors) -> INIFile {
         var sections: [INIFile.Section] = []
+        var sectionLines: [String: Int] = [:]
+        var keyLines: [String: Int] = [:]
         var problems: [ConfigProblem] = []
         var lineNumber = 0
         var body = Substring(text)
@@ -57,14 +85,23 @@ public enum INIParser {
         // "\r\n" is one Character in Swift, so both endings are separators.
         for line in body.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
+            // A NUL would cut a value short where it reaches C; the others
+            // are never meant and would garble the messages that quote them.
+            if let control = line.unicodeScalars.first(where: isForbiddenControl) {
+                problems.append(ConfigProblem(file: file, line: lineNumber, message:
+                    "control character \(codePoint(control)) in the line; remove it (only tab is allowed)"))
+                continue
+            }
             let trimmed = line.trimmingBlanks()
             if trimmed.isEmpty || trimmed.hasPrefix(";") || trimmed.hasPrefix("#") { continue }
 
             if trimmed.hasPrefix("[") {
-                let header = stripComment(trimmed)
+                let header = stripComment(trimmed).trimmingBlanks()
                 guard header.hasSuffix("]") else {
-                    problems.append(ConfigProblem(file: file, line: lineNumber,
-                                                  message: "section header '\(trimmed)' has no closing ']'"))
+                    let what = header.contains("]")
+                        ? "has text after the closing ']' (a comment there needs a blank before its ';' or '#')"
+                        : "has no closing ']'"
+                    problems.append(ConfigProblem(file: file, line: lineNumber, message: "section header \(quoted(trimmed)) \(what)"))
                     continue
                 }
                 let name = String(header.dropFirst().dropLast().trimmingBlanks())
@@ -72,18 +109,21 @@ public enum INIParser {
                     problems.append(ConfigProblem(file: file, line: lineNumber, message: "empty section name '[]'"))
                     continue
                 }
-                if let first = sections.first(where: { $0.name == name }) {
+                if let first = sectionLines[name] {
                     problems.append(ConfigProblem(file: file, line: lineNumber,
-                                                  message: "section [\(name)] appears twice (first at line \(first.line)); merge them"))
+                                                  message: "section [\(name)] appears twice (first at line \(first)); merge them"))
                     // Read on, so the lines below are still checked.
+                } else {
+                    sectionLines[name] = lineNumber
                 }
                 sections.append(INIFile.Section(name: name, line: lineNumber, entries: []))
+                keyLines = [:]
                 continue
             }
 
             guard let equals = trimmed.firstIndex(of: "=") else {
                 problems.append(ConfigProblem(file: file, line: lineNumber,
-                                              message: "expected 'key = value' or '[section]', found '\(trimmed)'"))
+                                              message: "expected 'key = value' or '[section]', found \(quoted(trimmed))"))
                 continue
             }
             let key = String(trimmed[..<equals].trimmingBlanks())
@@ -94,18 +134,35 @@ public enum INIParser {
             }
             guard !sections.isEmpty else {
                 problems.append(ConfigProblem(file: file, line: lineNumber,
-                                              message: "'\(key)' comes before any [section]; put it under [broker], [shutdown], [consumer.NAME], [metrics] or [log]"))
+                                              message: "\(quoted(key[...])) comes before any [section]; put it under [broker], [shutdown], [consumer.NAME], [metrics] or [log]"))
                 continue
             }
-            if let first = sections[sections.count - 1].entry(key) {
+            if let first = keyLines[key] {
                 problems.append(ConfigProblem(file: file, line: lineNumber,
-                                              message: "'\(key)' is set twice in [\(sections[sections.count - 1].name)] (first at line \(first.line)); keep one"))
+                                              message: "\(quoted(key[...])) is set twice in [\(sections[sections.count - 1].name)] (first at line \(first)); keep one"))
                 continue
             }
+            keyLines[key] = lineNumber
             sections[sections.count - 1].entries.append(INIFile.Entry(key: key, value: value, line: lineNumber))
         }
         if !problems.isEmpty { throw ConfigErrors(problems) }
         return INIFile(sections: sections)
+    }
+
+    /// Text from the file for a message: quoted, and cut short so one huge
+    /// line cannot flood the log.
+    static func quoted(_ text: Substring) -> String {
+        text.count <= 80 ? "'\(text)'" : "'\(text.prefix(80))...'"
+    }
+
+    /// The C0 and C1 controls (Unicode category Cc) except tab.
+    static func isForbiddenControl(_ scalar: Unicode.Scalar) -> Bool {
+        (scalar.value < 0x20 && scalar != "\t") || (0x7F...0x9F).contains(scalar.value)
+    }
+
+    static func codePoint(_ scalar: Unicode.Scalar) -> String {
+        let hex = String(scalar.value, radix: 16, uppercase: true)
+        return "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
     }
 
     /// Cuts a comment that starts with `;` or `#` after a blank, outside quotes.

@@ -16,6 +16,9 @@ import Testing
         ("duplicate key", consumer + "queue = r\n", 4, "set twice"),
         ("empty value", consumer + "timeout =\n", 4, "empty value"),
         ("bad URL", "[broker]\nurl = http://h\n" + consumer, 2, "broker URL 1 is not valid"),
+        ("unencoded '/' in a password", "[broker]\nurl = amqp://u:Zq9x/Wv7k@h:5672/%2f\n" + consumer, 2, "broker URL 1 is not valid"),
+        ("NUL byte", consumer + "timeout = 5\u{0}0s\n", 4, "control character U+0000"),
+        ("text after a section header", "[broker] url = amqp://h\n" + consumer, 1, "has text after the closing ']'"),
     ]
 
     @Test(arguments: cases.indices)
@@ -29,7 +32,31 @@ import Testing
             #expect(await warren.waitForExit(timeout: .seconds(20)) == 78, "\(name)")
             #expect(warren.log.contains("\(path):\(line): "), "\(name): \(warren.log)")
             #expect(warren.log.contains(says), "\(name): \(warren.log)")
+            #expect(!warren.log.contains("Zq9x") && !warren.log.contains("Wv7k"), "\(name): \(warren.log)")
         }
+    }
+
+    @Test func aCommentAfterASectionHeaderIsAccepted() async throws {
+        let text = "[broker] ; where to connect\nurl = amqp://h\n" + Self.consumer
+        let directory = try WarrenBinary.makeDirectory()
+        let path = directory + "/ok.ini"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let warren = try WarrenBinary(config: text, arguments: ["--check-config", path])
+        #expect(await warren.waitForExit(timeout: .seconds(20)) == 0, "\(warren.log)")
+    }
+
+    /// SSL_CERT_FILE set but unreadable stands for "no CA to trust": exit 78
+    /// at the url line, telling the operator to set tls_ca.
+    @Test func amqpsWithNoCAToTrustExits78AtTheURLLine() async throws {
+        let text = "[broker]\nurl = amqps://u:Zq9x@h\n" + Self.consumer
+        let directory = try WarrenBinary.makeDirectory()
+        let path = directory + "/tls.ini"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let warren = try WarrenBinary(config: text, arguments: ["--config", path], environment: ["SSL_CERT_FILE": "/nonexistent/ca.pem"])
+        #expect(await warren.waitForExit(timeout: .seconds(20)) == 78)
+        #expect(warren.log.contains("\(path):2: amqps:// needs a CA to verify the broker"), "\(warren.log)")
+        #expect(warren.log.contains("set tls_ca"), "\(warren.log)")
+        #expect(!warren.log.contains("Zq9x"))
     }
 
     @Test func aMissingConfigFileExits78NamingIt() async throws {

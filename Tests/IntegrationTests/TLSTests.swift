@@ -66,4 +66,40 @@ import Testing
             #expect(error.reason.contains("/nonexistent/ca.pem"))
         }
     }
+
+    /// amqps:// without tls_ca: the system bundle, which does not hold the
+    /// test CA, so the handshake fails on the certificate and says so,
+    /// instead of succeeding or hanging; no message is touched.
+    @Test func withoutTLSCAWarrenVerifiesAgainstTheSystemBundleAndSaysWhyItCannotConnect() async throws {
+        let url = "amqps://guest:guest@localhost:\(try Self.tlsPort)/%2f"
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["untrusted"], to: queue)
+            let config = try warrenConfig(queue: queue, command: #"sh -c 'echo "$WARREN_MESSAGE_ID" >> {dir}/finished'"#)
+                .replacingOccurrences(of: "url = \(TestBroker.url)", with: "url = \(url)")
+            let warren = try WarrenBinary(config: config)
+            try await eventually("a certificate error in the log") {
+                warren.log.contains("the broker's certificate is not signed by a CA in /etc/ssl/certs/ca-certificates.crt; set tls_ca")
+            }
+            #expect(warren.lines("finished").isEmpty)
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(try await client.count(queue) == 1)
+        }
+    }
+
+    /// The same config with SSL_CERT_FILE naming the test CA (OpenSSL's own
+    /// variable for the default bundle) connects: the default really is used.
+    @Test func withoutTLSCAWarrenTrustsSSLCertFile() async throws {
+        let url = "amqps://guest:guest@localhost:\(try Self.tlsPort)/%2f"
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["trusted"], to: queue)
+            let config = try warrenConfig(queue: queue, command: #"sh -c 'echo "$WARREN_MESSAGE_ID" >> {dir}/finished'"#)
+                .replacingOccurrences(of: "url = \(TestBroker.url)", with: "url = \(url)")
+            let warren = try WarrenBinary(config: config, environment: ["SSL_CERT_FILE": try Self.file("ca.pem")])
+            try await eventually("processed over TLS") { warren.lines("finished") == ["trusted"] }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(try await client.count(queue) == 0)
+        }
+    }
 }

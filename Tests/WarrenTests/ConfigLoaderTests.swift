@@ -195,4 +195,77 @@ import Warren
         #expect(DurationParser.parse("0.5") == .milliseconds(500))
         for bad in ["", "s", "-1s", "1.2.3", "5 m", "1d", ".5", "1e3"] { #expect(DurationParser.parse(bad) == nil, "\(bad)") }
     }
+
+    /// Passwords with characters that should have been percent-encoded: the
+    /// URL is wrong, and no message may show any piece of the password.
+    static let leakyURLs: [(url: String, pieces: [String])] = [
+        ("amqp://user:Zq9x/Wv7k@rabbit:5672/%2f", ["Zq9x", "Wv7k"]),
+        ("amqp://user:Zq9x/Wv7k@rabbit", ["Zq9x", "Wv7k"]),
+        ("amqp://user:4711/Wv7k@rabbit/%2f", ["4711", "Wv7k"]),
+        ("amqps://user:Zq9x?Wv7k/@rabbit", ["Zq9x", "Wv7k"]),
+        ("amqp://user:Zq9x#Wv7k/x@rabbit:1", ["Zq9x", "Wv7k"]),
+        ("amqp://user:Zq9x@Wv7k@rabbit:99999/%2f", ["Zq9x", "Wv7k"]),
+        ("amqp://user:Zq9x@Wv7k@[::1", ["Zq9x", "Wv7k"]),
+        ("amqp://user:Zq9x%zzWv7k@rabbit", ["Zq9x", "Wv7k"]),
+        ("http://user:Zq9x/Wv7k@rabbit", ["Zq9x", "Wv7k"]),
+    ]
+
+    @Test(arguments: leakyURLs.indices)
+    func aMalformedURLNeverShowsAnyPieceOfThePassword(index: Int) {
+        let (url, pieces) = Self.leakyURLs[index]
+        for found in [problems("[broker]\nurl = \(url)\n" + Self.minimal),
+                      problems(Self.minimal, environment: ["WARREN_BROKER_URL": url])] {
+            #expect(found.count == 1, "\(url): \(found)")
+            #expect(found.first?.contains("broker URL 1 is not valid") == true, "\(url): \(found)")
+            for piece in pieces { #expect(found.first?.contains(piece) == false, "\(url): \(found)") }
+        }
+    }
+
+    @Test func aPasswordOnAMalformedLineOrInTheWrongKeyIsNotEchoed() {
+        for text in ["[broker]\nurl amqp://user:Zq9x/Wv7k@rabbit\n", "[broker]\nheartbeat = amqp://user:Zq9x/Wv7k@rabbit\n",
+                     "[broker\nurl = amqp://user:Zq9x/Wv7k@rabbit\n", "[broker]\nreconnect_min = 'amqp://user:Zq9x/Wv7k@rabbit'\n"] {
+            let found = problems(text + Self.minimal)
+            #expect(found.first?.hasPrefix("w.ini:") == true, "\(found)")
+            #expect(!found.contains { $0.contains("Zq9x") || $0.contains("Wv7k") }, "\(found)")
+        }
+    }
+
+    @Test func amqpsWithoutTLSCAUsesTheSystemCABundle() throws {
+        let config = try ConfigLoader.parse("[broker]\nurl = amqps://h amqp://h2\n" + Self.minimal, file: "w.ini",
+                                            systemCABundles: ["/nonexistent/bundle.pem", "/etc/hostname"])
+        #expect(config.warren.broker.endpoints.map(\.tlsCA) == ["/etc/hostname", nil])
+        #expect(ConfigDescription.render(config).contains("tls_ca = /etc/hostname\n"))
+    }
+
+    @Test func amqpsOnThisDebianHostResolvesToItsCABundle() throws {
+        // The default candidates, not a test list: Debian's bundle is installed here (ca-certificates).
+        let config = try load("[broker]\nurl = amqps://h\n" + Self.minimal)
+        #expect(config.warren.broker.endpoints.first?.tlsCA == "/etc/ssl/certs/ca-certificates.crt")
+    }
+
+    @Test func sslCertFileOverridesTheSystemCABundle() throws {
+        let config = try ConfigLoader.parse("[broker]\nurl = amqps://h\n" + Self.minimal, file: "w.ini",
+                                            environment: ["SSL_CERT_FILE": "/etc/hostname"], systemCABundles: [])
+        #expect(config.warren.broker.endpoints.first?.tlsCA == "/etc/hostname")
+    }
+
+    @Test func anExplicitTLSCAWins() throws {
+        let config = try ConfigLoader.parse("[broker]\nurl = amqps://h\ntls_ca = /etc/warren/ca.pem\n" + Self.minimal, file: "w.ini",
+                                            environment: ["SSL_CERT_FILE": "/etc/hostname"])
+        #expect(config.warren.broker.endpoints.first?.tlsCA == "/etc/warren/ca.pem")
+    }
+
+    @Test func amqpsWithoutTLSCAAndNoSystemBundleIsRefusedAtTheURLLine() {
+        func found(_ environment: [String: String]) -> [String] {
+            do {
+                _ = try ConfigLoader.parse("[log]\nlevel = info\n[broker]\nurl = amqps://u:Zq9x@h\n" + Self.minimal, file: "w.ini",
+                                           environment: environment, systemCABundles: ["/nonexistent/bundle.pem"])
+                return []
+            } catch {
+                return error.problems.map(\.description)
+            }
+        }
+        #expect(found([:]) == ["w.ini:4: amqps:// needs a CA to verify the broker and no system CA bundle was found (looked for /nonexistent/bundle.pem); set tls_ca to the CA file that signed the broker's certificate"])
+        #expect(found(["SSL_CERT_FILE": "/nonexistent/ssl.pem"]) == ["w.ini:4: amqps:// needs a CA to verify the broker and SSL_CERT_FILE names /nonexistent/ssl.pem, which cannot be read; set tls_ca to the CA file that signed the broker's certificate, or fix SSL_CERT_FILE"])
+    }
 }

@@ -30,4 +30,22 @@ import Testing
         #expect(throws: AMQPError.self) { try ConnectionOptions(url: "amqp://h:99999") }
         #expect(throws: AMQPError.self) { try ConnectionOptions(url: "amqp://h/%zz") }
     }
+
+    @Test func urlErrorsNeverQuoteTheURL() {
+        for url in ["amqp://u:Zq9x/Wv7k@h", "amqp://u:Zq9x?Wv7k/@h", "amqp://u:p@h:Zq9x", "amqp://u:Zq9x@[::1"] {
+            do {
+                _ = try ConnectionOptions(url: url)
+                Issue.record("\(url) was accepted")
+            } catch {
+                #expect(!error.reason.contains("Zq9x") && !error.reason.contains("Wv7k"), "\(error.reason)")
+            }
+        }
+    }
+
+    @Test func anAtSignAfterTheFirstSlashMeansAnUnencodedPassword() {
+        // Otherwise this connects to host 'u' port 4711 with vhost 'Wv7k@h'.
+        #expect(throws: AMQPError.self) { try ConnectionOptions(url: "amqp://u:4711/Wv7k@h") }
+        #expect(throws: AMQPError.self) { try ConnectionOptions(url: "amqp://h/vhost@x") }
+        #expect((try? ConnectionOptions(url: "amqp://h/vhost%40x"))?.virtualHost == "vhost@x")
+    }
 }

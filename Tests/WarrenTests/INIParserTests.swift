@@ -75,4 +75,44 @@ import Testing
     @Test func everyProblemIsReportedNotOnlyTheFirst() {
         #expect(problems("[log\nnonsense\n[x]\n=1\n").count == 3)
     }
+
+    @Test func aCommentAfterASectionHeaderIsAllowed() throws {
+        let ini = try parse("[log] ; logging\nlevel = info\n[broker]\t# where\nurl = amqp://h\n")
+        #expect(ini.sections.map(\.name) == ["log", "broker"])
+        #expect(ini.section("log")?.entry("level")?.value == "info")
+    }
+
+    @Test func textAfterASectionHeaderThatIsNotACommentIsAnError() {
+        #expect(problems("[log] level = info\n") == ["t.ini:1: section header '[log] level = info' has text after the closing ']' (a comment there needs a blank before its ';' or '#')"])
+    }
+
+    @Test func aNULByteIsAnErrorNamingItsLine() {
+        #expect(problems("[log]\nlevel = in\u{0}fo\n") == ["t.ini:2: control character U+0000 in the line; remove it (only tab is allowed)"])
+        #expect(problems("[log\u{0}]\n").count == 1)
+        #expect(problems("[log]\n;\u{0} in a comment\n") == ["t.ini:2: control character U+0000 in the line; remove it (only tab is allowed)"])
+    }
+
+    @Test func otherControlCharactersAreErrorsButTabIsABlank() throws {
+        #expect(problems("[log]\nlevel = in\u{1B}[31mfo\n") == ["t.ini:2: control character U+001B in the line; remove it (only tab is allowed)"])
+        #expect(try parse("[log]\n\tlevel\t=\tinfo\t\n").section("log")?.entry("level")?.value == "info")
+    }
+
+    /// The parser once scanned every earlier key and section for duplicates:
+    /// by hand, 10k keys in one section took 11 s and 40k took 110 s
+    /// (debug), so 200k would take most of an hour. With hashed lookups 20x
+    /// the input costs about 20x the time, and both sizes finish in seconds.
+    @Test(arguments: [10_000, 200_000])
+    func largeFilesParseInOnePass(lines: Int) throws {
+        var text = "[consumer.big]\n"
+        text.reserveCapacity(lines * 16)
+        for index in 0..<lines { text += "k\(index) = v\(index)\n" }
+        let ini = try parse(text)
+        #expect(ini.sections.first?.entries.count == lines)
+        #expect(ini.sections.first?.entries.last?.line == lines + 1)
+
+        var sections = ""
+        for index in 0..<lines / 2 { sections += "[consumer.c\(index)]\nqueue = q\n" }
+        sections += "[consumer.c0]\n"
+        #expect(problems(sections) == ["t.ini:\(lines + 1): section [consumer.c0] appears twice (first at line 1); merge them"])
+    }
 }
