@@ -87,6 +87,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "CommandTests",
+            dependencies: [
+                "warren",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "Warren", "WarrenConfig", "AMQP",

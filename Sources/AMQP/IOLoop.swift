@@ -222,6 +222,10 @@ final class IOLoop {
                                     exchange: exchange, routingKey: routingKey, redelivered: deliver.redelivered != 0,
                                     properties: MessageProperties(message.properties), body: message.body.array)
             amqp_destroy_message(&message)
+            // The body's frames sit in the channel's pool, which only grows
+            // until released: recycle it after each message, or a burst of
+            // large ones costs their whole size a second time.
+            amqp_maybe_release_buffers_on_channel(connection.state, channel)
             channels[channel]?.acks.delivered(delivery.deliveryTag)
             events?.emit(.delivery(delivery))
 

@@ -71,6 +71,11 @@ final class Consumer: Sendable {
             let connection = received.connection
             let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
                                   attempt: Message.attempt(of: delivery))
+            if delivery.body.count > settings.maxBody {
+                await refuseOversized(message, connection: connection, watchdog: watchdog)
+                finished()
+                continue
+            }
             // One clock reading serves the watchdog and the duration metric.
             let started = monotonicNanoseconds()
             guard let id = watchdog.start(timeout: settings.timeout, consumer: settings.name, delivery: delivery,
@@ -150,26 +155,47 @@ final class Consumer: Sendable {
                 metrics.retried.increment()
             }
         case .deadLetter(let reason):
-            let failure = outcome.failure
-            var properties = message.delivery.properties
-            var headers = Self.withOrigin(properties.headers, message)
-            headers["x-warren-reason"] = .string(reason)
-            if let code = failure?.exitCode { headers["x-warren-exit-code"] = .int32(code) }
-            if let signal = failure?.signal { headers["x-warren-signal"] = .int32(signal) }
-            headers["x-warren-timed-out"] = .bool(failure?.timedOut ?? false)
-            headers["x-warren-attempts"] = .int64(Int64(message.attempt))
-            if let line = failure?.lastErrorLine { headers["x-warren-last-stderr"] = .string(line) }
-            headers["x-warren-consumer"] = .string(settings.name)
-            headers["x-warren-queue"] = .string(settings.queue)
-            headers["x-warren-dead-lettered-at"] = .timestamp(UInt64(currentUnixTime()))
-            properties.headers = headers
-            if await publishCopy(message, to: settings.deadLetterQueue, properties: properties, connection: connection,
-                                 log: log, watchdog: watchdog) {
-                log.error("message dead-lettered", metadata: ["reason": "\(reason)", "dead_letter_queue": "\(settings.deadLetterQueue)"])
-                connection.ack(message.delivery)
-                metrics.deadLetterPublishes.increment()
-                metrics.deadLettered.increment()
-            }
+            await deadLetter(message, reason: reason, failure: outcome.failure, connection: connection, log: log,
+                             watchdog: watchdog)
+        }
+    }
+
+    /// `max_body`: a body this large never reaches a handler (a command
+    /// would get it on stdin, an in-process handler in memory); it goes to
+    /// the dead-letter queue whole, its size in `x-warren-body-size`.
+    private func refuseOversized(_ message: Message, connection: AMQPConnection, watchdog: Watchdog) async {
+        var log = logger
+        log[metadataKey: "message_id"] = "\(message.logID)"
+        log[metadataKey: "attempt"] = "\(message.attempt)"
+        log[metadataKey: "body_size"] = "\(message.body.count)"
+        log[metadataKey: "max_body"] = "\(settings.maxBody)"
+        await deadLetter(message, reason: "body too large", failure: nil,
+                         extraHeaders: ["x-warren-body-size": .int64(Int64(message.body.count))],
+                         connection: connection, log: log, watchdog: watchdog)
+    }
+
+    /// Publishes the dead-letter copy, then acks the original once the broker confirmed it.
+    private func deadLetter(_ message: Message, reason: String, failure: Failure?, extraHeaders: [String: FieldValue] = [:],
+                            connection: AMQPConnection, log: Logger, watchdog: Watchdog) async {
+        var properties = message.delivery.properties
+        var headers = Self.withOrigin(properties.headers, message)
+        headers["x-warren-reason"] = .string(reason)
+        if let code = failure?.exitCode { headers["x-warren-exit-code"] = .int32(code) }
+        if let signal = failure?.signal { headers["x-warren-signal"] = .int32(signal) }
+        headers["x-warren-timed-out"] = .bool(failure?.timedOut ?? false)
+        headers["x-warren-attempts"] = .int64(Int64(message.attempt))
+        if let line = failure?.lastErrorLine { headers["x-warren-last-stderr"] = .string(line) }
+        headers["x-warren-consumer"] = .string(settings.name)
+        headers["x-warren-queue"] = .string(settings.queue)
+        headers["x-warren-dead-lettered-at"] = .timestamp(UInt64(currentUnixTime()))
+        for (key, value) in extraHeaders { headers[key] = value }
+        properties.headers = headers
+        if await publishCopy(message, to: settings.deadLetterQueue, properties: properties, connection: connection,
+                             log: log, watchdog: watchdog) {
+            log.error("message dead-lettered", metadata: ["reason": "\(reason)", "dead_letter_queue": "\(settings.deadLetterQueue)"])
+            connection.ack(message.delivery)
+            metrics.deadLetterPublishes.increment()
+            metrics.deadLettered.increment()
         }
     }
 

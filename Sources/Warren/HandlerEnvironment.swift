@@ -1,30 +1,46 @@
 import AMQP
 import Glibc
 
-/// The environment of a handler command: warren's own, plus `WARREN_*`
-/// variables describing the message (the contract in README).
+/// The environment of a handler command: warren's own, less what belongs
+/// to warren alone, plus `WARREN_*` variables describing the message (the
+/// contract in README).
 enum HandlerEnvironment {
-    /// warren's own environment, read once.
-    static let inherited: [String] = readEnvironment()
+    /// warren's own environment, read once, less what handlers must not see.
+    static let inherited: [String] = inheritable(readEnvironment())
 
     private static func readEnvironment() -> [String] {
         var result: [String] = []
         var index = 0
         while let entry = environ[index] {
-            let text = String(cString: entry)
-            // Per-message names are always set fresh, never inherited.
-            if !isPerMessage(text) { result.append(text) }
+            result.append(String(cString: entry))
             index += 1
         }
         return result
     }
 
-    private static func isPerMessage(_ entry: String) -> Bool {
-        let perMessage = ["WARREN_QUEUE=", "WARREN_EXCHANGE=", "WARREN_ROUTING_KEY=", "WARREN_MESSAGE_ID=",
-                          "WARREN_CORRELATION_ID=", "WARREN_CONTENT_TYPE=", "WARREN_REDELIVERED=", "WARREN_ATTEMPT=",
-                          "WARREN_HEADER_", "WARREN_DELIVERY_COUNT=", "TRACEPARENT="]
-        return perMessage.contains { entry.hasPrefix($0) }
+    /// warren's environment as a handler inherits it, in its order, without:
+    /// - every `WARREN_*` variable: warren's configuration overrides
+    ///   (`WARREN_BROKER_URL` carries the broker password, and a handler that
+    ///   prints its environment would put it in the log) and stale copies of
+    ///   the per-message names, which are set fresh for every message;
+    /// - `TRACEPARENT`: per message too;
+    /// - what systemd tells warren about itself: `NOTIFY_SOCKET` and
+    ///   `WATCHDOG_*` (a handler could report ready, stopping or alive in
+    ///   warren's name), `LISTEN_*` (sockets handed to warren),
+    ///   `CREDENTIALS_DIRECTORY` (where its secrets are) and
+    ///   `JOURNAL_STREAM` (names warren's stderr; a handler's stderr is a
+    ///   pipe to warren, which prefixes the lines itself).
+    static func inheritable(_ entries: [String]) -> [String] {
+        entries.filter { entry in
+            let name = entry.prefix { $0 != "=" }
+            return !name.hasPrefix("WARREN_") && !withheld.contains(name)
+        }
     }
+
+    private static let withheld: Set<Substring> = [
+        "TRACEPARENT", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+        "CREDENTIALS_DIRECTORY", "JOURNAL_STREAM",
+    ]
 
     static func forMessage(_ message: Message) -> [String] {
         let delivery = message.delivery

@@ -51,12 +51,14 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var exitDeadLetter: Set<Int32>
     public var declare: Bool
     public var queueType: QueueType
+    /// Bytes; a larger body is dead-lettered (`body too large`), never handed to a handler.
+    public var maxBody: Int
 
     public init(name: String, queue: String, prefetch: UInt16 = 16, concurrency: Int = 4, command: [String] = [],
                 timeout: Duration? = .seconds(300), maxAttempts: Int = 5, retryDelay: Duration = .seconds(1),
                 retryDelayMax: Duration = .seconds(300), deadLetterQueue: String? = nil,
                 exitAck: Set<Int32> = [0], exitRetry: Set<Int32> = [75], exitDeadLetter: Set<Int32> = [65],
-                declare: Bool = true, queueType: QueueType = .classic) {
+                declare: Bool = true, queueType: QueueType = .classic, maxBody: Int = 16 << 20) {
         self.name = name
         self.queue = queue
         self.prefetch = prefetch
@@ -72,6 +74,7 @@ public struct ConsumerSettings: Sendable, Equatable {
         self.exitDeadLetter = exitDeadLetter
         self.declare = declare
         self.queueType = queueType
+        self.maxBody = maxBody
     }
 }
 

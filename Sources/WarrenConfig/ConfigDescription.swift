@@ -36,6 +36,7 @@ public enum ConfigDescription {
             out += "exit_dead_letter = \(codes(consumer.exitDeadLetter))\n"
             out += "declare = \(consumer.declare)\n"
             out += "queue_type = \(consumer.queueType.rawValue)\n"
+            out += "max_body = \(SizeParser.format(consumer.maxBody))\n"
         }
         if let metrics = config.metrics {
             out += "\n[metrics]\nlisten = \(metrics.host.contains(":") ? "[\(metrics.host)]" : metrics.host):\(metrics.port)\n"

@@ -23,6 +23,7 @@
 /// | consumer.NAME | exit_ack, exit_retry, exit_dead_letter | exit codes, comma separated | 0 / 75 / 65 | 0-255, disjoint |
 /// | consumer.NAME | declare | boolean | true | true false yes no on off 1 0 |
 /// | consumer.NAME | queue_type | classic or quorum | classic | |
+/// | consumer.NAME | max_body | size: 16MB, 512KB, 1GB or bytes (units of 1024) | 16MB | 1 byte to 1024GB |
 /// | metrics | listen | host:port | off | |
 /// | log | level | trace debug info notice warning error critical | info | |
 /// | log | format | text or json | text | |
@@ -32,6 +33,7 @@ enum ConfigKeys {
     static let consumer: Set<String> = [
         "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "retry_delay", "retry_delay_max",
         "dead_letter_queue", "exit_ack", "exit_retry", "exit_dead_letter", "declare", "queue_type",
+        "max_body",
     ]
     static let metrics: Set<String> = ["listen"]
     static let log: Set<String> = ["level", "format"]

@@ -258,11 +258,13 @@ struct Reader {
         }
         let declare = boolean(values["declare"], default: true)
         let queueType = choice(values["queue_type"], QueueType.self) ?? .classic
+        let maxBody = size(values["max_body"], default: 16 << 20) ?? 16 << 20
         guard problems.count == before, let queue else { return nil }
         return ConsumerSettings(name: name, queue: queue, prefetch: UInt16(prefetch), concurrency: concurrency, command: command,
                                 timeout: timeout == .zero ? nil : timeout, maxAttempts: maxAttempts, retryDelay: retryDelay,
                                 retryDelayMax: retryDelayMax, deadLetterQueue: deadLetter, exitAck: exitAck, exitRetry: exitRetry,
-                                exitDeadLetter: exitDeadLetter, declare: declare, queueType: queueType)
+                                exitDeadLetter: exitDeadLetter, declare: declare, queueType: queueType,
+                                maxBody: maxBody)
     }
 
     /// The system bundle, or nil after one problem saying how to set `tls_ca`.
@@ -347,6 +349,19 @@ struct Reader {
             return nil
         }
         return parsed
+    }
+
+    mutating func size(_ at: Located?, default value: Int) -> Int? {
+        guard let at, let text = nonEmpty(at) else { return at == nil ? value : nil }
+        guard let bytes = SizeParser.parse(text) else {
+            problem(at, "'\(text)' is not a size (use 16MB, 512KB, 1GB or whole bytes; up to \(SizeParser.format(SizeParser.maximum)))")
+            return nil
+        }
+        guard bytes >= 1 else {
+            problem(at, "'\(text)' is too small (at least 1 byte)")
+            return nil
+        }
+        return bytes
     }
 
     mutating func exitCodes(_ at: Located?, default value: Set<Int32>) -> Set<Int32> {

@@ -5,6 +5,13 @@ import Synchronization
 /// Log lines on stderr: `text` (human), `json` (shippers), and, when
 /// `JOURNAL_STREAM` says stderr is the journal, a `<N>` syslog priority
 /// prefix instead of a timestamp, so journald keeps the level.
+///
+/// One record is always exactly one line. Message ids, headers and handler
+/// output come from whoever published the message: a newline in them would
+/// start a new journal record with any `<N>` priority it likes, a `\r` or an
+/// escape sequence would rewrite what a terminal shows. So every control
+/// character (C0, DEL, C1, U+2028, U+2029) is written as a visible escape,
+/// in the message, the keys and the values, in every format.
 struct StderrLogHandler: LogHandler {
     enum Format: Sendable { case text, json }
 
@@ -30,24 +37,7 @@ struct StderrLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var all = metadata
-        if let extra = event.metadata { all.merge(extra) { $1 } }
-        var line: String
-        switch format {
-        case .text:
-            let fields = all.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.quoteIfNeeded("\($0.value)"))" }.joined(separator: " ")
-            line = journal ? "<\(Self.priority(event.level))>" : "\(Self.timestamp()) \(event.level.rawValue.uppercased()) "
-            line += "\(event.message)"
-            if !fields.isEmpty { line += " " + fields }
-        case .json:
-            var object = "{\"time\":\"\(Self.timestamp())\",\"level\":\"\(event.level.rawValue)\",\"message\":\(Self.jsonString("\(event.message)"))"
-            for (key, value) in all.sorted(by: { $0.key < $1.key }) {
-                object += ",\(Self.jsonString(key)):\(Self.jsonString("\(value)"))"
-            }
-            object += "}"
-            line = journal ? "<\(Self.priority(event.level))>" + object : object
-        }
-        line += "\n"
+        let line = render(level: event.level, message: event.message, metadata: event.metadata)
         Self.lock.withLock { _ in
             var bytes = Array(line.utf8)
             var offset = 0
@@ -57,6 +47,29 @@ struct StderrLogHandler: LogHandler {
                 offset += written
             }
         }
+    }
+
+    /// One record as one `\n`-terminated line.
+    func render(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?) -> String {
+        var all = metadata
+        if let extra { all.merge(extra) { $1 } }
+        var line: String
+        switch format {
+        case .text:
+            line = journal ? "<\(Self.priority(level))>" : "\(Self.timestamp()) \(level.rawValue.uppercased()) "
+            line += Self.escapingControls("\(message)")
+            for (key, value) in all.sorted(by: { $0.key < $1.key }) {
+                line += " \(Self.escapingControls(key))=\(Self.quoteIfNeeded("\(value)"))"
+            }
+        case .json:
+            line = journal ? "<\(Self.priority(level))>" : ""
+            line += "{\"time\":\"\(Self.timestamp())\",\"level\":\"\(level.rawValue)\",\"message\":\(Self.jsonString("\(message)"))"
+            for (key, value) in all.sorted(by: { $0.key < $1.key }) {
+                line += ",\(Self.jsonString(key)):\(Self.jsonString("\(value)"))"
+            }
+            line += "}"
+        }
+        return line + "\n"
     }
 
     static func priority(_ level: Logger.Level) -> Int {
@@ -70,8 +83,33 @@ struct StderrLogHandler: LogHandler {
         }
     }
 
+    /// Blanks, quotes, `=` and control characters would make a value
+    /// ambiguous or break the line: such values are written as JSON strings.
     static func quoteIfNeeded(_ text: String) -> String {
-        text.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) || text.isEmpty ? jsonString(text) : text
+        text.isEmpty || text.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) || mayHoldControls(text)
+            ? jsonString(text) : text
+    }
+
+    /// `\n`, `\r`, `\t` as themselves, other control characters as `\xHH`
+    /// (`\u2028`, `\u2029` for the two beyond a byte); everything else,
+    /// backslashes included, as it was, so ordinary text reads unchanged.
+    static func escapingControls(_ text: String) -> String {
+        guard mayHoldControls(text) else { return text }
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if isControl(scalar) {
+                    out += scalar.value > 0xff ? "\\u" + hex(scalar.value, digits: 4) : "\\x" + hex(scalar.value, digits: 2)
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out
     }
 
     static func jsonString(_ text: String) -> String {
@@ -84,14 +122,31 @@ struct StderrLogHandler: LogHandler {
             case "\r": out += "\\r"
             case "\t": out += "\\t"
             default:
-                if scalar.value < 0x20 {
-                    out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
+                if isControl(scalar) {
+                    out += "\\u" + hex(scalar.value, digits: 4)
                 } else {
                     out.unicodeScalars.append(scalar)
                 }
             }
         }
         return out + "\""
+    }
+
+    /// C0, DEL, C1, and the Unicode line and paragraph separators.
+    static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
+    }
+
+    /// A quick look at the bytes: only these can start a control character
+    /// in UTF-8 (0xC2 leads C1, 0xE2 leads U+2028 and U+2029), so most lines
+    /// are never decoded scalar by scalar.
+    static func mayHoldControls(_ text: String) -> Bool {
+        text.utf8.contains { $0 < 0x20 || $0 == 0x7f || $0 == 0xc2 || $0 == 0xe2 }
+    }
+
+    static func hex(_ value: UInt32, digits: Int) -> String {
+        let text = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, digits - text.count)) + text
     }
 
     static func timestamp() -> String {
