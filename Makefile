@@ -63,7 +63,8 @@ verify-units: deps
 	scripts/verify-units.sh
 
 install: static
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/warren $(DESTDIR)$(SYSTEMDDIR)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/warren $(DESTDIR)$(SYSTEMDDIR) $(DESTDIR)$(PREFIX)/share/doc/warren
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/warren/README.md
 	install -m 0755 .build-static/release/warren $(DESTDIR)$(PREFIX)/bin/warren
 	strip --strip-debug $(DESTDIR)$(PREFIX)/bin/warren
 	install -m 0644 systemd/warren.service systemd/warren@.service $(DESTDIR)$(SYSTEMDDIR)/
