@@ -8,7 +8,7 @@ dest=$(mktemp -d)
 trap 'rm -rf "$dest"' EXIT
 make -s install DESTDIR="$dest" PREFIX=/usr/local >/dev/null
 for f in usr/local/bin/warren lib/systemd/system/warren.service lib/systemd/system/warren@.service \
-         etc/warren/warren.ini etc/warren/warren.ini.example; do
+         etc/warren/warren.ini etc/warren/warren.ini.example usr/local/share/doc/warren/README.md; do
     [ -e "$dest/$f" ] || { echo "check-install: $f was not installed" >&2; exit 1; }
 done
 "$dest/usr/local/bin/warren" --check-config "$dest/etc/warren/warren.ini" >/dev/null
