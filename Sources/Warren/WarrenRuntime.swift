@@ -49,6 +49,8 @@ public final class WarrenRuntime: Sendable {
     private let lastState = Mutex<Lifecycle.State>(.starting(inFlight: 0))
     /// The connection the control loop uses now, for liveness checks.
     private let liveConnection = Mutex<AMQPConnection?>(nil)
+    /// Retry and dead-letter copies go out on this connection of their own.
+    let publisher: Publisher
 
     /// - Parameter handlers: in-process handlers by consumer name; consumers
     ///   without one run their `command` through `ExecHandler`.
@@ -70,6 +72,7 @@ public final class WarrenRuntime: Sendable {
         }
         self.handlers = resolved
         self.logger = logger
+        publisher = Publisher(broker: settings.broker, logger: logger)
         self.observer = observer
         (events, eventSink) = AsyncStream<Event>.makeStream()
         (resubscribeRequests, resubscribeSink) = AsyncStream<(consumer: Int, attempt: Int)>.makeStream()
@@ -118,7 +121,7 @@ public final class WarrenRuntime: Sendable {
     /// Returns the exit code.
     public func run() async -> Int32 {
         let consumers = settings.consumers.enumerated().map { index, consumer in
-            Consumer(settings: consumer, index: index, handler: handlers[consumer.name]!, logger: logger)
+            Consumer(settings: consumer, index: index, handler: handlers[consumer.name]!, publisher: publisher, logger: logger)
         }
         let sink = eventSink
         let router = DeliveryRouter(consumers: consumers) { sink.yield(.counted) }
@@ -127,6 +130,7 @@ public final class WarrenRuntime: Sendable {
         return await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.superviseConnections(router: router, executor: executor) }
             group.addTask { await self.serveResubscribes() }
+            group.addTask { await self.publisher.run() }
             for consumer in consumers {
                 group.addTask {
                     await consumer.runWorkers(watchdog: self.watchdog, executor: executor) { router.finished() }
@@ -156,6 +160,8 @@ public final class WarrenRuntime: Sendable {
             resubscribeSink.finish()
             group.cancelAll()
             await loop.current?.close()
+            // After the last outcome: no copy is published any more.
+            await publisher.stop()
             watchdog.close()
             return code
         }
@@ -363,16 +369,13 @@ public final class WarrenRuntime: Sendable {
                     consumers[index].logger.error("the broker closed the consumer's channel; subscribing again",
                                                   metadata: ["error": "\(error)"])
                     runtime.resubscribeSink.yield((index, 0))
-                } else if let consumer = consumers.first(where: { $0.publisherChannel == channel }) {
-                    consumer.logger.error("the broker closed the publishing channel; reopening it", metadata: ["error": "\(error)"])
-                    do {
-                        try await connection.openChannel(channel)
-                        try await connection.enableConfirms(on: channel)
-                    } catch {
-                        logger.error("cannot reopen the publishing channel; reconnecting", metadata: ["error": "\(error)"])
-                        await connection.close()
-                    }
                 }
+                return .none
+            case .blocked(let reason):
+                logger.warning("the broker blocked the consuming connection", metadata: ["reason": "\(reason)"])
+                return .none
+            case .unblocked:
+                logger.notice("the broker unblocked the consuming connection")
                 return .none
             case .returned:
                 return .none
@@ -424,8 +427,6 @@ public final class WarrenRuntime: Sendable {
             } else {
                 try await consumer.topology.check(on: connection, channel: channel)
             }
-            try await connection.openChannel(consumer.publisherChannel)
-            try await connection.enableConfirms(on: consumer.publisherChannel)
             // Routed before consuming, so the first delivery finds its buffer.
             router.route(channel: channel, to: consumer.index)
             do {
@@ -462,7 +463,7 @@ public final class WarrenRuntime: Sendable {
         }
 
         private mutating func allocateChannel() -> UInt16 {
-            // Channels 1...1000 consume (publishers use 1024 and up). Numbers are
+            // Channels 1...1000 consume. Numbers are
             // not reused on one connection until they wrap, which takes 1000
             // re-subscribes.
             if nextChannel == 0 || nextChannel > 1000 { nextChannel = 1 }
