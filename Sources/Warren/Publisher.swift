@@ -169,8 +169,19 @@ final class Publisher: Sendable {
     /// A confirm that comes later still means the copy is in its queue,
     /// while the caller has requeued the original: a duplicate, the price
     /// of never acking an original whose copy may be lost.
+    ///
+    /// The caller's cancellation does not cut the wait short: a worker whose
+    /// handler timed out settles in a cancelled task, and its copy may well
+    /// be confirmed. So the wait runs in a task of its own, awaited here.
     func publishCopy(_ body: [UInt8], to queue: String, properties: MessageProperties,
                      shutdown: TerminationSignal) async -> AMQPError? {
+        await Task {
+            await self.awaitConfirm(body, to: queue, properties: properties, shutdown: shutdown)
+        }.value
+    }
+
+    private func awaitConfirm(_ body: [UInt8], to queue: String, properties: MessageProperties,
+                              shutdown: TerminationSignal) async -> AMQPError? {
         await withTaskGroup(of: AMQPError?.self) { group in
             group.addTask { await self.send(body, to: queue, properties: properties) }
             group.addTask {

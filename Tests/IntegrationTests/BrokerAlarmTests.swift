@@ -25,16 +25,21 @@ import Testing
         try await withTestQueue { client, queue in
             let ids = (1...20).map { "alarm-\($0)" }
             try await client.publish(ids: ids, to: queue)
+            let port = MetricsTests.freePort()
             let warren = try WarrenBinary(config: try warrenConfig(
                 queue: queue, command: #"sh -c 'echo "$WARREN_MESSAGE_ID" >> {dir}/attempts; exit 75'"#,
                 prefetch: 4, concurrency: 2, grace: "3s", killAfter: "1s",
-                extra: "max_attempts = 1000\nretry_delay = 200ms\nretry_delay_max = 200ms"))
+                extra: "max_attempts = 1000\nretry_delay = 200ms\nretry_delay_max = 200ms")
+                .replacingOccurrences(of: "[log]", with: "[metrics]\nlisten = 127.0.0.1:\(port)\n\n[log]"))
             try await eventually("retries flow") { warren.lines("attempts").count >= 10 }
             // Tests share the broker: the alarm is lifted whatever happens here.
             defer { try? FaultTests.rabbitmqctl("set_vm_memory_high_watermark", "0.4") }
             try FaultTests.rabbitmqctl("set_vm_memory_high_watermark", "0.00001")
             // Retries go on under the alarm for a while: copies without confirms.
             try await Task.sleep(for: .seconds(3))
+            let ready = MetricsTests.get("http://127.0.0.1:\(port)/readyz")
+            #expect(ready.status == 503 && ready.body.contains("broker blocked"), "\(ready)")
+            #expect(MetricsTests.get("http://127.0.0.1:\(port)/metrics").body.contains("warren_broker_blocked 1"))
             let clock = ContinuousClock()
             let signalled = clock.now
             warren.signal(SIGTERM)
