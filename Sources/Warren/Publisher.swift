@@ -134,7 +134,7 @@ final class Publisher: Sendable {
         case .blocked(let reason):
             state.withLock { $0.blocked = reason }
             blockedGauge.record(1)
-            logger.warning("the broker blocked the publishing connection: retry and dead-letter copies are refused and their originals requeued until it unblocks",
+            logger.warning("the broker blocked the publishing connection: retry and dead-letter copies are not sent, and their originals are requeued, until it unblocks",
                            metadata: ["reason": "\(reason)"])
         case .unblocked:
             state.withLock { $0.blocked = nil }
@@ -237,6 +237,11 @@ final class Publisher: Sendable {
     private func takeChannel() -> Checkout {
         state.withLock { state in
             guard let connection = state.connection else { return .waitForConnection }
+            // Sent now, the copy would get its confirm only after the alarm,
+            // long after its original was requeued: a sure duplicate.
+            if let reason = state.blocked {
+                return .refuse(AMQPError(.publishRejected, "not sent: the broker blocks publishing (\(reason))"))
+            }
             if let channel = state.idle.popLast() { return .use(connection, channel, generation: state.generation) }
             guard state.nextChannel <= Self.maxChannels else {
                 return .refuse(AMQPError(.publishRejected, "every publishing channel still awaits a confirm"))
