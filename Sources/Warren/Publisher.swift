@@ -1,6 +1,5 @@
 import AMQP
 import Logging
-import Metrics
 import Synchronization
 
 /// The connection that retry and dead-letter copies go out on: one per
@@ -44,14 +43,14 @@ final class Publisher: Sendable {
     private let broker: BrokerSettings
     private let logger: Logger
     private let stopped = TerminationSignal()
-    private let blockedGauge = Gauge(label: "warren_broker_blocked")
+    private let metrics = PublisherMetrics()
 
     init(broker: BrokerSettings, logger: Logger) {
         self.broker = broker
         var logger = logger
         logger[metadataKey: "connection"] = "publishing"
         self.logger = logger
-        blockedGauge.record(0)
+        metrics.record(blocked: false)
     }
 
     /// Why the broker blocks publishing now (a resource alarm), or nil.
@@ -89,11 +88,13 @@ final class Publisher: Sendable {
                 failures = 0
                 if stopped.isFired { await close(connection) }
                 await connection.closed()
-                state.withLock { state in
+                let wasBlocked = state.withLock { state -> Bool in
+                    defer { state.blocked = nil }
                     state.connection = nil
-                    state.blocked = nil
+                    return state.blocked != nil
                 }
-                blockedGauge.record(0)
+                // Only then: after a reload, the gauge may be the new runtime's by now.
+                if wasBlocked { metrics.record(blocked: false) }
             } catch {
                 endpointIndex += 1
                 logger.warning("cannot open the publishing connection; retrying", metadata: [
@@ -133,12 +134,12 @@ final class Publisher: Sendable {
         switch event {
         case .blocked(let reason):
             state.withLock { $0.blocked = reason }
-            blockedGauge.record(1)
+            metrics.record(blocked: true)
             logger.warning("the broker blocked the publishing connection: retry and dead-letter copies are not sent, and their originals are requeued, until it unblocks",
                            metadata: ["reason": "\(reason)"])
         case .unblocked:
             state.withLock { $0.blocked = nil }
-            blockedGauge.record(0)
+            metrics.record(blocked: false)
             logger.notice("the broker unblocked the publishing connection")
         case .channelClosed(let channel, let error):
             logger.error("the broker closed a publishing channel; the copy on it counts as refused, the channel reopens for the next one",
