@@ -15,11 +15,13 @@ public final class AMQPConnection: Sendable {
     public let events: AsyncStream<AMQPEvent>
     private let queue: CommandQueue
     private let finished: Latch
+    private let socket: SocketShutter
 
-    private init(queue: CommandQueue, events: AsyncStream<AMQPEvent>, finished: Latch) {
+    private init(queue: CommandQueue, events: AsyncStream<AMQPEvent>, finished: Latch, socket: SocketShutter) {
         self.queue = queue
         self.events = events
         self.finished = finished
+        self.socket = socket
     }
 
     deinit {
@@ -54,6 +56,7 @@ public final class AMQPConnection: Sendable {
     private static func connect(_ options: ConnectionOptions, logger: Logger, events: AsyncStream<AMQPEvent>,
                                 sink: EventSink, executor: LoopExecutor? = nil, finished: Latch) async throws(AMQPError) -> AMQPConnection {
         let queue = try CommandQueue()
+        let socket = SocketShutter()
         let continuation = sink
         // A stop signal must not wait for a TCP connect or a login that hangs:
         // cancelling the caller answers at once, and the I/O thread, once its
@@ -71,7 +74,8 @@ public final class AMQPConnection: Sendable {
                         answer.give(.failure(error))
                         return
                     }
-                    let loop = IOLoop(connection: raw, queue: queue, events: continuation, executor: executor, logger: logger)
+                    let loop = IOLoop(connection: raw, queue: queue, events: continuation, executor: executor, socket: socket,
+                                      logger: logger)
                     loop.host()
                     guard answer.give(.success(())) else {
                         // Nobody waits for this connection any more.
@@ -85,7 +89,7 @@ public final class AMQPConnection: Sendable {
             answer.give(.failure(AMQPError(.closed, "connecting was cancelled (warren is stopping)")))
         }
         try result.get()
-        return AMQPConnection(queue: queue, events: events, finished: finished)
+        return AMQPConnection(queue: queue, events: events, finished: finished, socket: socket)
     }
 
     /// Whether the I/O loop went round within the last `milliseconds`. It
@@ -115,16 +119,20 @@ public final class AMQPConnection: Sendable {
     // MARK: Channels and topology
 
     /// Opens a channel and sets its prefetch (`basic.qos`, per consumer).
-    public func openChannel(_ channel: UInt16, prefetch: UInt16 = 0) async throws(AMQPError) {
+    /// With `confirms`, puts it in confirm mode in the same step, so no
+    /// publish can use it before.
+    public func openChannel(_ channel: UInt16, prefetch: UInt16 = 0, confirms: Bool = false) async throws(AMQPError) {
         try await call { loop throws(AMQPError) in
-            try loop.openChannel(channel)
+            try loop.openChannel(channel, confirms: confirms)
             if prefetch > 0 {
                 _ = try loop.rpc(channel: channel, "setting prefetch") { amqp_basic_qos($0, channel, 0, prefetch, 0) }
             }
         }
     }
 
-    /// Puts a channel in confirm mode: every publish then waits for the broker's ack.
+    /// Puts a channel in confirm mode: every publish then waits for the
+    /// broker's ack. A publish made between the open and this call is not
+    /// confirmed: open with `confirms: true` where that matters.
     public func enableConfirms(on channel: UInt16) async throws(AMQPError) {
         try await call { loop throws(AMQPError) in try loop.enableConfirms(channel) }
     }
@@ -221,18 +229,44 @@ public final class AMQPConnection: Sendable {
 
     /// Publishes a message. On a channel with confirms enabled, returns only
     /// once the broker has confirmed it, and throws if it refused.
+    /// - Parameter requireConfirm: throw, rather than return at once, if the
+    ///   channel is not in confirm mode.
     public func publish(_ body: [UInt8], exchange: String = "", routingKey: String, on channel: UInt16,
-                        properties: MessageProperties = MessageProperties(), mandatory: Bool = false) async throws(AMQPError) {
+                        properties: MessageProperties = MessageProperties(), mandatory: Bool = false,
+                        requireConfirm: Bool = false) async throws(AMQPError) {
         let result: Result<Void, AMQPError> = await withCheckedContinuation { continuation in
             queue.push(.call { loop in
                 loop.publish(channel: channel, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
-                             properties: properties, body: body) { continuation.resume(returning: $0) }
+                             properties: properties, body: body, requireConfirm: requireConfirm) { continuation.resume(returning: $0) }
             })
         }
         try result.get()
     }
 
+    /// Publishes a message that must be confirmed, without waiting:
+    /// `confirmed` runs on the I/O thread with the broker's answer (and
+    /// must not block). A channel that is not open is opened in confirm
+    /// mode first, in the same step; one that is open without confirms
+    /// fails the publish. While the broker blocks the connection, a channel
+    /// is not opened (its reply would never come): the publish fails.
+    public func publishConfirmed(_ body: [UInt8], exchange: String = "", routingKey: String, on channel: UInt16,
+                                 properties: MessageProperties = MessageProperties(), mandatory: Bool = false,
+                                 confirmed: @escaping @Sendable (Result<Void, AMQPError>) -> Void) {
+        queue.push(.call { loop in
+            loop.publish(channel: channel, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
+                         properties: properties, body: body, requireConfirm: true, open: true, confirmed: confirmed)
+        })
+    }
+
     // MARK: Closing
+
+    /// Drops the socket without the closing handshake, from any thread, even
+    /// while the I/O thread waits in a synchronous call: for a broker that
+    /// stopped reading (blocked). The connection ends as lost; unsettled
+    /// deliveries go back to their queues and unconfirmed publishes fail.
+    public func abort() {
+        socket.shutDown()
+    }
 
     /// Starts a close without waiting for it (for cancellation handlers).
     public func closeNow() {

@@ -81,6 +81,11 @@ public enum AMQPEvent: Sendable {
     case channelClosed(channel: UInt16, error: AMQPError)
     /// A `basic.return` of a mandatory publish nobody could route.
     case returned(channel: UInt16, replyCode: UInt16, replyText: String, exchange: String, routingKey: String)
+    /// The broker stopped reading from this connection (`connection.blocked`):
+    /// a memory or disk alarm, until `.unblocked`. Publishes get no confirm
+    /// meanwhile, and any synchronous call waits.
+    case blocked(reason: String)
+    case unblocked
     /// The connection is gone. Last event; the stream finishes after it.
     case connectionLost(AMQPError)
 }

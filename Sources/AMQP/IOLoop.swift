@@ -30,14 +30,21 @@ final class IOLoop {
     /// `lost != nil`, checked in the hot loops without copying the error.
     private var isLost = false
     private var stopping = false
+    /// Why the broker stopped reading from this connection, while it does.
+    /// No synchronous call is started meanwhile: its reply would never come.
+    private var blocked: String? = nil
     /// Runs its jobs between turns, while this loop hosts it.
     private let executor: LoopExecutor?
+    /// Lets another thread drop the socket (`AMQPConnection.abort`).
+    private let socket: SocketShutter?
 
-    init(connection: RawConnection, queue: CommandQueue, events: EventSink, executor: LoopExecutor?, logger: Logger) {
+    init(connection: RawConnection, queue: CommandQueue, events: EventSink, executor: LoopExecutor?,
+         socket: SocketShutter? = nil, logger: Logger) {
         self.connection = connection
         self.queue = queue
         self.events = events
         self.executor = executor
+        self.socket = socket
         self.logger = logger
     }
 
@@ -47,6 +54,7 @@ final class IOLoop {
         events = nil
         executor = nil
         logger = Logger(label: "warren.amqp")
+        socket = nil
         lost = error
         isLost = true
     }
@@ -62,6 +70,7 @@ final class IOLoop {
     func host() {
         queue?.claim()
         if let queue { executor?.attach(queue) }
+        if let connection { socket?.set(connection.socketFD) }
     }
 
     /// Closes a connection that was opened for a connect nobody waits for
@@ -135,6 +144,7 @@ final class IOLoop {
             for command in queue.close(because: error) { command.abandon(error) }
         }
         if let lost { events?.emit(.connectionLost(lost)) }
+        socket?.clear()  // before the descriptor is closed and its number reused
         connection = nil  // amqp_destroy_connection, on this thread
         events?.finish()
         for waiter in closeWaiters { waiter() }
@@ -161,21 +171,25 @@ final class IOLoop {
     // MARK: Settlements
 
     private func flushSettlements() {
-        guard let connection else { return }
-        for (channel, state) in channels {
-            guard state.acks.hasPending else { continue }
-            for wire in state.acks.flush() {
-                let status: Int32
-                switch wire {
-                case .ack(let tag, let multiple):
-                    status = amqp_basic_ack(connection.state, channel, tag, multiple ? 1 : 0)
-                case .nack(let tag, let requeue):
-                    status = amqp_basic_nack(connection.state, channel, tag, 0, requeue ? 1 : 0)
-                }
-                if status != AMQP_STATUS_OK.rawValue {
-                    markLost(AMQPError(.connectionLost, "sending an ack: \(statusText(status))"))
-                    return
-                }
+        for (channel, state) in channels where state.acks.hasPending {
+            flushSettlements(of: channel, state)
+            if isLost { return }
+        }
+    }
+
+    private func flushSettlements(of channel: UInt16, _ state: ChannelState) {
+        guard let connection, state.acks.hasPending else { return }
+        for wire in state.acks.flush() {
+            let status: Int32
+            switch wire {
+            case .ack(let tag, let multiple):
+                status = amqp_basic_ack(connection.state, channel, tag, multiple ? 1 : 0)
+            case .nack(let tag, let requeue):
+                status = amqp_basic_nack(connection.state, channel, tag, 0, requeue ? 1 : 0)
+            }
+            if status != AMQP_STATUS_OK.rawValue {
+                markLost(AMQPError(.connectionLost, "sending an ack: \(statusText(status))"))
+                return
             }
         }
     }
@@ -265,6 +279,15 @@ final class IOLoop {
             channels.removeValue(forKey: channel)?.confirms?.failAll(error)
             events?.emit(.channelClosed(channel: channel, error: error))
 
+        case AMQP_CONNECTION_BLOCKED_METHOD:
+            let reason = decoded!.assumingMemoryBound(to: amqp_connection_blocked_t.self).pointee.reason.string
+            blocked = reason
+            events?.emit(.blocked(reason: reason))
+
+        case AMQP_CONNECTION_UNBLOCKED_METHOD:
+            blocked = nil
+            events?.emit(.unblocked)
+
         case AMQP_CONNECTION_CLOSE_METHOD:
             let close = decoded!.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
             var ok = amqp_connection_close_ok_t(dummy: 0)
@@ -300,13 +323,23 @@ final class IOLoop {
     }
 
     /// Opening an open channel is refused: two owners of one channel would
-    /// share its prefetch, its deliveries and its fate.
-    func openChannel(_ channel: UInt16) throws(AMQPError) {
+    /// share its prefetch, its deliveries and its fate. With `confirms`, the
+    /// channel is in confirm mode before anything else can use it: both
+    /// calls are made here, with no command in between.
+    func openChannel(_ channel: UInt16, confirms: Bool = false) throws(AMQPError) {
         guard channels[channel] == nil else {
             throw AMQPError(.invalidArgument, "channel \(channel) is already open on this connection")
         }
+        if let blocked {
+            throw AMQPError(.publishRejected, "cannot open channel \(channel): the broker blocked the connection (\(blocked))")
+        }
         _ = try rpc(channel: channel, "opening channel \(channel)") { amqp_channel_open($0, channel) }
-        channels[channel] = ChannelState()
+        let state = ChannelState()
+        channels[channel] = state
+        if confirms {
+            _ = try rpc(channel: channel, "enabling publisher confirms") { amqp_confirm_select($0, channel) }
+            state.confirms = ConfirmTracker()
+        }
     }
 
     func enableConfirms(_ channel: UInt16) throws(AMQPError) {
@@ -315,8 +348,12 @@ final class IOLoop {
         channels[channel]?.confirms = ConfirmTracker()
     }
 
+    /// Settlements queued for the channel go out first: they are only valid on it.
     func closeChannel(_ channel: UInt16) throws(AMQPError) {
-        guard let connection, let state = channels.removeValue(forKey: channel) else { return }
+        guard let connection, let state = channels[channel] else { return }
+        flushSettlements(of: channel, state)
+        channels.removeValue(forKey: channel)
+        if isLost { throw lost! }
         state.confirms?.failAll(AMQPError(.closed, "channel closed before the broker confirmed"))
         let reply = amqp_channel_close(connection.state, channel, AMQP_REPLY_SUCCESS)
         if let error = connection.error(from: reply, channel: channel, doing: "closing channel \(channel)"),
@@ -327,15 +364,30 @@ final class IOLoop {
     }
 
     /// Publishes; with confirms on the channel, `confirmed` runs when the broker answers.
+    /// - Parameter requireConfirm: fail, rather than report success at once,
+    ///   unless the channel is in confirm mode.
+    /// - Parameter open: open the channel in confirm mode first if it is not open.
     func publish(channel: UInt16, exchange: String, routingKey: String, mandatory: Bool,
-                 properties: MessageProperties, body: [UInt8],
+                 properties: MessageProperties, body: [UInt8], requireConfirm: Bool = false, open: Bool = false,
                  confirmed: @escaping @Sendable (Result<Void, AMQPError>) -> Void) {
         guard let connection else {
             confirmed(.failure(lost ?? AMQPError(.closed, "connection closed")))
             return
         }
-        guard channels[channel] != nil else {
+        if open && channels[channel] == nil {
+            do throws(AMQPError) {
+                try openChannel(channel, confirms: true)
+            } catch {
+                confirmed(.failure(error))
+                return
+            }
+        }
+        guard let state = channels[channel] else {
             confirmed(.failure(AMQPError(.closed, "channel \(channel) is not open")))
+            return
+        }
+        if requireConfirm && state.confirms == nil {
+            confirmed(.failure(AMQPError(.invalidArgument, "channel \(channel) is not in confirm mode: a publish that needs the broker's confirm cannot go out on it")))
             return
         }
         let arena = CArena()

@@ -17,6 +17,9 @@ final class RawConnection {
     deinit { amqp_destroy_connection(state) }
 
     /// Connects and logs in. Blocks: call it on the I/O thread only.
+    ///
+    /// The login (`warren_login` in shim.h, compiled into this file) advertises
+    /// the capabilities warren handles, `connection.blocked` among them.
     static func open(_ options: ConnectionOptions) throws(AMQPError) -> RawConnection {
         guard let state = amqp_new_connection() else {
             throw AMQPError(.connectFailed, "out of memory creating a connection")

@@ -10,7 +10,8 @@
  * Swift cannot call variadic C functions, and amqp_login_with_properties is
  * one. This wrapper fixes the SASL method to PLAIN and builds the client
  * properties: the capabilities warren relies on (without
- * consumer_cancel_notify a deleted queue silently stops deliveries) and a
+ * consumer_cancel_notify a deleted queue silently stops deliveries; without
+ * connection.blocked a broker alarm silently stops confirms) and a
  * connection_name so operators can find warren in the management UI.
  */
 static inline amqp_rpc_reply_t warren_login(amqp_connection_state_t state,
@@ -21,7 +22,7 @@ static inline amqp_rpc_reply_t warren_login(amqp_connection_state_t state,
                                             const char *user,
                                             const char *password,
                                             const char *connection_name) {
-    amqp_table_entry_t capabilities[4];
+    amqp_table_entry_t capabilities[5];
     capabilities[0].key = amqp_cstring_bytes("consumer_cancel_notify");
     capabilities[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
     capabilities[0].value.value.boolean = 1;
@@ -34,11 +35,14 @@ static inline amqp_rpc_reply_t warren_login(amqp_connection_state_t state,
     capabilities[3].key = amqp_cstring_bytes("authentication_failure_close");
     capabilities[3].value.kind = AMQP_FIELD_KIND_BOOLEAN;
     capabilities[3].value.value.boolean = 1;
+    capabilities[4].key = amqp_cstring_bytes("connection.blocked");
+    capabilities[4].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    capabilities[4].value.value.boolean = 1;
 
     amqp_table_entry_t entries[2];
     entries[0].key = amqp_cstring_bytes("capabilities");
     entries[0].value.kind = AMQP_FIELD_KIND_TABLE;
-    entries[0].value.value.table.num_entries = 4;
+    entries[0].value.value.table.num_entries = 5;
     entries[0].value.value.table.entries = capabilities;
     entries[1].key = amqp_cstring_bytes("connection_name");
     entries[1].value.kind = AMQP_FIELD_KIND_UTF8;

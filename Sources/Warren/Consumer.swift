@@ -9,18 +9,17 @@ final class Consumer: Sendable {
     let settings: ConsumerSettings
     let index: Int
     /// Retry and dead-letter copies go out here, with publisher confirms.
-    let publisherChannel: UInt16
+    let publisher: Publisher
     let topology: Topology
     let handler: any MessageHandler
     let buffer = DeliveryBuffer()
-    let publishLock = AsyncMutex()
     let metrics: ConsumerMetrics
     let logger: Logger
 
-    init(settings: ConsumerSettings, index: Int, handler: any MessageHandler, logger: Logger) {
+    init(settings: ConsumerSettings, index: Int, handler: any MessageHandler, publisher: Publisher, logger: Logger) {
         self.settings = settings
         self.index = index
-        self.publisherChannel = UInt16(1024 + index)
+        self.publisher = publisher
         self.topology = Topology(settings)
         self.metrics = ConsumerMetrics(settings)
         self.handler = handler
@@ -189,6 +188,12 @@ final class Consumer: Sendable {
         headers["x-warren-queue"] = .string(settings.queue)
         headers["x-warren-dead-lettered-at"] = .timestamp(UInt64(currentUnixTime()))
         for (key, value) in extraHeaders { headers[key] = value }
+        // A dead letter waits for an operator: the producer's TTL would
+        // let it expire unseen in the dead-letter queue.
+        if let expiration = properties.expiration {
+            headers["x-warren-original-expiration"] = .string(expiration)
+            properties.expiration = nil
+        }
         properties.headers = headers
         if await publishCopy(message, to: settings.deadLetterQueue, properties: properties, connection: connection,
                              log: log, watchdog: watchdog) {
@@ -208,19 +213,13 @@ final class Consumer: Sendable {
         metrics.acked.increment()
     }
 
-    /// Publishes a copy and waits for the broker's confirm. On refusal,
-    /// requeues the original and returns false.
+    /// Publishes a copy and waits for the broker's confirm (bounded: see
+    /// `Publisher`). On refusal, or no confirm in time, requeues the
+    /// original and returns false: an original is never acked without a
+    /// confirmed copy.
     private func publishCopy(_ message: Message, to queue: String, properties: MessageProperties, connection: AMQPConnection,
                              log: Logger, watchdog: Watchdog) async -> Bool {
-        let channel = publisherChannel
-        let result: AMQPError? = await publishLock.withLock { () async -> AMQPError? in
-            do throws(AMQPError) {
-                try await connection.publish(message.body, routingKey: queue, on: channel, properties: properties, mandatory: true)
-                return nil
-            } catch {
-                return error
-            }
-        }
+        let result = await publisher.publishCopy(message.body, to: queue, properties: properties, shutdown: watchdog.shutdown)
         guard let result else { return true }
         log.error("the broker refused the copy; the message is requeued instead, not acked",
                   metadata: ["target_queue": "\(queue)", "error": "\(result)"])

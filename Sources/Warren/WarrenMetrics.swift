@@ -31,6 +31,13 @@ struct ConsumerMetrics: Sendable {
     }
 }
 
+/// The publishing connection's: 1 while the broker blocks it (a resource alarm).
+struct PublisherMetrics: Sendable {
+    let blocked = Gauge(label: "warren_broker_blocked")
+
+    func record(blocked: Bool) { self.blocked.record(blocked ? 1 : 0) }
+}
+
 /// Process-wide metrics: the lifecycle state, messages in flight, reconnects.
 struct RuntimeMetrics: Sendable {
     let inFlight = Gauge(label: "warren_in_flight")

@@ -54,6 +54,8 @@ public final class WarrenRuntime: Sendable {
     private let lastState = Mutex<Lifecycle.State>(.starting(inFlight: 0))
     /// The connection the control loop uses now, for liveness checks.
     private let liveConnection = Mutex<AMQPConnection?>(nil)
+    /// Retry and dead-letter copies go out on this connection of their own.
+    let publisher: Publisher
 
     /// - Parameter handlers: in-process handlers by consumer name; consumers
     ///   without one run their `command` through `ExecHandler`.
@@ -79,6 +81,7 @@ public final class WarrenRuntime: Sendable {
         }
         self.handlers = resolved
         self.logger = logger
+        publisher = Publisher(broker: settings.broker, logger: logger)
         self.observer = observer
         (events, eventSink) = AsyncStream<Event>.makeStream()
         (resubscribeRequests, resubscribeSink) = AsyncStream<(consumer: Int, attempt: Int)>.makeStream()
@@ -127,7 +130,7 @@ public final class WarrenRuntime: Sendable {
     /// Returns the exit code.
     public func run() async -> Int32 {
         let consumers = settings.consumers.enumerated().map { index, consumer in
-            Consumer(settings: consumer, index: index, handler: handlers[consumer.name]!, logger: logger)
+            Consumer(settings: consumer, index: index, handler: handlers[consumer.name]!, publisher: publisher, logger: logger)
         }
         let sink = eventSink
         let router = DeliveryRouter(consumers: consumers) { sink.yield(.counted) }
@@ -136,6 +139,7 @@ public final class WarrenRuntime: Sendable {
         return await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.superviseConnections(router: router, executor: executor) }
             group.addTask { await self.serveResubscribes() }
+            group.addTask { await self.publisher.run() }
             for consumer in consumers {
                 group.addTask {
                     await consumer.runWorkers(watchdog: self.watchdog, executor: executor) { router.finished() }
@@ -165,6 +169,8 @@ public final class WarrenRuntime: Sendable {
             resubscribeSink.finish()
             group.cancelAll()
             await loop.current?.close()
+            // After the last outcome: no copy is published any more.
+            await publisher.stop()
             watchdog.close()
             return code
         }
@@ -279,8 +285,6 @@ public final class WarrenRuntime: Sendable {
         var channelOf: [Int: UInt16] = [:]
         /// Consuming channel numbers of `current`.
         var channels = ChannelNumbers()
-        /// Consumers whose publishing channel is open on `current`.
-        var publishersOpen: Set<Int> = []
         var logger: Logger { runtime.logger }
 
         init(runtime: WarrenRuntime, consumers: [Consumer], router: DeliveryRouter) {
@@ -383,16 +387,13 @@ public final class WarrenRuntime: Sendable {
                     consumers[index].logger.error("the broker closed the consumer's channel; subscribing again",
                                                   metadata: ["error": "\(error)"])
                     runtime.resubscribeSink.yield((index, 0))
-                } else if let consumer = consumers.first(where: { $0.publisherChannel == channel }) {
-                    consumer.logger.error("the broker closed the publishing channel; reopening it", metadata: ["error": "\(error)"])
-                    do {
-                        try await connection.openChannel(channel)
-                        try await connection.enableConfirms(on: channel)
-                    } catch {
-                        logger.error("cannot reopen the publishing channel; reconnecting", metadata: ["error": "\(error)"])
-                        return await abandon(connection)
-                    }
                 }
+                return .none
+            case .blocked(let reason):
+                logger.warning("the broker blocked the consuming connection", metadata: ["reason": "\(reason)"])
+                return .none
+            case .unblocked:
+                logger.notice("the broker unblocked the consuming connection")
                 return .none
             case .returned:
                 return .none
@@ -417,7 +418,6 @@ public final class WarrenRuntime: Sendable {
             router.use(connection, generation: generation)
             channelOf = [:]
             channels = ChannelNumbers(limit: runtime.settings.channelLimit)
-            publishersOpen = []
             let firstStart = machine.state == .starting(inFlight: 0)
             // Each consumer on its own: one whose queue is broken re-subscribes
             // with backoff while the others consume.
@@ -470,11 +470,6 @@ public final class WarrenRuntime: Sendable {
                     try await consumer.topology.declare(on: connection, channel: channel)
                 } else {
                     try await consumer.topology.check(on: connection, channel: channel)
-                }
-                if !publishersOpen.contains(consumer.index) {
-                    try await connection.openChannel(consumer.publisherChannel)
-                    try await connection.enableConfirms(on: consumer.publisherChannel)
-                    publishersOpen.insert(consumer.index)
                 }
                 // Routed before consuming, so the first delivery finds its buffer.
                 router.route(channel: channel, to: consumer.index)
@@ -544,8 +539,7 @@ public final class WarrenRuntime: Sendable {
                 current = nil
                 runtime.liveConnection.withLock { $0 = nil }
                 channelOf = [:]
-                publishersOpen = []
-                logger.warning("reconnecting; running handlers go on, their outcomes will be dropped and the broker redelivers",
+                    logger.warning("reconnecting; running handlers go on, their outcomes will be dropped and the broker redelivers",
                                metadata: ["in_flight": "\(machine.inFlight - dropped)", "dropped_unstarted": "\(dropped)"])
                 return machine.released(dropped)
             case .beginDrain, .beginDrainAndTerminate:

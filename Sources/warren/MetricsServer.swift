@@ -7,7 +7,8 @@ import WarrenConfig
 
 /// `[metrics] listen`: `/metrics` in the Prometheus text format, `/healthz`
 /// (the process and its AMQP I/O loop are alive) and `/readyz` (every
-/// consumer is consuming; 503 while starting, reconnecting or draining).
+/// consumer is consuming and the broker does not block publishing; 503
+/// while starting, reconnecting, draining or blocked).
 enum MetricsServer {
     /// Installs the Prometheus backend for swift-metrics; call before the runtime is made.
     static func bootstrap() -> PrometheusCollectorRegistry {
@@ -39,6 +40,11 @@ enum MetricsServer {
         router.get("readyz") { _, _ -> String in
             guard runtime().isReady else {
                 throw HTTPError(.serviceUnavailable, message: "not consuming (starting, reconnecting or draining)")
+            }
+            // Retries and dead letters cannot go out: failed messages go round
+            // and round, so this warren makes no progress on them.
+            if let reason = runtime().brokerBlocked {
+                throw HTTPError(.serviceUnavailable, message: "broker blocked: \(reason)")
             }
             return "ready\n"
         }

@@ -144,4 +144,35 @@ import Testing
         options.port = 1  // nothing listens there
         await #expect(throws: AMQPError.self) { try await AMQPConnection.connect(options) }
     }
+
+    @Test func anAckQueuedJustBeforeItsChannelClosesStillReachesTheBroker() async throws {
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["last"], to: queue)
+            let consumer = try await TestBroker.connect()
+            try await consumer.openChannel(5, prefetch: 1)
+            _ = try await consumer.consume(queue: queue, on: 5)
+            for await event in consumer.events {
+                guard case .delivery(let delivery) = event else { continue }
+                consumer.ack(delivery)
+                try await consumer.closeChannel(5)
+                break
+            }
+            await consumer.close()
+            #expect(try await client.count(queue) == 0, "the ack was dropped and the message requeued")
+        }
+    }
+
+    @Test func aPublishThatNeedsAConfirmFailsOnAChannelWithoutConfirmsAndSucceedsOnOneOpenedWithThem() async throws {
+        try await withTestQueue { client, queue in
+            let connection = try await TestBroker.connect()
+            try await connection.openChannel(2)
+            await #expect(throws: AMQPError.self) {
+                try await connection.publish(Array("unconfirmed".utf8), routingKey: queue, on: 2, requireConfirm: true)
+            }
+            try await connection.openChannel(3, confirms: true)
+            try await connection.publish(Array("confirmed".utf8), routingKey: queue, on: 3, requireConfirm: true)
+            await connection.close()
+            #expect(try await client.count(queue) == 1, "only the confirmed publish went out")
+        }
+    }
 }
