@@ -121,6 +121,10 @@ public final class ProcessSupervisor: Sendable {
     /// Leaders of running handlers, of every supervisor in this process, so
     /// that none takes another's handler for a leftover.
     static let leaders = Mutex(Set<pid_t>())
+    /// Thread ids of every supervisor thread in this process: their
+    /// children are handlers (spawned there), never leftovers, even in the
+    /// moment before they are entered in `leaders`.
+    static let threads = Mutex(Set<pid_t>())
 
     private let inbox = Inbox()
     private let nextRequest = Atomic<Int>(0)

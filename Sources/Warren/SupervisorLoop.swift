@@ -1,4 +1,5 @@
 import AMQP
+import CWarrenSupport
 import Glibc
 
 /// The process supervisor's thread and its state. Touched only by that thread.
@@ -98,6 +99,8 @@ final class SupervisorLoop {
     }
 
     func run() {
+        let tid = warren_gettid()
+        _ = ProcessSupervisor.threads.withLock { $0.insert(tid) }
         while true {
             var drain: (UInt64, UInt64) = (0, 0)
             while read(wakeFD, &drain, 16) > 0 {}
@@ -310,7 +313,8 @@ final class SupervisorLoop {
     /// handler's leader (of any supervisor) nor a member of its group.
     private func findLeftovers() {
         let leaders = ProcessSupervisor.leaders.withLock { $0 }
-        guard let found = Self.childrenOfThisProcess() else {
+        let supervisors = ProcessSupervisor.threads.withLock { $0 }
+        guard let found = Self.childrenOfThisProcess(except: supervisors) else {
             lookForLeftovers = true  // again on the next turn
             return
         }
@@ -341,17 +345,17 @@ final class SupervisorLoop {
         lookForLeftovers = true
     }
 
-    /// The children of every thread of this process: orphans come back to
-    /// the main thread, handlers are children of the supervisor thread.
-    /// Nil when /proc cannot be read now (no descriptor to spare).
-    static func childrenOfThisProcess() -> [pid_t]? {
+    /// The children of the threads of this process but `threads`: orphans
+    /// come back to the main thread, handlers are children of a supervisor
+    /// thread. Nil when /proc cannot be read now (no descriptor to spare).
+    static func childrenOfThisProcess(except threads: Set<pid_t>) -> [pid_t]? {
         guard let directory = opendir("/proc/self/task") else { return nil }
         defer { closedir(directory) }
         var result: [pid_t] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while let entry = readdir(directory) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            guard let tid = Int32(name) else { continue }
+            guard let tid = Int32(name), !threads.contains(tid) else { continue }
             let fd = open("/proc/self/task/\(tid)/children", O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { continue }
             var text: [UInt8] = []
