@@ -349,24 +349,53 @@ final class SupervisorLoop {
     /// come back to the main thread, handlers are children of a supervisor
     /// thread. Nil when /proc cannot be read now (no descriptor to spare).
     static func childrenOfThisProcess(except threads: Set<pid_t>) -> [pid_t]? {
+        guard hasChildrenFiles else { return childrenFromProcScan() }
         guard let directory = opendir("/proc/self/task") else { return nil }
         defer { closedir(directory) }
         var result: [pid_t] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            guard let tid = Int32(name), !threads.contains(tid) else { continue }
-            let fd = open("/proc/self/task/\(tid)/children", O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { continue }
-            var text: [UInt8] = []
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-                if count <= 0 { break }
-                text += buffer[0..<count]
-            }
-            close(fd)
-            result += text.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") }).compactMap { pid_t(String(decoding: $0, as: UTF8.self)) }
+            guard let tid = pid_t(entryName(entry)), !threads.contains(tid),
+                  let text = readSmallFile("/proc/self/task/\(tid)/children") else { continue }
+            result += text.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") })
+                .compactMap { pid_t(String(decoding: $0, as: UTF8.self)) }
         }
         return result
+    }
+
+    /// `/proc/PID/task/TID/children` needs CONFIG_PROC_CHILDREN.
+    static let hasChildrenFiles = access("/proc/self/task/\(getpid())/children", R_OK) == 0
+
+    /// Without children files: every process whose parent is this one.
+    static func childrenFromProcScan() -> [pid_t]? {
+        guard let directory = opendir("/proc") else { return nil }
+        defer { closedir(directory) }
+        let me = getpid()
+        var result: [pid_t] = []
+        while let entry = readdir(directory) {
+            guard let pid = pid_t(entryName(entry)), let stat = readSmallFile("/proc/\(pid)/stat"),
+                  let close = stat.lastIndex(of: UInt8(ascii: ")")) else { continue }
+            // After "comm)": state, then the parent's pid.
+            let fields = stat[(close + 1)...].split(separator: UInt8(ascii: " "))
+            if fields.count > 1, pid_t(String(decoding: fields[1], as: UTF8.self)) == me { result.append(pid) }
+        }
+        return result
+    }
+
+    private static func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
+        withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+    }
+
+    private static func readSmallFile(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var text: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if count <= 0 { break }
+            text += buffer[0..<count]
+        }
+        return text
     }
 }

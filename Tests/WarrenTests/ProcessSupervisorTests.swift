@@ -154,6 +154,31 @@ import Testing
         try await until("the process that left the group is killed and reaped") { isGone(child) }
     }
 
+    @Test func aProcessThatLeftTheGroupOfATimedOutHandlerDoesNotEscapeTheWatchdog() async throws {
+        let pidFile = "/tmp/warren-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(pidFile) }
+        let task = Task {
+            try await run(["sh", "-c", "setsid sleep 300 > /dev/null 2>&1 & echo $! > \(pidFile); sleep 300"])
+        }
+        try await waitForFile(pidFile)
+        let child = pid_t(try String(contentsOfFile: pidFile).trimmingCharacters())!
+        try await Task.sleep(for: .milliseconds(100))  // time to leave the group
+        task.cancel()
+        #expect(try await task.value.terminated)
+        try await until("the process that left the group is killed and reaped") { isGone(child) }
+    }
+
+    @Test func childrenOfThisProcessAreFoundBothWays() async throws {
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("sleep"), strdup("5"), nil]
+        defer { for pointer in argv { free(pointer) } }
+        #expect(posix_spawnp(&pid, "sleep", nil, nil, argv, nil) == 0)
+        defer { kill(pid, SIGKILL); waitpid(pid, nil, 0) }
+        #expect(SupervisorLoop.hasChildrenFiles)
+        #expect(SupervisorLoop.childrenOfThisProcess(except: [])?.contains(pid) == true)
+        #expect(SupervisorLoop.childrenFromProcScan()?.contains(pid) == true)
+    }
+
     @Test func processesLeftBehindByAFinishedHandlerAreKilled() async throws {
         let pidFile = "/tmp/warren-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { unlink(pidFile) }
