@@ -92,11 +92,16 @@ import Testing
                 queue: queue, command: #"sh -c 'echo "$WARREN_MESSAGE_ID $WARREN_ATTEMPT" >> {dir}/finished; sleep 0.05'"#,
                 prefetch: 40, concurrency: 40, extra: "max_attempts = 2\nretry_delay = 100ms"))
             try await eventually("consuming") { warren.log.contains("consuming") }
-            // Room for a handler or two above what warren already holds.
+            // Room for a handler or two (each holds 4 descriptors, 7 while
+            // it starts) beside what warren already holds. New descriptors
+            // take the lowest free numbers, so the room is the free numbers
+            // below the limit.
             var limit = rlimit()
             #expect(getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, "warren inherits this limit")
-            let highest = openDescriptors(of: warren.pid).max() ?? 0
-            try setDescriptorLimit(of: warren.pid, soft: UInt64(highest + 12), hard: UInt64(limit.rlim_max))
+            let held = Set(openDescriptors(of: warren.pid))
+            var low = 0
+            while low - held.filter({ $0 < low }).count < 12 { low += 1 }
+            try setDescriptorLimit(of: warren.pid, soft: UInt64(low), hard: UInt64(limit.rlim_max))
 
             let ids = (1...200).map { "fd-\($0)" }
             try await client.publish(ids: ids, to: queue)
