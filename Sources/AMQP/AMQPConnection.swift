@@ -65,24 +65,30 @@ public final class AMQPConnection: Sendable {
         let result: Result<Void, AMQPError> = await withTaskCancellationHandler {
             await withCheckedContinuation { (opened: CheckedContinuation<Result<Void, AMQPError>, Never>) in
                 answer.wait(with: opened)
-                IOThread.start(name: "warren-amqp-io") {
-                    let raw: RawConnection
-                    do throws(AMQPError) {
-                        raw = try RawConnection.open(options)
-                    } catch {
-                        continuation.finish()
-                        answer.give(.failure(error))
-                        return
+                // No thread to be had is a failed connect (retried with backoff), not an abort.
+                do throws(IOThread.StartError) {
+                    try IOThread.tryStart(name: "warren-amqp-io") {
+                        let raw: RawConnection
+                        do throws(AMQPError) {
+                            raw = try RawConnection.open(options)
+                        } catch {
+                            continuation.finish()
+                            answer.give(.failure(error))
+                            return
+                        }
+                        let loop = IOLoop(connection: raw, queue: queue, events: continuation, executor: executor,
+                                          socket: socket, logger: logger)
+                        loop.host()
+                        guard answer.give(.success(())) else {
+                            // Nobody waits for this connection any more.
+                            loop.abandon()
+                            return
+                        }
+                        loop.run()
                     }
-                    let loop = IOLoop(connection: raw, queue: queue, events: continuation, executor: executor, socket: socket,
-                                      logger: logger)
-                    loop.host()
-                    guard answer.give(.success(())) else {
-                        // Nobody waits for this connection any more.
-                        loop.abandon()
-                        return
-                    }
-                    loop.run()
+                } catch {
+                    continuation.finish()
+                    answer.give(.failure(AMQPError(.connectFailed, error.description)))
                 }
             }
         } onCancel: {

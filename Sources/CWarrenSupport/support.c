@@ -18,6 +18,10 @@ int warren_pidfd_open(pid_t pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
+pid_t warren_gettid(void) {
+    return (pid_t)syscall(SYS_gettid);
+}
+
 int warren_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC);
 }

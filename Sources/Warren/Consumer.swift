@@ -13,6 +13,7 @@ final class Consumer: Sendable {
     let topology: Topology
     let handler: any MessageHandler
     let buffer = DeliveryBuffer()
+    let shortage = ResourceShortage()
     let metrics: ConsumerMetrics
     let logger: Logger
 
@@ -133,6 +134,10 @@ final class Consumer: Sendable {
         case nil:
             break
         }
+        if case .retry(let failure) = outcome, failure.resourceShortage {
+            await requeueForShortage(message, failure: failure, connection: connection, log: log, watchdog: watchdog)
+            return
+        }
         switch topology.policy.decide(outcome, attempt: message.attempt) {
         case .ack:
             ack(message, on: connection)
@@ -202,6 +207,20 @@ final class Consumer: Sendable {
             metrics.deadLetterPublishes.increment()
             metrics.deadLettered.increment()
         }
+    }
+
+    /// warren could not start the handler for want of its own resources:
+    /// not an attempt. Back to the queue after a pause (see `ResourceShortage`).
+    private func requeueForShortage(_ message: Message, failure: Failure, connection: AMQPConnection, log: Logger,
+                                    watchdog: Watchdog) async {
+        let decision = shortage.failed(now: monotonicMilliseconds())
+        if decision.report {
+            log.warning("cannot start handlers: warren is out of descriptors, processes or memory; messages are requeued after a pause without counting an attempt (raise LimitNOFILE/TasksMax or lower concurrency)",
+                        metadata: ["error": "\(failure.reason)", "requeued_since_last_report": "\(decision.unreported)"])
+        }
+        await pause(ResourceShortage.backoff.delay(decision.streak, random: Double.random(in: 0..<1)), unless: watchdog)
+        connection.nack(message.delivery, requeue: true)
+        metrics.requeued.increment()
     }
 
     /// Success: no log line unless debugging, so no metadata built.

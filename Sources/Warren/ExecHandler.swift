@@ -50,6 +50,10 @@ public struct ExecHandler: MessageHandler {
             }
             return outcome(of: termination)
         } catch {
+            // warren's own shortage is reported once by the consumer, not per message.
+            if error.resourceShortage {
+                return .retry(Failure(reason: error.description, resourceShortage: true))
+            }
             log.error("handler did not start: \(error.description)")
             return .retry(Failure(reason: error.description))
         }

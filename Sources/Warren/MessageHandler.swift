@@ -51,14 +51,19 @@ public struct Failure: Sendable, Equatable, CustomStringConvertible {
     public var signal: Int32?
     public var timedOut: Bool
     public var lastErrorLine: String?
+    /// warren lacked the descriptors, processes or memory to run the
+    /// handler: no fault of the message's. It is requeued after a pause,
+    /// its attempt not counted, and never dead-lettered for it.
+    public var resourceShortage: Bool
 
     public init(reason: String, exitCode: Int32? = nil, signal: Int32? = nil, timedOut: Bool = false,
-                lastErrorLine: String? = nil) {
+                lastErrorLine: String? = nil, resourceShortage: Bool = false) {
         self.reason = reason
         self.exitCode = exitCode
         self.signal = signal
         self.timedOut = timedOut
         self.lastErrorLine = lastErrorLine
+        self.resourceShortage = resourceShortage
     }
 
     public var description: String { reason }
@@ -69,6 +74,7 @@ public enum Outcome: Sendable, Equatable {
     /// Done: ack it.
     case ack
     /// Try again later, through a delay queue; dead-lettered after `max_attempts`.
+    /// With `resourceShortage`, requeued after a pause instead, not counted.
     case retry(Failure)
     /// Never try again: dead-letter it now.
     case deadLetter(Failure)

@@ -71,8 +71,19 @@ public final class WarrenRuntime: Sendable {
         var resolved = handlers
         let needsProcesses = settings.consumers.contains { handlers[$0.name] == nil }
         if needsProcesses {
-            let supervisor = supervisor ?? ProcessSupervisor()
+            // A daemon passes its own (and stops if it cannot have one); an
+            // embedder that lacks one gets every message requeued with a warning.
+            var available = supervisor
+            var unavailable = ""
+            if available == nil {
+                do { available = try ProcessSupervisor() } catch { unavailable = error.description }
+            }
             for consumer in settings.consumers where handlers[consumer.name] == nil {
+                guard let supervisor = available else {
+                    let reason = unavailable
+                    resolved[consumer.name] = ClosureHandler { _ in .retry(Failure(reason: reason, resourceShortage: true)) }
+                    continue
+                }
                 resolved[consumer.name] = ExecHandler(
                     argv: consumer.command, killAfter: settings.shutdown.killAfter, exitAck: consumer.exitAck,
                     exitRetry: consumer.exitRetry, exitDeadLetter: consumer.exitDeadLetter, supervisor: supervisor,

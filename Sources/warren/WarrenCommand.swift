@@ -69,7 +69,13 @@ struct WarrenCommand: AsyncParsableCommand {
     static func serve(_ config: Config, path: String, environment: [String: String], logger: Logger) async -> Int32 {
         let notifier = SystemdNotifier.fromEnvironment(logger: logger, shutdown: config.warren.shutdown)
         let registry = config.metrics.map { _ in MetricsServer.bootstrap() }
-        let supervisor = config.warren.consumers.isEmpty ? nil : ProcessSupervisor()
+        let supervisor: ProcessSupervisor?
+        do {
+            supervisor = config.warren.consumers.isEmpty ? nil : try ProcessSupervisor()
+        } catch {
+            logger.critical("\(error.description)")
+            return 1
+        }
         enum Event: Sendable {
             case signal(UnixSignal)
             case ready(generation: Int)

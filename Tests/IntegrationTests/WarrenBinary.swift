@@ -105,9 +105,11 @@ func warrenConfig(queue: String, command: String, prefetch: Int = 16, concurrenc
     """
 }
 
+/// A process is gone when /proc has no entry for it. A zombie (`Z`) is not
+/// gone: it holds its pid and counts against the unit's task limit until
+/// its parent reaps it.
 func isGone(_ pid: pid_t) -> Bool {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
           let close = stat.lastIndex(of: ")") else { return true }
-    let state = stat[stat.index(close, offsetBy: 2)]
-    return state == "Z" || state == "X"
+    return stat[stat.index(close, offsetBy: 2)] == "X"
 }

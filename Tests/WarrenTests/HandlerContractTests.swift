@@ -41,7 +41,7 @@ import Testing
 
     func handler() -> ExecHandler {
         ExecHandler(argv: ["true"], killAfter: .seconds(1), exitAck: [0], exitRetry: [75], exitDeadLetter: [65],
-                    supervisor: ProcessSupervisor(), logger: .init(label: "test"))
+                    supervisor: try! ProcessSupervisor(), logger: .init(label: "test"))
     }
 
     @Test func exitCodesMapToOutcomes() {

@@ -5,7 +5,7 @@ import Testing
 
 /// Real child processes: stdin, output lines, exit codes, process groups.
 @Suite struct ProcessSupervisorTests {
-    static let supervisor = ProcessSupervisor()
+    static let supervisor = try! ProcessSupervisor()
 
     final class Lines: Sendable {
         let lines = Mutex<[(ProcessSupervisor.Stream, String)]>([])
@@ -78,6 +78,107 @@ import Testing
         #expect(isGone(child), "the child in the handler's process group must be gone")
     }
 
+    @Test func aFloodingHandlerDoesNotStallTheOthersAndItsLogIsCapped() async throws {
+        let flood = Lines()
+        let floodPid = Mutex<pid_t>(0)
+        // Logging a line costs time (a write under a lock); here, 50 µs.
+        let slowSink: ProcessSupervisor.LineSink = { stream, line in
+            usleep(50)
+            flood.sink(stream, line)
+        }
+        let flooding = Task {
+            try await Self.supervisor.run(["yes"], environment: ["PATH=/usr/bin:/bin"], input: [], killAfter: .seconds(1),
+                                          onStart: { pid in floodPid.withLock { $0 = pid } }, sink: slowSink)
+        }
+        defer { flooding.cancel() }
+        try await until("the flood is read") { !flood.all.isEmpty }
+        // Another handler starts, runs and is reported while the flood goes on.
+        let done = Mutex(false)
+        let quick = Task {
+            let result = try await run(["echo", "ok"])
+            done.withLock { $0 = true }
+            return result
+        }
+        let quickFinished = (try? await until("the quick handler is reported", timeout: .seconds(20)) { done.withLock { $0 } }) != nil
+        if !quickFinished {
+            // Free the stuck supervisor so the suite can go on.
+            kill(-floodPid.withLock { $0 }, SIGKILL)
+        }
+        #expect(try await quick.value.status == .exited(0))
+        // The supervisor went round to the quick handler before it had logged
+        // the flood's whole budget: its work per turn is bounded.
+        #expect(flood.all.count < 32768, "the quick handler waited for \(flood.all.count) lines of the flood")
+        flooding.cancel()
+        let flooded = try await flooding.value
+        #expect(flooded.terminated)
+        let lines = flood.all
+        // 64 KiB of "y\n" is 32768 lines, then one notice; nothing after it.
+        #expect(lines.count == 32768 + 1, "\(lines.count) lines logged")
+        #expect(lines.last?.1 == "[warren: further stdout of this handler is not logged (over 65536 bytes)]")
+    }
+
+    @Test func withoutAPidfdAChildIsStillWatchedReportedAndTerminated() async throws {
+        let supervisor = try ProcessSupervisor(outputLimit: 64 * 1024, openPidfd: { _ in errno = EMFILE; return -1 })
+        let lines = Lines()
+        let exited = try await supervisor.run(["sh", "-c", "echo hi; exit 3"], environment: [], input: [], killAfter: .seconds(1),
+                                              sink: lines.sink)
+        #expect(exited.status == .exited(3))
+        #expect(lines.all.map(\.1).contains("hi"))
+        #expect(lines.all.contains { $0.1.contains("no pidfd for this handler (Too many open files)") })
+        let task = Task {
+            try await supervisor.run(["sleep", "300"], environment: ["PATH=/usr/bin:/bin"], input: [], killAfter: .seconds(1)) { _, _ in }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        task.cancel()
+        let terminated = try await task.value
+        #expect(terminated.terminated)
+        #expect(terminated.status == .signaled(SIGTERM))
+    }
+
+    @Test func aShortOfDescriptorsSpawnIsWarrensShortageButAMissingProgramIsNot() async throws {
+        await #expect { try await run(["/nonexistent/handler"]) } throws: { error in
+            !(error as! ProcessSupervisor.SpawnError).resourceShortage
+        }
+        #expect(ProcessSupervisor.SpawnError.isShortage(EMFILE))
+        #expect(ProcessSupervisor.SpawnError.isShortage(EAGAIN))
+        #expect(!ProcessSupervisor.SpawnError.isShortage(ENOENT))
+        #expect(!ProcessSupervisor.SpawnError.isShortage(EACCES))
+    }
+
+    @Test func processesThatLeftTheGroupAreKilledAndReapedOnceTheHandlerFinishes() async throws {
+        let pidFile = "/tmp/warren-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(pidFile) }
+        let result = try await run(["sh", "-c", "setsid sleep 300 > /dev/null 2>&1 & echo $! > \(pidFile); exit 0"])
+        #expect(result.status == .exited(0))
+        let child = pid_t(try String(contentsOfFile: pidFile).trimmingCharacters())!
+        try await until("the process that left the group is killed and reaped") { isGone(child) }
+    }
+
+    @Test func aProcessThatLeftTheGroupOfATimedOutHandlerDoesNotEscapeTheWatchdog() async throws {
+        let pidFile = "/tmp/warren-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(pidFile) }
+        let task = Task {
+            try await run(["sh", "-c", "setsid sleep 300 > /dev/null 2>&1 & echo $! > \(pidFile); sleep 300"])
+        }
+        try await waitForFile(pidFile)
+        let child = pid_t(try String(contentsOfFile: pidFile).trimmingCharacters())!
+        try await Task.sleep(for: .milliseconds(100))  // time to leave the group
+        task.cancel()
+        #expect(try await task.value.terminated)
+        try await until("the process that left the group is killed and reaped") { isGone(child) }
+    }
+
+    @Test func childrenOfThisProcessAreFoundBothWays() async throws {
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("sleep"), strdup("5"), nil]
+        defer { for pointer in argv { free(pointer) } }
+        #expect(posix_spawnp(&pid, "sleep", nil, nil, argv, nil) == 0)
+        defer { kill(pid, SIGKILL); waitpid(pid, nil, 0) }
+        #expect(SupervisorLoop.hasChildrenFiles)
+        #expect(SupervisorLoop.childrenOfThisProcess(except: [])?.contains(pid) == true)
+        #expect(SupervisorLoop.childrenFromProcScan()?.contains(pid) == true)
+    }
+
     @Test func processesLeftBehindByAFinishedHandlerAreKilled() async throws {
         let pidFile = "/tmp/warren-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { unlink(pidFile) }
@@ -86,6 +187,17 @@ import Testing
         let child = pid_t(try String(contentsOfFile: pidFile).trimmingCharacters())!
         #expect(isGone(child))
     }
+}
+
+/// Polls `condition` until it holds; records an issue and throws after `timeout`.
+func until(_ what: String, timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("timed out after \(timeout) waiting for: \(what)")
+    throw CancellationError()
 }
 
 func waitForFile(_ path: String, lines: Int = 1, timeout: Duration = .seconds(10)) async throws {
@@ -98,12 +210,12 @@ func waitForFile(_ path: String, lines: Int = 1, timeout: Duration = .seconds(10
     throw CancellationError()
 }
 
-/// A process is gone when /proc has no entry for it, or only a zombie's.
+/// A process is gone when /proc has no entry for it. A zombie (`Z`) is not
+/// gone: it holds its pid until its parent reaps it.
 func isGone(_ pid: pid_t) -> Bool {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat") else { return true }
     guard let close = stat.lastIndex(of: ")") else { return true }
-    let state = stat[stat.index(close, offsetBy: 2)]
-    return state == "Z" || state == "X"
+    return stat[stat.index(close, offsetBy: 2)] == "X"
 }
 
 extension String {

@@ -10,6 +10,10 @@
  * so the process supervisor can wait for many children in one poll(2). */
 int warren_pidfd_open(pid_t pid);
 
+/* gettid(2): the calling thread's id, to tell which thread's children
+ * (in /proc/self/task/TID/children) are handlers rather than leftovers. */
+pid_t warren_gettid(void);
+
 /* pipe2(2) with O_CLOEXEC, so one handler never inherits another's pipes. */
 int warren_pipe_cloexec(int fds[2]);
 

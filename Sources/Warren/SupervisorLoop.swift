@@ -1,0 +1,401 @@
+import AMQP
+import CWarrenSupport
+import Glibc
+
+/// The process supervisor's thread and its state. Touched only by that thread.
+///
+/// Each turn does bounded work: one read of at most `readChunk` bytes per
+/// output pipe (so at most that many log lines, each of which costs a log
+/// write), stdin written until its pipe is full, then back to poll(2). A
+/// child that writes without end is thus read in turn with everything else,
+/// never until it stops.
+final class SupervisorLoop {
+    struct Output {
+        var fd: Int32
+        let stream: ProcessSupervisor.Stream
+        var lines: OutputLineSplitter
+    }
+
+    final class Child {
+        let request: Int
+        let pid: pid_t
+        var pidfd: Int32
+        var stdinFD: Int32
+        let input: [UInt8]
+        var inputOffset = 0
+        var outputs: [Output]
+        let sink: ProcessSupervisor.LineSink
+        let continuation: CheckedContinuation<Result<ProcessSupervisor.Termination, ProcessSupervisor.SpawnError>, Never>
+        var status: ProcessSupervisor.ExitStatus? = nil
+        var terminateRequested = false
+        var killDeadline: Int64? = nil
+        var killed = false
+        var giveUpAt: Int64? = nil
+
+        init(request: ProcessSupervisor.SpawnRequest, spawned: ProcessSupervisor.Spawned, outputLimit: Int) {
+            self.request = request.id
+            pid = spawned.pid
+            pidfd = spawned.pidfd
+            stdinFD = spawned.stdin
+            input = request.input
+            sink = request.sink
+            continuation = request.continuation
+            outputs = [Output(fd: spawned.stdout, stream: .stdout, lines: OutputLineSplitter(limit: outputLimit)),
+                       Output(fd: spawned.stderr, stream: .stderr, lines: OutputLineSplitter(limit: outputLimit))]
+        }
+    }
+
+    /// A child of warren it did not spawn: a process that left a handler's
+    /// group and came back to warren, the subreaper, when its parent died.
+    final class Leftover {
+        let pid: pid_t
+        /// -1 when none could be opened: then polled.
+        var pidfd: Int32
+        /// Requests running when it was found; it is killed once all have finished.
+        var owners: Set<Int>
+        var killed = false
+
+        init(pid: pid_t, pidfd: Int32, owners: Set<Int>) {
+            self.pid = pid
+            self.pidfd = pidfd
+            self.owners = owners
+        }
+    }
+
+    /// Bytes read from one pipe per turn.
+    static let readChunk = 4096
+    /// Reads of one pipe at the end of a handler (a full pipe holds 64 KiB),
+    /// past which the rest is dropped.
+    static let finalReads = 64
+    /// Poll interval for whatever has no pidfd, and for groups being emptied.
+    static let pollMs: Int64 = 10
+
+    let wakeFD: Int32
+    let outputLimit: Int
+    let inbox: ProcessSupervisor.Inbox
+    let openPidfd: ProcessSupervisor.PidfdOpener
+    var children: [pid_t: Child] = [:]
+    /// Terminations that came before their spawn was handled, by request.
+    var earlyTerminations: [Int: Int64] = [:]
+    /// Running children by the request that spawned them.
+    var pidOf: [Int: pid_t] = [:]
+    var leftovers: [pid_t: Leftover] = [:]
+    /// Set when a child of warren exited: orphans may have come back to it.
+    var lookForLeftovers = false
+    var scratch = [UInt8](repeating: 0, count: SupervisorLoop.readChunk)
+
+    init(wakeFD: Int32, outputLimit: Int, inbox: ProcessSupervisor.Inbox, openPidfd: @escaping ProcessSupervisor.PidfdOpener) {
+        self.wakeFD = wakeFD
+        self.outputLimit = outputLimit
+        self.inbox = inbox
+        self.openPidfd = openPidfd
+    }
+
+    private enum Source {
+        case leader(Child)
+        case stdin(Child)
+        case output(Child, Int)
+        case leftover(Leftover)
+    }
+
+    func run() {
+        let tid = warren_gettid()
+        _ = ProcessSupervisor.threads.withLock { $0.insert(tid) }
+        while true {
+            var drain: (UInt64, UInt64) = (0, 0)
+            while read(wakeFD, &drain, 16) > 0 {}
+            for command in inbox.takeAll() { apply(command) }
+
+            var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+            var sources: [Source] = []
+            for child in children.values {
+                if child.pidfd >= 0 {
+                    fds.append(pollfd(fd: child.pidfd, events: Int16(POLLIN), revents: 0)); sources.append(.leader(child))
+                }
+                if child.stdinFD >= 0 {
+                    fds.append(pollfd(fd: child.stdinFD, events: Int16(POLLOUT), revents: 0)); sources.append(.stdin(child))
+                }
+                for (index, output) in child.outputs.enumerated() where output.fd >= 0 {
+                    fds.append(pollfd(fd: output.fd, events: Int16(POLLIN), revents: 0)); sources.append(.output(child, index))
+                }
+            }
+            for leftover in leftovers.values where leftover.pidfd >= 0 {
+                fds.append(pollfd(fd: leftover.pidfd, events: Int16(POLLIN), revents: 0)); sources.append(.leftover(leftover))
+            }
+            let ready = poll(&fds, nfds_t(fds.count), nextTimeout())
+            if ready > 0 {
+                for (index, source) in sources.enumerated() where fds[index + 1].revents != 0 {
+                    switch source {
+                    case .leader(let child): reapLeader(child)
+                    case .stdin(let child): writeInput(child)
+                    case .output(let child, let output): readOutput(child, index: output)
+                    case .leftover(let leftover): reap(leftover)
+                    }
+                }
+            }
+            // Whatever has no pidfd is polled.
+            for child in children.values where child.pidfd < 0 && child.status == nil { reapLeader(child) }
+            for leftover in Array(leftovers.values) where leftover.pidfd < 0 { reap(leftover) }
+            if lookForLeftovers {
+                lookForLeftovers = false
+                findLeftovers()
+            }
+            for child in Array(children.values) { advance(child) }
+        }
+    }
+
+    private func apply(_ command: ProcessSupervisor.Command) {
+        switch command {
+        case .spawn(let request):
+            let spawned: ProcessSupervisor.Spawned
+            do throws(ProcessSupervisor.SpawnError) {
+                spawned = try ProcessSupervisor.spawn(request.argv, environment: request.environment, openPidfd: openPidfd)
+            } catch {
+                earlyTerminations[request.id] = nil
+                request.continuation.resume(returning: .failure(error))
+                return
+            }
+            _ = ProcessSupervisor.leaders.withLock { $0.insert(spawned.pid) }
+            request.onStart?(spawned.pid)
+            let child = Child(request: request, spawned: spawned, outputLimit: outputLimit)
+            if spawned.pidfd < 0 {
+                child.sink(.stderr, "[warren: no pidfd for this handler (\(String(cString: strerror(spawned.pidfdError)))); watching it by polling]")
+            }
+            children[spawned.pid] = child
+            pidOf[request.id] = spawned.pid
+            if request.input.isEmpty { closeInput(child) }
+            if let killAfter = earlyTerminations.removeValue(forKey: request.id) { terminate(child, killAfterMs: killAfter) }
+        case .terminate(let request, let killAfterMs):
+            if let pid = pidOf[request], let child = children[pid] {
+                terminate(child, killAfterMs: killAfterMs)
+            } else {
+                earlyTerminations[request] = killAfterMs
+            }
+        }
+    }
+
+    private func terminate(_ child: Child, killAfterMs: Int64) {
+        guard !child.terminateRequested else { return }
+        child.terminateRequested = true
+        kill(-child.pid, SIGTERM)
+        child.killDeadline = monotonicMilliseconds() + killAfterMs
+    }
+
+    private func nextTimeout() -> Int32 {
+        let now = monotonicMilliseconds()
+        var soonest: Int64? = nil
+        func consider(_ deadline: Int64) { soonest = min(soonest ?? deadline, deadline) }
+        for child in children.values {
+            if let deadline = child.killDeadline, !child.killed { consider(deadline) }
+            // Stragglers of a finished leader, and leaders without a pidfd, are checked by polling.
+            if child.status != nil || child.pidfd < 0 { consider(now + Self.pollMs) }
+        }
+        if lookForLeftovers || leftovers.values.contains(where: { $0.pidfd < 0 }) { consider(now + Self.pollMs) }
+        guard let soonest else { return -1 }
+        return Int32(max(0, min(soonest - now, 1000)))
+    }
+
+    private func reapLeader(_ child: Child) {
+        var status: Int32 = 0
+        let rc = waitpid(child.pid, &status, WNOHANG)
+        guard rc == child.pid else { return }
+        let exitCode = (status >> 8) & 0xff
+        let signal = status & 0x7f
+        child.status = signal == 0 ? .exited(exitCode) : .signaled(signal)
+        if child.pidfd >= 0 { close(child.pidfd) }
+        child.pidfd = -1
+        lookForLeftovers = true
+    }
+
+    private func writeInput(_ child: Child) {
+        let input = child.input
+        while child.inputOffset < input.count {
+            let written = input.withUnsafeBytes { raw in
+                write(child.stdinFD, raw.baseAddress! + child.inputOffset, input.count - child.inputOffset)
+            }
+            if written > 0 { child.inputOffset += written; continue }
+            if written < 0 && (errno == EAGAIN || errno == EINTR) { return }
+            break  // EPIPE: the command does not want the rest
+        }
+        closeInput(child)
+    }
+
+    private func closeInput(_ child: Child) {
+        if child.stdinFD >= 0 { close(child.stdinFD) }
+        child.stdinFD = -1
+    }
+
+    /// One read of one pipe; at end of stream, the last line and the close.
+    /// Returns false once the pipe is closed or empty for now.
+    @discardableResult
+    private func readOutput(_ child: Child, index: Int) -> Bool {
+        let fd = child.outputs[index].fd
+        guard fd >= 0 else { return false }
+        let count = scratch.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+        let stream = child.outputs[index].stream
+        let limit = outputLimit
+        let emit: (String?) -> Void = { line in
+            child.sink(stream, line ?? OutputLineSplitter.notice(stream.rawValue, limit: limit))
+        }
+        if count > 0 {
+            child.outputs[index].lines.feed(scratch[0..<count], emit: emit)
+            return true
+        }
+        if count < 0 && (errno == EAGAIN || errno == EINTR) { return false }
+        child.outputs[index].lines.finish(emit: emit)
+        close(fd)
+        child.outputs[index].fd = -1
+        return false
+    }
+
+    /// Moves a child whose leader has exited towards completion.
+    private func advance(_ child: Child) {
+        let time = monotonicMilliseconds()
+        if child.terminateRequested, !child.killed, let deadline = child.killDeadline, time >= deadline {
+            kill(-child.pid, SIGKILL)
+            child.killed = true
+            child.giveUpAt = time + 2000
+        }
+        guard let status = child.status else { return }
+        // Reap members of this group that were reparented to us (subreaper).
+        var ignored: Int32 = 0
+        while waitpid(-child.pid, &ignored, WNOHANG) > 0 {}
+        let groupAlive = kill(-child.pid, 0) == 0
+        if groupAlive {
+            if !child.terminateRequested && !child.killed {
+                // The command exited but left processes behind in its group.
+                child.sink(.stderr, "[warren: the handler exited but left processes in its group; killing them]")
+                kill(-child.pid, SIGKILL)
+                child.killed = true
+                child.giveUpAt = time + 2000
+            }
+            if let giveUp = child.giveUpAt, time >= giveUp {
+                child.sink(.stderr, "[warren: process group \(child.pid) still has members after SIGKILL; not waiting longer]")
+            } else {
+                return
+            }
+        }
+        // What is left in the pipes, within a bound: a process outside the
+        // group may still hold them and write.
+        for index in child.outputs.indices {
+            var reads = 0
+            while reads < Self.finalReads, readOutput(child, index: index) { reads += 1 }
+            if child.outputs[index].fd >= 0 {
+                let stream = child.outputs[index].stream
+                let limit = outputLimit
+                child.outputs[index].lines.finish { line in
+                    child.sink(stream, line ?? OutputLineSplitter.notice(stream.rawValue, limit: limit))
+                }
+                close(child.outputs[index].fd)
+                child.outputs[index].fd = -1
+            }
+        }
+        closeInput(child)
+        children.removeValue(forKey: child.pid)
+        pidOf.removeValue(forKey: child.request)
+        _ = ProcessSupervisor.leaders.withLock { $0.remove(child.pid) }
+        // Leftovers it may have made were found when its leader exited.
+        if lookForLeftovers {
+            lookForLeftovers = false
+            findLeftovers()
+        }
+        for leftover in leftovers.values where !leftover.killed {
+            leftover.owners.remove(child.request)
+            if leftover.owners.isEmpty { killLeftover(leftover) }
+        }
+        child.continuation.resume(returning: .success(ProcessSupervisor.Termination(
+            status: status, lastErrorLine: child.outputs[1].lines.lastLine, terminated: child.terminateRequested)))
+    }
+
+    // MARK: Leftovers
+
+    /// Takes in every child of this process that is neither a running
+    /// handler's leader (of any supervisor) nor a member of its group.
+    private func findLeftovers() {
+        let leaders = ProcessSupervisor.leaders.withLock { $0 }
+        let supervisors = ProcessSupervisor.threads.withLock { $0 }
+        guard let found = Self.childrenOfThisProcess(except: supervisors) else {
+            lookForLeftovers = true  // again on the next turn
+            return
+        }
+        for pid in found where children[pid] == nil && leftovers[pid] == nil && !leaders.contains(pid) {
+            let group = getpgid(pid)
+            if group > 0, group != pid, leaders.contains(group) { continue }  // reaped and killed with its group
+            let leftover = Leftover(pid: pid, pidfd: openPidfd(pid), owners: Set(pidOf.keys))
+            leftovers[pid] = leftover
+            if leftover.owners.isEmpty { killLeftover(leftover) }
+        }
+    }
+
+    private func killLeftover(_ leftover: Leftover) {
+        leftover.killed = true
+        // Its own group too, if it leads one (`timeout`, a `setsid` shell).
+        if getpgid(leftover.pid) == leftover.pid { kill(-leftover.pid, SIGKILL) }
+        kill(leftover.pid, SIGKILL)
+    }
+
+    private func reap(_ leftover: Leftover) {
+        var status: Int32 = 0
+        let rc = waitpid(leftover.pid, &status, WNOHANG)
+        // ECHILD: someone else reaped it; either way it is gone.
+        guard rc == leftover.pid || (rc < 0 && errno == ECHILD) else { return }
+        if leftover.pidfd >= 0 { close(leftover.pidfd) }
+        leftovers.removeValue(forKey: leftover.pid)
+        // Its own children, if any, have just come back to warren.
+        lookForLeftovers = true
+    }
+
+    /// The children of the threads of this process but `threads`: orphans
+    /// come back to the main thread, handlers are children of a supervisor
+    /// thread. Nil when /proc cannot be read now (no descriptor to spare).
+    static func childrenOfThisProcess(except threads: Set<pid_t>) -> [pid_t]? {
+        guard hasChildrenFiles else { return childrenFromProcScan() }
+        guard let directory = opendir("/proc/self/task") else { return nil }
+        defer { closedir(directory) }
+        var result: [pid_t] = []
+        while let entry = readdir(directory) {
+            guard let tid = pid_t(entryName(entry)), !threads.contains(tid),
+                  let text = readSmallFile("/proc/self/task/\(tid)/children") else { continue }
+            result += text.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") })
+                .compactMap { pid_t(String(decoding: $0, as: UTF8.self)) }
+        }
+        return result
+    }
+
+    /// `/proc/PID/task/TID/children` needs CONFIG_PROC_CHILDREN.
+    static let hasChildrenFiles = access("/proc/self/task/\(getpid())/children", R_OK) == 0
+
+    /// Without children files: every process whose parent is this one.
+    static func childrenFromProcScan() -> [pid_t]? {
+        guard let directory = opendir("/proc") else { return nil }
+        defer { closedir(directory) }
+        let me = getpid()
+        var result: [pid_t] = []
+        while let entry = readdir(directory) {
+            guard let pid = pid_t(entryName(entry)), let stat = readSmallFile("/proc/\(pid)/stat"),
+                  let close = stat.lastIndex(of: UInt8(ascii: ")")) else { continue }
+            // After "comm)": state, then the parent's pid.
+            let fields = stat[(close + 1)...].split(separator: UInt8(ascii: " "))
+            if fields.count > 1, pid_t(String(decoding: fields[1], as: UTF8.self)) == me { result.append(pid) }
+        }
+        return result
+    }
+
+    private static func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
+        withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+    }
+
+    private static func readSmallFile(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var text: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if count <= 0 { break }
+            text += buffer[0..<count]
+        }
+        return text
+    }
+}
