@@ -294,11 +294,11 @@ final class SupervisorLoop {
         children.removeValue(forKey: child.pid)
         pidOf.removeValue(forKey: child.request)
         _ = ProcessSupervisor.leaders.withLock { $0.remove(child.pid) }
-        // Leftovers it may have made were found when its leader exited.
-        if lookForLeftovers {
-            lookForLeftovers = false
-            findLeftovers()
-        }
+        // Look again now that the group is gone: a member that was killed
+        // with it (not the leader) may have had a child that left the group,
+        // reparented to warren only when that member died.
+        lookForLeftovers = false
+        findLeftovers()
         for leftover in leftovers.values where !leftover.killed {
             leftover.owners.remove(child.request)
             if leftover.owners.isEmpty { killLeftover(leftover) }

@@ -86,6 +86,24 @@ import Testing
         }
     }
 
+    @Test func aProcessThatLeftTheGroupThroughAKilledStragglerIsKilledToo() async throws {
+        // The handler exits at once, leaving a worker in its group; that
+        // worker had started a sleeper in a session of its own. Killing the
+        // group hands the sleeper to warren, which must kill it too.
+        let command = #"sh -c '( sh -c "setsid sleep 300 & echo \$! >> {dir}/escaped; sleep 300" & ); sleep 0.3; echo done >> {dir}/finished'"#
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["one"], to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(queue: queue, command: command, concurrency: 1))
+            try await eventually("the handler finished") { warren.lines("finished") == ["done"] }
+            let sleeper = try #require(warren.lines("escaped").first.flatMap { pid_t($0) })
+            try await eventually("the escaped sleeper is gone", timeout: .seconds(5)) { isGone(sleeper) }
+            #expect(childrenOf(warren.pid).filter { $0.state == "Z" }.isEmpty)
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            if !isGone(sleeper) { kill(sleeper, SIGKILL) }
+        }
+    }
+
     @Test func runningOutOfDescriptorsRequeuesMessagesWithoutSpendingTheirAttempts() async throws {
         try await withTestQueue { client, queue in
             let warren = try WarrenBinary(config: try warrenConfig(
