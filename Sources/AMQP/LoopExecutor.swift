@@ -50,11 +50,12 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     private let blockedWarning: Int64 = 250
     private let lastWarning = Atomic<Int64>(0)
 
-    public init(name: String = "warren-handlers", logger: Logger = Logger(label: "warren.executor")) {
+    /// Throws when no thread can be had for the standby loop.
+    public init(name: String = "warren-handlers", logger: Logger = Logger(label: "warren.executor")) throws(IOThread.StartError) {
         self.logger = logger
         standbyWake = .allocate(capacity: 1)
         sem_init(standbyWake, 0, 0)
-        IOThread.start(name: name) { [self] in standby() }
+        try IOThread.tryStart(name: name) { [self] in standby() }
     }
 
     public func enqueue(_ job: consuming ExecutorJob) {

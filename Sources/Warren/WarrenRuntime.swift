@@ -34,7 +34,9 @@ public final class WarrenRuntime: Sendable {
     private let events: AsyncStream<Event>
     private let eventSink: AsyncStream<Event>.Continuation
     /// Times handlers out, and ends every running one (grace over, second signal, quit).
-    private let watchdog = Watchdog()
+    private let watchdog: Watchdog?
+    /// Why there is no watchdog (no descriptor or thread to spare): `run` returns 1.
+    private let watchdogProblem: String
     /// Thrown when draining begins: starts the grace timer, stops reconnecting.
     private let drainStarted = TerminationSignal()
     /// Re-subscribe requests for consumers the broker cancelled, served with backoff.
@@ -68,6 +70,13 @@ public final class WarrenRuntime: Sendable {
                 supervisor: ProcessSupervisor? = nil, failFast: Bool = false, observer: Observer? = nil) {
         self.settings = settings
         self.failFast = failFast
+        do throws(Watchdog.StartError) {
+            watchdog = try Watchdog()
+            watchdogProblem = ""
+        } catch {
+            watchdog = nil
+            watchdogProblem = error.description
+        }
         var resolved = handlers
         let needsProcesses = settings.consumers.contains { handlers[$0.name] == nil }
         if needsProcesses {
@@ -122,7 +131,7 @@ public final class WarrenRuntime: Sendable {
     /// SIGUSR1: writes every running handler to the log (consumer, message
     /// id, attempt, pid, age), oldest first.
     public func logInFlight() {
-        let running = watchdog.report()
+        let running = watchdog?.report() ?? []
         logger.notice("handlers running now", metadata: ["count": "\(running.count)"])
         for handler in running {
             logger.notice("in flight", metadata: [
@@ -145,15 +154,25 @@ public final class WarrenRuntime: Sendable {
         }
         let sink = eventSink
         let router = DeliveryRouter(consumers: consumers) { sink.yield(.counted) }
-        let executor = LoopExecutor(logger: logger)
+        let executor: LoopExecutor
+        do throws(IOThread.StartError) {
+            executor = try LoopExecutor(logger: logger)
+        } catch {
+            logger.critical("cannot start the consumers: \(error.description)")
+            return 1
+        }
         defer { executor.stop() }
+        guard let watchdog else {
+            logger.critical("cannot start the consumers: \(watchdogProblem); free descriptors or raise the task limit")
+            return 1
+        }
         return await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.superviseConnections(router: router, executor: executor) }
             group.addTask { await self.serveResubscribes() }
             group.addTask { await self.publisher.run() }
             for consumer in consumers {
                 group.addTask {
-                    await consumer.runWorkers(watchdog: self.watchdog, executor: executor) { router.finished() }
+                    await consumer.runWorkers(watchdog: watchdog, executor: executor) { router.finished() }
                 }
             }
             // Keeps the in-flight gauge current while running; once draining,
@@ -171,7 +190,7 @@ public final class WarrenRuntime: Sendable {
                 try? await Task.sleep(for: grace)
                 if !Task.isCancelled { sink.yield(.graceExpired) }
             }
-            var loop = ControlLoop(runtime: self, consumers: consumers, router: router)
+            var loop = ControlLoop(runtime: self, watchdog: watchdog, consumers: consumers, router: router)
             let code = await loop.run()
             // Nothing is in flight any more: let idle workers go, stop timers and reconnects.
             for consumer in consumers { _ = consumer.buffer.close() }
@@ -286,6 +305,7 @@ public final class WarrenRuntime: Sendable {
     /// channel of each consumer on it.
     private struct ControlLoop {
         let runtime: WarrenRuntime
+        let watchdog: Watchdog
         let consumers: [Consumer]
         let router: DeliveryRouter
         var machine = Lifecycle()
@@ -298,8 +318,9 @@ public final class WarrenRuntime: Sendable {
         var channels = ChannelNumbers()
         var logger: Logger { runtime.logger }
 
-        init(runtime: WarrenRuntime, consumers: [Consumer], router: DeliveryRouter) {
+        init(runtime: WarrenRuntime, watchdog: Watchdog, consumers: [Consumer], router: DeliveryRouter) {
             self.runtime = runtime
+            self.watchdog = watchdog
             self.consumers = consumers
             self.router = router
         }
@@ -336,7 +357,12 @@ public final class WarrenRuntime: Sendable {
                 guard generation == currentGeneration, let connection = current else { return .none }
                 return await handle(event, on: connection)
             case .resubscribe(let index, let attempt):
-                guard case .running = machine.state, let connection = current else { return .none }
+                // Also before every consumer consumes (starting, reconnecting): the others do meanwhile.
+                switch machine.state {
+                case .starting, .reconnecting, .running: break
+                case .draining, .closing, .stopped: return .none
+                }
+                guard let connection = current else { return .none }
                 return await subscribe(consumers[index], on: connection, attempt: attempt)
             case .cannotConnect(let error):
                 logger.error("the new config cannot connect to the broker", metadata: ["error": "\(error)"])
@@ -430,29 +456,56 @@ public final class WarrenRuntime: Sendable {
             channelOf = [:]
             channels = ChannelNumbers(limit: runtime.settings.channelLimit)
             let firstStart = machine.state == .starting(inFlight: 0)
-            // Each consumer on its own: one whose queue is broken re-subscribes
-            // with backoff while the others consume.
+            // Every queue is declared (or checked) before any consumer
+            // consumes, so a refused topology fails a start before a handler
+            // runs. After that, each consumer on its own: one whose queue is
+            // broken re-subscribes with backoff while the others consume.
+            var prepared: [(Consumer, UInt16)] = []
             for consumer in consumers {
                 do {
-                    try await setUp(consumer, on: connection)
+                    prepared.append((consumer, try await prepare(consumer, on: connection)))
                 } catch {
-                    if error.code == .invalidArgument && firstStart {
-                        if runtime.failFast {
-                            logger.error("the new config cannot start: \(error.reason)")
-                        } else {
-                            logger.critical("warren cannot start: \(error.reason)")
-                        }
-                        return machine.failed()
-                    }
-                    if error.isConnectionFatal {
-                        logger.error("setting up the consumers failed; reconnecting", metadata: ["error": "\(error)"])
-                        return await abandon(connection)
-                    }
-                    consumer.logger.error("setting up the consumer failed; the others go on, this one subscribes again later",
-                                          metadata: ["error": "\(error)"])
-                    runtime.resubscribeSink.yield((consumer.index, 1))
+                    if let action = await setUpFailed(consumer, error, firstStart: firstStart, on: connection) { return action }
                 }
             }
+            for (consumer, channel) in prepared {
+                do {
+                    try await consume(consumer, on: channel, connection)
+                } catch {
+                    if let action = await setUpFailed(consumer, error, firstStart: firstStart, on: connection) { return action }
+                }
+            }
+            return startedOnceAllConsume()
+        }
+
+        /// What a consumer's failed set-up means: a start that cannot be (a
+        /// refused topology at first start, or anything for a reload's new
+        /// consumers, which must not pretend to be ready), a connection to
+        /// give up, or a re-subscribe later for this consumer alone.
+        private mutating func setUpFailed(_ consumer: Consumer, _ error: AMQPError, firstStart: Bool,
+                                          on connection: AMQPConnection) async -> Lifecycle.Action? {
+            if firstStart && (error.code == .invalidArgument || (runtime.failFast && !error.isConnectionFatal)) {
+                if runtime.failFast {
+                    logger.error("the new config cannot start: \(error.reason)")
+                } else {
+                    logger.critical("warren cannot start: \(error.reason)")
+                }
+                return machine.failed()
+            }
+            if error.isConnectionFatal {
+                logger.error("setting up the consumers failed; reconnecting", metadata: ["error": "\(error)"])
+                return await abandon(connection)
+            }
+            consumer.logger.error("setting up the consumer failed; the others go on, this one subscribes again later",
+                                  metadata: ["error": "\(error)"])
+            runtime.resubscribeSink.yield((consumer.index, 1))
+            return nil
+        }
+
+        /// Running (systemd `READY=1`, `/readyz`, a reload's promotion) means
+        /// every consumer consumes, not merely that a connection is up.
+        private mutating func startedOnceAllConsume() -> Lifecycle.Action {
+            guard channelOf.count == consumers.count else { return .none }
             runtime.healthy.withLock { $0 = true }
             return machine.started()
         }
@@ -470,7 +523,9 @@ public final class WarrenRuntime: Sendable {
             return action
         }
 
-        private mutating func setUp(_ consumer: Consumer, on connection: AMQPConnection) async throws(AMQPError) {
+        /// Opens a channel for the consumer and declares (or checks) its
+        /// queues on it; returns the channel, not yet consuming.
+        private mutating func prepare(_ consumer: Consumer, on connection: AMQPConnection) async throws(AMQPError) -> UInt16 {
             let s = consumer.settings
             guard let channel = channels.allocate() else {
                 throw AMQPError(.closed, "every consuming channel number of this connection has been used; a new connection is needed")
@@ -482,25 +537,34 @@ public final class WarrenRuntime: Sendable {
                 } else {
                     try await consumer.topology.check(on: connection, channel: channel)
                 }
-                // Routed before consuming, so the first delivery finds its buffer.
-                router.route(channel: channel, to: consumer.index)
-                do throws(AMQPError) {
-                    _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel))
-                } catch {
-                    router.route(channel: channel, to: nil)
-                    throw error
-                }
+                return channel
             } catch {
-                // Nothing was delivered on it: once closed, its number may serve again.
-                if !error.isConnectionFatal {
-                    try? await connection.closeChannel(channel)
-                    channels.releaseUnused(channel)
-                }
+                await release(channel, on: connection, after: error)
+                throw error
+            }
+        }
+
+        private mutating func consume(_ consumer: Consumer, on channel: UInt16, _ connection: AMQPConnection) async throws(AMQPError) {
+            let s = consumer.settings
+            // Routed before consuming, so the first delivery finds its buffer.
+            router.route(channel: channel, to: consumer.index)
+            do throws(AMQPError) {
+                _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel))
+            } catch {
+                router.route(channel: channel, to: nil)
+                await release(channel, on: connection, after: error)
                 throw error
             }
             channelOf[consumer.index] = channel
             consumer.logger.info("consuming", metadata: ["queue": "\(s.queue)", "prefetch": "\(s.prefetch)",
                                                          "concurrency": "\(s.concurrency)", "channel": "\(channel)"])
+        }
+
+        /// A channel whose set-up failed received nothing: once closed, its number may serve again.
+        private mutating func release(_ channel: UInt16, on connection: AMQPConnection, after error: AMQPError) async {
+            guard !error.isConnectionFatal else { return }
+            try? await connection.closeChannel(channel)
+            channels.releaseUnused(channel)
         }
 
         /// Forgets the consumer on `channel` (and unroutes it); returns its index, if one was there.
@@ -517,8 +581,9 @@ public final class WarrenRuntime: Sendable {
         private mutating func subscribe(_ consumer: Consumer, on connection: AMQPConnection, attempt: Int) async -> Lifecycle.Action {
             guard channelOf[consumer.index] == nil else { return .none }
             do {
-                try await setUp(consumer, on: connection)
-                return .none
+                let channel = try await prepare(consumer, on: connection)
+                try await consume(consumer, on: channel, connection)
+                return startedOnceAllConsume()
             } catch {
                 if error.isConnectionFatal {
                     consumer.logger.warning("subscribing again failed; reconnecting", metadata: ["error": "\(error)"])
@@ -569,7 +634,7 @@ public final class WarrenRuntime: Sendable {
                 _ = machine.dispatched(router.dispatchedCount.exchange(0, ordering: .acquiringAndReleasing))
                 if action == .beginDrainAndTerminate {
                     logger.notice("quit: terminating every running handler now")
-                    runtime.watchdog.fire()
+                    watchdog.fire()
                 }
                 if let connection = current {
                     for (index, channel) in channelOf.sorted(by: { $0.key < $1.key }) {
@@ -585,7 +650,7 @@ public final class WarrenRuntime: Sendable {
             case .terminateHandlers:
                 logger.warning("terminating running handlers; their messages will be requeued", metadata: [
                     "in_flight": "\(machine.inFlight)", "kill_after": "\(runtime.settings.shutdown.killAfter)"])
-                runtime.watchdog.fire()
+                watchdog.fire()
                 return .none
             case .close:
                 logger.info("all handlers done: flushing acks, closing channels and connection")

@@ -57,14 +57,29 @@ final class Watchdog: Sendable {
     /// - Parameters:
     ///   - clock: milliseconds, monotonic; tests pass a manual one.
     ///   - timerThread: false in tests, which call `expireDue(now:)` themselves.
-    init(clock: @escaping @Sendable () -> Int64 = monotonicMilliseconds, timerThread: Bool = true) {
+    /// Throws when the system has no descriptor or thread to spare: a
+    /// runtime without its watchdog does not start (a reload is refused, the
+    /// running consumers go on), rather than the process aborting.
+    init(clock: @escaping @Sendable () -> Int64 = monotonicMilliseconds, timerThread: Bool = true) throws(StartError) {
         self.clock = clock
         var fds: [Int32] = [0, 0]
-        precondition(warren_wake_pipe(&fds) == 0, "cannot create the watchdog's wake-up pipe")
+        guard warren_wake_pipe(&fds) == 0 else {
+            throw StartError(description: "cannot create the watchdog's wake-up pipe: \(String(cString: strerror(errno)))")
+        }
         wakeRead = fds[0]
         wakeWrite = fds[1]
         guard timerThread else { return }
-        IOThread.start(name: "warren-watchdog") { [self] in timerLoop() }
+        do throws(IOThread.StartError) {
+            try IOThread.tryStart(name: "warren-watchdog") { [self] in timerLoop() }
+        } catch {
+            Glibc.close(wakeRead)
+            Glibc.close(wakeWrite)
+            throw StartError(description: error.description)
+        }
+    }
+
+    public struct StartError: Error, Sendable, CustomStringConvertible {
+        public var description: String
     }
 
     /// Ends the timer thread; the runtime that owned this watchdog is done.

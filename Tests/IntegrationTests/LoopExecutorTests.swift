@@ -19,7 +19,7 @@ import Warren
     }
 
     @Test func jobsRunOnTheConnectionsIOThreadWhileItLivesAndOnStandbyOtherwise() async throws {
-        let executor = LoopExecutor(name: "test-standby")
+        let executor = try LoopExecutor(name: "test-standby")
         #expect(await Self.onExecutor(executor) == "test-standby")
         let connection = try await AMQPConnection.connect(try TestBroker.options, executor: executor) { _ in }
         #expect(await Self.onExecutor(executor) == "warren-amqp-io")

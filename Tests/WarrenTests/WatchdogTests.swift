@@ -38,7 +38,7 @@ extension Watchdog {
 
     func make() -> (Watchdog, ManualClock, Cancels) {
         let clock = ManualClock()
-        return (Watchdog(clock: { clock.now() }, timerThread: false), clock, Cancels())
+        return (try! Watchdog(clock: { clock.now() }, timerThread: false), clock, Cancels())
     }
 
     @Test func aHandlerPastItsTimeoutIsCancelledAndReportedAsTimedOut() throws {
