@@ -126,17 +126,53 @@ import Warren
             await client.close()
             try FaultTests.rabbitmqctl("close_all_connections", "test: a reconnect with a broken queue")
             let checker = try await TestClient()
-            try await eventually("running again after the reconnect") { states.runningCount >= 2 }
+            try await eventually("a consumes again after the reconnect") {
+                logs.lines.filter { $0.contains("consumer=a") && $0.contains("consuming") }.count >= 2
+            }
             let ids = (1...30).map { "a-\($0)" }
             try await checker.publish(ids: ids, to: queueA)
             try await eventually("consumer a handled every message") { Set(ledgerA.all) == Set(ids) }
             #expect(logs.lines.contains { $0.contains("consumer=b") && $0.contains("setting up the consumer failed") })
+            #expect(states.runningCount == 1, "not running again while b cannot consume")
             runtime.stop()
             #expect(await exit == 0)
             #expect(ledgerA.all.count == ids.count, "a message of consumer a ran twice")
             #expect(try await checker.count(queueA) == 0)
             for name in [queueA, queueB, queueB + ".dead"] { _ = try? await checker.connection.deleteQueue(name, on: 1) }
             await checker.close()
+        }
+    }
+
+    @Test func warrenIsNotRunningUntilEveryConsumerConsumesWhileTheOthersWorkMeanwhile() async throws {
+        try await withTestQueue { client, queueA in
+            // Another connection holds queue b exclusively: declaring it is
+            // refused (405) until that connection goes.
+            let queueB = queueA + ".b"
+            let holder = try await TestClient()
+            try await holder.connection.declareQueue(queueB, on: 1, durable: false, exclusive: true)
+            let ledgerA = Ledger()
+            let logs = CapturedLogs()
+            let states = States()
+            let runtime = WarrenRuntime(
+                settings: try settings([
+                    ConsumerSettings(name: "a", queue: queueA, maxAttempts: 1),
+                    ConsumerSettings(name: "b", queue: queueB, maxAttempts: 1),
+                ]),
+                handlers: ["a": recording(ledgerA), "b": recording(Ledger())], logger: logs.logger,
+                observer: { states.record($0) })
+            async let exit = runtime.run()
+            try await eventually("b's set-up refused more than once") {
+                logs.lines.filter { $0.contains("consumer=b") && $0.contains("failed") }.count >= 3
+            }
+            try await client.publish(ids: ["a-1", "a-2"], to: queueA)
+            try await eventually("a works meanwhile") { Set(ledgerA.all) == ["a-1", "a-2"] }
+            #expect(states.runningCount == 0, "running (READY=1) while consumer b does not consume")
+            #expect(!runtime.isReady)
+            await holder.close()
+            try await eventually("running once b consumes") { states.runningCount == 1 && runtime.isReady }
+            runtime.stop()
+            #expect(await exit == 0)
+            _ = try? await client.connection.deleteQueue(queueB, on: 1)
         }
     }
 }
