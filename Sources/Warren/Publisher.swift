@@ -118,15 +118,7 @@ final class Publisher: Sendable {
 
     private func close(_ connection: AMQPConnection) async {
         if blockedReason != nil { connection.abort() }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await connection.close() }
-            group.addTask {
-                try? await Task.sleep(for: .seconds(2))
-                if !Task.isCancelled { connection.abort() }
-            }
-            await group.next()
-            group.cancelAll()
-        }
+        _ = await finishes(within: .seconds(2), orElse: { connection.abort() }) { await connection.close() }
     }
 
     /// On the I/O thread: must not block.

@@ -146,6 +146,12 @@ public final class WarrenRuntime: Sendable {
     /// SIGQUIT: terminate handlers now, requeue everything, close.
     public func quit() { eventSink.yield(.quit) }
 
+    /// How long a stop waits for the broker to answer `basic.cancel` and
+    /// the closing handshake before it drops the socket (a silent broker,
+    /// a blocked one): part of the few seconds a stop may take beyond
+    /// `grace_period + kill_after`.
+    static let brokerAnswerBound: Duration = .seconds(5)
+
     /// Connects (retrying with backoff), consumes, and runs until stopped.
     /// Returns the exit code.
     public func run() async -> Int32 {
@@ -637,12 +643,19 @@ public final class WarrenRuntime: Sendable {
                     watchdog.fire()
                 }
                 if let connection = current {
-                    for (index, channel) in channelOf.sorted(by: { $0.key < $1.key }) {
-                        do {
-                            try await connection.cancel(consumerTag: consumers[index].consumerTag(channel: channel), on: channel)
-                        } catch {
-                            consumers[index].logger.warning("basic.cancel failed", metadata: ["error": "\(error)"])
+                    let cancels = channelOf.sorted(by: { $0.key < $1.key }).map { (consumers[$0.key], $0.value) }
+                    let answered = await finishes(within: WarrenRuntime.brokerAnswerBound, orElse: { connection.abort() }) {
+                        for (consumer, channel) in cancels {
+                            do {
+                                try await connection.cancel(consumerTag: consumer.consumerTag(channel: channel), on: channel)
+                            } catch {
+                                consumer.logger.warning("basic.cancel failed", metadata: ["error": "\(error)"])
+                            }
                         }
+                    }
+                    if !answered {
+                        // A wait without a bound would hold the stop; the broker requeues what is unacked.
+                        logger.error("the broker did not answer basic.cancel within \(WarrenRuntime.brokerAnswerBound); dropped the connection")
                     }
                 }
                 if released > 0 { logger.info("released deliveries that had not started", metadata: ["count": "\(released)"]) }
@@ -654,7 +667,11 @@ public final class WarrenRuntime: Sendable {
                 return .none
             case .close:
                 logger.info("all handlers done: flushing acks, closing channels and connection")
-                await current?.close()
+                // Settlements reach the socket first; only the handshake can wait on the broker.
+                if let connection = current,
+                   !(await finishes(within: WarrenRuntime.brokerAnswerBound, orElse: { connection.abort() }) { await connection.close() }) {
+                    logger.error("the broker did not answer the close within \(WarrenRuntime.brokerAnswerBound); dropped the connection")
+                }
                 return machine.closed()
             }
         }

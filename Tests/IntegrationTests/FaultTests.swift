@@ -208,4 +208,26 @@ import Testing
         #expect(stopTime < .seconds(3), "the stop took \(stopTime): it waited for the login's timeout")
         #expect(!warren.log.contains("connected"), "the black hole cannot have let a login through")
     }
+
+    @Test func aStopWhileTheBrokerIsSilentEndsWithinItsBoundAndExitsCleanly() async throws {
+        let proxy = try TestProxy(targetPort: UInt16(try TestBroker.options.port))
+        defer { proxy.stop() }
+        try await withTestQueue { _, queue in
+            // Heartbeats of 30 s: the silence is not noticed before the stop must end.
+            let config = try warrenConfig(queue: queue, command: Self.ledgerCommand, grace: "2s", killAfter: "1s")
+                .replacingOccurrences(of: "url = \(TestBroker.url)", with: "url = amqp://guest:guest@127.0.0.1:\(proxy.port)/%2f")
+                .replacingOccurrences(of: "heartbeat = 5s", with: "heartbeat = 30s")
+            let warren = try WarrenBinary(config: config)
+            try await eventually("running") { warren.log.contains("NOTICE running") }
+            proxy.mode = .blackHole
+            let clock = ContinuousClock()
+            let signalled = clock.now
+            warren.signal(SIGTERM)
+            let code = await warren.waitForExit()
+            let stopTime = clock.now - signalled
+            #expect(code == 0, "\(warren.log)")
+            #expect(stopTime < .seconds(2 + 1 + 10), "the stop took \(stopTime)")
+            #expect(warren.log.contains("did not answer"), "\(warren.log)")
+        }
+    }
 }
