@@ -8,8 +8,8 @@
 ///
 /// | phase \ event | stop signal | quit signal | reload signal | candidate ready | candidate ended | candidate timed out | current ended |
 /// | --- | --- | --- | --- | --- | --- | --- | --- |
-/// | running | arm backstop; stop every runtime not draining yet -> stopping | arm backstop; quit all -> stopping | load the config; valid: start a candidate -> reloading | - | - | - | stop the others -> stopping |
-/// | reloading | as running (the candidate is stopped too) | as running | ignored: one reload at a time | promote it, retire the old current -> running | reload failed, keep current -> running | stop it, keep current -> running | stop the others -> stopping |
+/// | running | arm backstop; stop every runtime not draining yet -> stopping | arm backstop; quit all -> stopping | load the config; valid: start a candidate -> reloading | - | - | - | arm backstop; stop the others -> stopping |
+/// | reloading | as running (the candidate is stopped too) | as running | ignored: one reload at a time | promote it, retire the old current -> running | reload failed, keep current -> running | stop it, keep current -> running | arm backstop; stop the others -> stopping |
 /// | stopping | stop every runtime again: skip their grace | quit all | ignored | - | - | - | - |
 ///
 /// Each runtime gets exactly one drain per stop request: a runtime retired
@@ -140,6 +140,7 @@ public struct DaemonControl: Sendable, Equatable {
                 phase = .stopping
                 let others = alive.subtracting(draining)
                 draining.formUnion(others)
+                if !alive.isEmpty { actions.append(.armBackstop(quit: false)) }
                 if !others.isEmpty { actions.append(.stop(others.sorted())) }
             }
         } else {

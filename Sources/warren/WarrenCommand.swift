@@ -136,8 +136,11 @@ struct WarrenCommand: AsyncParsableCommand {
             func perform(_ action: DaemonControl.Action) async {
                 switch action {
                 case .armBackstop(let quit):
-                    let bound = shutdown[control.current] ?? config.warren.shutdown
-                    Backstop.arm(after: (quit ? .zero : bound.gracePeriod) + bound.killAfter + .seconds(15), logger: logger)
+                    // The longest bound of the runtimes still running: a retired
+                    // one keeps the grace period of its own config.
+                    let bounds = control.alive.compactMap { shutdown[$0] }
+                    let longest = bounds.map { (quit ? .zero : $0.gracePeriod) + $0.killAfter }.max() ?? .zero
+                    Backstop.arm(after: longest + .seconds(15), logger: logger)
                 case .stop(let generations):
                     for generation in generations { runtimes[generation]?.stop() }
                 case .quit(let generations):
@@ -213,9 +216,12 @@ struct WarrenCommand: AsyncParsableCommand {
                 switch event {
                 case .signal(.sigterm), .signal(.sigint):
                     logger.notice("received a stop signal", metadata: ["draining": "\(control.phase == .stopping)"])
+                    // A stop ends a reload under way: the drain is what systemd must see now.
+                    current.setReloading(false)
                     actions = control.stopSignal()
                 case .signal(.sigquit):
                     logger.notice("received SIGQUIT: stopping at once")
+                    current.setReloading(false)
                     actions = control.quitSignal()
                 case .signal(.sigusr1):
                     for runtime in runtimes.values { runtime.logInFlight() }
