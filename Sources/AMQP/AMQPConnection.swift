@@ -64,7 +64,8 @@ public final class AMQPConnection: Sendable {
         let answer = ConnectAnswer()
         let result: Result<Void, AMQPError> = await withTaskCancellationHandler {
             await withCheckedContinuation { (opened: CheckedContinuation<Result<Void, AMQPError>, Never>) in
-                answer.wait(with: opened)
+                // Cancelled already: no thread, no login.
+                guard answer.wait(with: opened) else { continuation.finish(); return }
                 // No thread to be had is a failed connect (retried with backoff), not an abort.
                 do throws(IOThread.StartError) {
                     try IOThread.tryStart(name: "warren-amqp-io") {
@@ -294,13 +295,15 @@ private final class ConnectAnswer: Sendable {
     /// Guards the waiting connect and whether it was answered.
     private let state = Mutex<(waiter: CheckedContinuation<Result<Void, AMQPError>, Never>?, answered: Bool)>((nil, false))
 
-    func wait(with continuation: CheckedContinuation<Result<Void, AMQPError>, Never>) {
+    /// Waits for the answer; false (and answered at once) if it came already.
+    func wait(with continuation: CheckedContinuation<Result<Void, AMQPError>, Never>) -> Bool {
         let early = state.withLock { state -> Bool in
             if state.answered { return true }
             state.waiter = continuation
             return false
         }
         if early { continuation.resume(returning: .failure(AMQPError(.closed, "connecting was cancelled (warren is stopping)"))) }
+        return !early
     }
 
     /// Answers the connect; false if it had been answered already.

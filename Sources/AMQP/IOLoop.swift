@@ -31,7 +31,9 @@ final class IOLoop {
     private var isLost = false
     private var stopping = false
     /// Why the broker stopped reading from this connection, while it does.
-    /// No synchronous call is started meanwhile: its reply would never come.
+    /// No channel is opened meanwhile (its reply would never come); other
+    /// synchronous calls are bounded by the RPC timeout, and a stop drops
+    /// the socket rather than wait (`AMQPConnection.abort`).
     private var blocked: String? = nil
     /// Runs its jobs between turns, while this loop hosts it.
     private let executor: LoopExecutor?

@@ -250,13 +250,7 @@ final class Consumer: Sendable {
     }
 
     private func pause(_ duration: Duration, unless watchdog: Watchdog) async {
-        let capped = min(duration, .seconds(5))
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(for: capped) }
-            group.addTask { _ = await watchdog.shutdown.wait() }
-            await group.next()
-            group.cancelAll()
-        }
+        await watchdog.shutdown.sleep(for: min(duration, .seconds(5)))
     }
 
     /// Keeps where the message first came from, since copies travel through other queues.

@@ -103,7 +103,7 @@ final class Publisher: Sendable {
             guard !stopped.isFired && !Task.isCancelled else { break }
             let delay = backoff.delay(failures, random: Double.random(in: 0..<1))
             failures += 1
-            await sleep(delay)
+            await stopped.sleep(for: delay)
         }
     }
 
@@ -141,15 +141,6 @@ final class Publisher: Sendable {
             logger.warning("publishing connection lost; reconnecting", metadata: ["error": "\(error)"])
         case .delivery, .consumerCancelledByBroker, .returned:
             break
-        }
-    }
-
-    private func sleep(_ duration: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(for: duration) }
-            group.addTask { _ = await self.stopped.wait() }
-            await group.next()
-            group.cancelAll()
         }
     }
 

@@ -44,4 +44,15 @@ final class TerminationSignal: Sendable {
             waiter?.resume(returning: false)
         }
     }
+
+    /// Sleeps for `duration`, unless this fires (or the task is cancelled)
+    /// first: the backoffs and pauses that a stop must cut short.
+    func sleep(for duration: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: duration) }
+            group.addTask { _ = await self.wait() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
 }

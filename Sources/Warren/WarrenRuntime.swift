@@ -271,24 +271,14 @@ public final class WarrenRuntime: Sendable {
                 failures += 1
                 logger.warning("cannot connect to the broker; retrying", metadata: [
                     "broker": "\(endpoint.redactedURL)", "error": "\(error)", "attempt": "\(failures)", "retry_in": "\(delay)"])
-                await sleep(delay)
+                await drainStarted.sleep(for: delay)
                 continue
             }
             guard !drainStarted.isFired && !Task.isCancelled else { break }
             let delay = backoff.delay(failures, random: Double.random(in: 0..<1))
             failures += 1
             logger.warning("reconnecting", metadata: ["retry_in": "\(delay)", "attempt": "\(failures)"])
-            await sleep(delay)
-        }
-    }
-
-    /// Sleeps, unless draining begins or the task is cancelled first.
-    private func sleep(_ duration: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(for: duration) }
-            group.addTask { _ = await self.drainStarted.wait() }
-            await group.next()
-            group.cancelAll()
+            await drainStarted.sleep(for: delay)
         }
     }
 
@@ -297,7 +287,7 @@ public final class WarrenRuntime: Sendable {
         await withTaskGroup(of: Void.self) { group in
             for await request in resubscribeRequests {
                 group.addTask {
-                    await self.sleep(backoff.delay(request.attempt, random: Double.random(in: 0..<1)))
+                    await self.drainStarted.sleep(for: backoff.delay(request.attempt, random: Double.random(in: 0..<1)))
                     self.eventSink.yield(.resubscribe(consumer: request.consumer, attempt: request.attempt))
                 }
             }
