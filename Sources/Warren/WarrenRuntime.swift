@@ -14,7 +14,7 @@ public final class WarrenRuntime: Sendable {
         /// A new connection; `generation` tells its events from older ones'.
         case connected(AMQPConnection, generation: Int)
         case amqp(AMQPEvent, generation: Int)
-        case resubscribe(consumer: Int, attempt: Int)
+        case resubscribe(Resubscribe)
         /// `failFast`: the first round of connects failed.
         case cannotConnect(AMQPError)
         /// The router's counters moved: deliveries dispatched, handlers finished.
@@ -40,8 +40,17 @@ public final class WarrenRuntime: Sendable {
     /// Thrown when draining begins: starts the grace timer, stops reconnecting.
     private let drainStarted = TerminationSignal()
     /// Re-subscribe requests for consumers the broker cancelled, served with backoff.
-    private let resubscribeRequests: AsyncStream<(consumer: Int, attempt: Int)>
-    private let resubscribeSink: AsyncStream<(consumer: Int, attempt: Int)>.Continuation
+    private let resubscribeRequests: AsyncStream<Resubscribe>
+    private let resubscribeSink: AsyncStream<Resubscribe>.Continuation
+
+    /// A consumer to subscribe again after a backoff, on the connection of
+    /// `generation` only: a request outliving its connection is dropped, so
+    /// reconnects never pile up chains of retries.
+    struct Resubscribe: Sendable {
+        var consumer: Int
+        var attempt: Int
+        var generation: Int
+    }
     /// Set once a connection got every consumer consuming, so the next loss
     /// starts its backoff from the beginning.
     private let healthy = Mutex(false)
@@ -104,7 +113,7 @@ public final class WarrenRuntime: Sendable {
         publisher = Publisher(broker: settings.broker, logger: logger)
         self.observer = observer
         (events, eventSink) = AsyncStream<Event>.makeStream()
-        (resubscribeRequests, resubscribeSink) = AsyncStream<(consumer: Int, attempt: Int)>.makeStream()
+        (resubscribeRequests, resubscribeSink) = AsyncStream<Resubscribe>.makeStream()
     }
 
     /// For the systemd watchdog: false when the I/O loop of the current
@@ -165,6 +174,7 @@ public final class WarrenRuntime: Sendable {
             executor = try LoopExecutor(logger: logger)
         } catch {
             logger.critical("cannot start the consumers: \(error.description)")
+            watchdog?.close()
             return 1
         }
         defer { executor.stop() }
@@ -204,7 +214,9 @@ public final class WarrenRuntime: Sendable {
             drainStarted.fire()
             resubscribeSink.finish()
             group.cancelAll()
-            await loop.current?.close()
+            if let connection = loop.current {
+                _ = await finishes(within: Self.brokerAnswerBound, orElse: { connection.abort() }) { await connection.close() }
+            }
             // After the last outcome: no copy is published any more.
             await publisher.stop()
             watchdog.close()
@@ -288,7 +300,7 @@ public final class WarrenRuntime: Sendable {
             for await request in resubscribeRequests {
                 group.addTask {
                     await self.drainStarted.sleep(for: backoff.delay(request.attempt, random: Double.random(in: 0..<1)))
-                    self.eventSink.yield(.resubscribe(consumer: request.consumer, attempt: request.attempt))
+                    self.eventSink.yield(.resubscribe(request))
                 }
             }
             group.cancelAll()
@@ -352,7 +364,9 @@ public final class WarrenRuntime: Sendable {
                 // and the broker has them back.
                 guard generation == currentGeneration, let connection = current else { return .none }
                 return await handle(event, on: connection)
-            case .resubscribe(let index, let attempt):
+            case .resubscribe(let request):
+                let index = request.consumer, attempt = request.attempt
+                guard request.generation == currentGeneration else { return .none }
                 // Also before every consumer consumes (starting, reconnecting): the others do meanwhile.
                 switch machine.state {
                 case .starting, .reconnecting, .running: break
@@ -413,13 +427,13 @@ public final class WarrenRuntime: Sendable {
                 consumer.logger.warning("the broker cancelled the consumer (queue deleted, or a node failed over); subscribing again",
                                         metadata: ["queue": "\(consumer.settings.queue)", "consumer_tag": "\(tag)"])
                 try? await connection.closeChannel(channel)
-                runtime.resubscribeSink.yield((index, 0))
+                runtime.resubscribeSink.yield(Resubscribe(consumer: index, attempt: 0, generation: currentGeneration))
                 return .none
             case .channelClosed(let channel, let error):
                 if let index = stopConsuming(on: channel) {
                     consumers[index].logger.error("the broker closed the consumer's channel; subscribing again",
                                                   metadata: ["error": "\(error)"])
-                    runtime.resubscribeSink.yield((index, 0))
+                    runtime.resubscribeSink.yield(Resubscribe(consumer: index, attempt: 0, generation: currentGeneration))
                 }
                 return .none
             case .blocked(let reason):
@@ -432,7 +446,7 @@ public final class WarrenRuntime: Sendable {
                 return .none
             case .connectionLost(let error):
                 logger.error("connection to the broker lost", metadata: ["error": "\(error)"])
-                return machine.connectionLost()
+                return lost()
             }
         }
 
@@ -442,7 +456,8 @@ public final class WarrenRuntime: Sendable {
             case .starting, .reconnecting:
                 break
             case .running, .draining, .closing, .stopped:
-                await connection.close()
+                // Nothing was done on it: nothing to flush, no broker to wait for.
+                connection.abort()
                 return .none
             }
             current = connection
@@ -464,11 +479,15 @@ public final class WarrenRuntime: Sendable {
                     if let action = await setUpFailed(consumer, error, firstStart: firstStart, on: connection) { return action }
                 }
             }
+            // Once one consumes, handlers may run: a refusal now never fails
+            // the start (that would end them mid-message); the consumer
+            // subscribes again later, and a reload not consuming in time is
+            // abandoned with a drain.
             for (consumer, channel) in prepared {
                 do {
                     try await consume(consumer, on: channel, connection)
                 } catch {
-                    if let action = await setUpFailed(consumer, error, firstStart: firstStart, on: connection) { return action }
+                    if let action = await setUpFailed(consumer, error, firstStart: false, on: connection) { return action }
                 }
             }
             return startedOnceAllConsume()
@@ -494,7 +513,7 @@ public final class WarrenRuntime: Sendable {
             }
             consumer.logger.error("setting up the consumer failed; the others go on, this one subscribes again later",
                                   metadata: ["error": "\(error)"])
-            runtime.resubscribeSink.yield((consumer.index, 1))
+            runtime.resubscribeSink.yield(Resubscribe(consumer: consumer.index, attempt: 1, generation: currentGeneration))
             return nil
         }
 
@@ -513,8 +532,13 @@ public final class WarrenRuntime: Sendable {
         private mutating func abandon(_ connection: AMQPConnection) async -> Lifecycle.Action {
             await connection.close()
             guard connection === current else { return .none }
+            return lost()
+        }
+
+        /// The current connection is gone. Reconnecting already (a consumer
+        /// was still being set up on it): its leftovers go all the same.
+        private mutating func lost() -> Lifecycle.Action {
             let action = machine.connectionLost()
-            // Already reconnecting: this connection's leftovers still go.
             if action == .none, case .reconnecting = machine.state { return .reconnect }
             return action
         }
@@ -587,7 +611,7 @@ public final class WarrenRuntime: Sendable {
                 }
                 consumer.logger.warning("subscribing again failed; will retry", metadata: [
                     "error": "\(error)", "attempt": "\(attempt + 1)"])
-                runtime.resubscribeSink.yield((consumer.index, attempt + 1))
+                runtime.resubscribeSink.yield(Resubscribe(consumer: consumer.index, attempt: attempt + 1, generation: currentGeneration))
                 return .none
             }
         }
