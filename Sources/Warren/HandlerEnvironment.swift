@@ -6,17 +6,7 @@ import Glibc
 /// contract in README).
 enum HandlerEnvironment {
     /// warren's own environment, read once, less what handlers must not see.
-    static let inherited: [String] = inheritable(readEnvironment())
-
-    private static func readEnvironment() -> [String] {
-        var result: [String] = []
-        var index = 0
-        while let entry = environ[index] {
-            result.append(String(cString: entry))
-            index += 1
-        }
-        return result
-    }
+    static let inherited: [String] = inheritable(ProcessEnvironment.entries())
 
     /// warren's environment as a handler inherits it, in its order, without:
     /// - every `WARREN_*` variable: warren's configuration overrides

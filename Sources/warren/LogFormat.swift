@@ -38,15 +38,7 @@ struct StderrLogHandler: LogHandler {
 
     func log(event: LogEvent) {
         let line = render(level: event.level, message: event.message, metadata: event.metadata)
-        Self.lock.withLock { _ in
-            var bytes = Array(line.utf8)
-            var offset = 0
-            while offset < bytes.count {
-                let written = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
-                if written <= 0 { if errno == EINTR { continue }; break }
-                offset += written
-            }
-        }
+        Self.lock.withLock { _ in writeToStderr(line) }
     }
 
     /// One record as one `\n`-terminated line.

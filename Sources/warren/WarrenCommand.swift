@@ -33,7 +33,7 @@ struct WarrenCommand: AsyncParsableCommand {
                 print(ConfigDescription.render(loaded), terminator: "")
                 throw ExitCode(0)
             } catch let errors as ConfigErrors {
-                Self.printToStderr(errors.description + "\n")
+                writeToStderr(errors.description + "\n")
                 throw ExitCode(ConfigLoader.exitCode)
             }
         }
@@ -42,7 +42,7 @@ struct WarrenCommand: AsyncParsableCommand {
         do {
             loaded = try ConfigLoader.load(path: config, environment: environment)
         } catch {
-            Self.printToStderr(error.description + "\n")
+            writeToStderr(error.description + "\n")
             throw ExitCode(ConfigLoader.exitCode)
         }
 
@@ -255,25 +255,12 @@ struct WarrenCommand: AsyncParsableCommand {
 
     static func environment() -> [String: String] {
         var result: [String: String] = [:]
-        var index = 0
-        while let entry = environ[index] {
-            let text = String(cString: entry)
-            if let equals = text.firstIndex(of: "=") {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+        for entry in ProcessEnvironment.entries() {
+            if let equals = entry.firstIndex(of: "=") {
+                result[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
             }
-            index += 1
         }
         return result
-    }
-
-    static func printToStderr(_ text: String) {
-        let bytes = Array(text.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
-            if written <= 0 { break }
-            offset += written
-        }
     }
 }
 
