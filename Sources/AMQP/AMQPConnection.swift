@@ -1,5 +1,4 @@
 import CRabbitMQ
-import Synchronization
 public import Logging
 
 /// A connection to the broker, owned by its own I/O thread.
@@ -61,40 +60,35 @@ public final class AMQPConnection: Sendable {
         // A stop signal must not wait for a TCP connect or a login that hangs:
         // cancelling the caller answers at once, and the I/O thread, once its
         // open returns, drops the connection unused.
-        let answer = ConnectAnswer()
-        let result: Result<Void, AMQPError> = await withTaskCancellationHandler {
-            await withCheckedContinuation { (opened: CheckedContinuation<Result<Void, AMQPError>, Never>) in
-                // Cancelled already: no thread, no login.
-                guard answer.wait(with: opened) else { continuation.finish(); return }
-                // No thread to be had is a failed connect (retried with backoff), not an abort.
-                do throws(IOThread.StartError) {
-                    try IOThread.tryStart(name: "warren-amqp-io") {
-                        let raw: RawConnection
-                        do throws(AMQPError) {
-                            raw = try RawConnection.open(options)
-                        } catch {
-                            continuation.finish()
-                            answer.give(.failure(error))
-                            return
-                        }
-                        let loop = IOLoop(connection: raw, queue: queue, events: continuation, executor: executor,
-                                          socket: socket, logger: logger)
-                        loop.host()
-                        guard answer.give(.success(())) else {
-                            // Nobody waits for this connection any more.
-                            loop.abandon()
-                            return
-                        }
-                        loop.run()
-                    }
+        let cancelled = AMQPError(.closed, "connecting was cancelled (warren is stopping)")
+        guard !Task.isCancelled else { throw cancelled }
+        let answer = OneShot<Result<Void, AMQPError>>()
+        do throws(IOThread.StartError) {
+            try IOThread.tryStart(name: "warren-amqp-io") {
+                let raw: RawConnection
+                do throws(AMQPError) {
+                    raw = try RawConnection.open(options)
                 } catch {
                     continuation.finish()
-                    answer.give(.failure(AMQPError(.connectFailed, error.description)))
+                    answer.deliver(.failure(error))
+                    return
                 }
+                let loop = IOLoop(connection: raw, queue: queue, events: continuation, executor: executor,
+                                  socket: socket, logger: logger)
+                loop.host()
+                guard answer.deliver(.success(())) else {
+                    // Nobody waits for this connection any more.
+                    loop.abandon()
+                    return
+                }
+                loop.run()
             }
-        } onCancel: {
-            answer.give(.failure(AMQPError(.closed, "connecting was cancelled (warren is stopping)")))
+        } catch {
+            // No thread to be had is a failed connect (retried with backoff), not an abort.
+            continuation.finish()
+            throw AMQPError(.connectFailed, error.description)
         }
+        let result = await answer.value(onCancel: .failure(cancelled))
         try result.get()
         return AMQPConnection(queue: queue, events: events, finished: finished, socket: socket)
     }
@@ -286,36 +280,5 @@ public final class AMQPConnection: Sendable {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             queue.push(.close { continuation.resume() })
         }
-    }
-}
-
-/// The one answer to a connect: the I/O thread's, or the cancellation's,
-/// whichever comes first.
-private final class ConnectAnswer: Sendable {
-    /// Guards the waiting connect and whether it was answered.
-    private let state = Mutex<(waiter: CheckedContinuation<Result<Void, AMQPError>, Never>?, answered: Bool)>((nil, false))
-
-    /// Waits for the answer; false (and answered at once) if it came already.
-    func wait(with continuation: CheckedContinuation<Result<Void, AMQPError>, Never>) -> Bool {
-        let early = state.withLock { state -> Bool in
-            if state.answered { return true }
-            state.waiter = continuation
-            return false
-        }
-        if early { continuation.resume(returning: .failure(AMQPError(.closed, "connecting was cancelled (warren is stopping)"))) }
-        return !early
-    }
-
-    /// Answers the connect; false if it had been answered already.
-    @discardableResult
-    func give(_ result: Result<Void, AMQPError>) -> Bool {
-        let (waiter, first) = state.withLock { state -> (CheckedContinuation<Result<Void, AMQPError>, Never>?, Bool) in
-            guard !state.answered else { return (nil, false) }
-            state.answered = true
-            defer { state.waiter = nil }
-            return (state.waiter, true)
-        }
-        waiter?.resume(returning: result)
-        return first
     }
 }

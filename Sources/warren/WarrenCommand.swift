@@ -16,6 +16,7 @@ struct WarrenCommand: AsyncParsableCommand {
         discussion: """
             Exit codes: 0 clean stop, 78 configuration error, 1 anything else fatal.
             Signals: SIGTERM/SIGINT drain (again: skip the grace period), SIGQUIT stop at once,
+            SIGHUP reload the config (the running consumers go on until the new ones consume),
             SIGUSR1 log the running handlers.
             """)
 
