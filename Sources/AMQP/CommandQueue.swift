@@ -1,4 +1,3 @@
-import CWarrenSupport
 import Glibc
 import Synchronization
 
@@ -20,23 +19,15 @@ enum IOCommand: Sendable {
     }
 }
 
-/// Commands in, from any thread, to the one I/O thread.
-///
-/// A lock-protected array plus a self-pipe that wakes the I/O thread out of
-/// poll(2). At most one wake-up byte is outstanding at a time: producers only
-/// write when `signalled` flips from false to true, so a burst of acks costs
-/// one write and one read, not one per ack.
+/// Commands in, from any thread, to the one I/O thread: a `WakeableInbox`
+/// whose read end the I/O loop polls, plus what only the I/O thread needs
+/// (its heartbeat, whether a caller is that thread, why it closed).
 final class CommandQueue: Sendable {
-    private struct State {
-        var commands: [IOCommand] = []
-        var signalled = false
-        var closed: AMQPError? = nil
-    }
-
-    /// Guards the pending commands, the wake-up flag and the closed state.
-    private let state = Mutex(State())
-    let wakeReadFD: Int32
-    private let wakeWriteFD: Int32
+    private let inbox: WakeableInbox<IOCommand>
+    /// Why the queue closed; set before the inbox closes, so a command the
+    /// inbox refuses always finds it.
+    private let closedBecause = Mutex<AMQPError?>(nil)
+    var wakeReadFD: Int32 { inbox.readFD }
     /// When the I/O loop last went round (ms, monotonic): its heartbeat for
     /// the systemd watchdog. A wedged loop stops moving it.
     let lastTurn = Atomic<Int64>(monotonicMilliseconds())
@@ -45,17 +36,11 @@ final class CommandQueue: Sendable {
     private let owner = Atomic<UInt>(0)
 
     init() throws(AMQPError) {
-        var fds: [Int32] = [0, 0]
-        guard warren_wake_pipe(&fds) == 0 else {
-            throw AMQPError(.connectFailed, "cannot create a wake-up pipe: \(String(cString: strerror(errno)))")
+        do throws(WakePipeError) {
+            inbox = try WakeableInbox()
+        } catch {
+            throw AMQPError(.connectFailed, "cannot create a wake-up pipe: \(error.description)")
         }
-        wakeReadFD = fds[0]
-        wakeWriteFD = fds[1]
-    }
-
-    deinit {
-        Glibc.close(wakeReadFD)
-        Glibc.close(wakeWriteFD)
     }
 
     /// Called by the I/O thread before its loop starts.
@@ -66,62 +51,26 @@ final class CommandQueue: Sendable {
 
     /// Queues a command; if the I/O thread is gone, answers it at once.
     func push(_ command: IOCommand) {
-        let own = onOwnThread
-        enum Result { case queued(wake: Bool), rejected(AMQPError) }
-        let result: Result = state.withLock { state in
-            if let closed = state.closed { return .rejected(closed) }
-            state.commands.append(command)
-            if state.signalled || own { return .queued(wake: false) }
-            state.signalled = true
-            return .queued(wake: true)
-        }
-        switch result {
-        case .queued(wake: true):
-            writeWakeByte()
-        case .queued(wake: false):
-            break
-        case .rejected(let error):
-            command.abandon(error)
-        }
+        guard !inbox.push(command, wake: !onOwnThread) else { return }
+        command.abandon(closedBecause.withLock { $0 } ?? AMQPError(.closed, "the connection is closed"))
     }
 
     /// Wakes the I/O thread out of poll(2) without a command (work for its
     /// executor), unless a wake-up is already on its way.
-    func wake() {
-        let write = state.withLock { state -> Bool in
-            defer { state.signalled = true }
-            return !state.signalled && state.closed == nil
-        }
-        if write { writeWakeByte() }
-    }
-
-    private func writeWakeByte() {
-        var byte: UInt8 = 1
-        _ = write(wakeWriteFD, &byte, 1)
-    }
+    func wake() { inbox.wake() }
 
     /// Commands waiting (I/O thread, before it sleeps).
-    var hasCommands: Bool { state.withLock { !$0.commands.isEmpty } }
+    var hasCommands: Bool { inbox.hasCommands }
 
     /// Takes every queued command (I/O thread only); empties the wake-up
     /// pipe first when poll(2) said it had something.
     func takeAll(into commands: inout [IOCommand], drainWakeUp: Bool) {
-        var scratch: (UInt64, UInt64) = (0, 0)
-        if drainWakeUp {
-            while read(wakeReadFD, &scratch, MemoryLayout.size(ofValue: scratch)) > 0 {}
-        }
-        state.withLock { state in
-            swap(&commands, &state.commands)
-            state.signalled = false
-        }
+        inbox.takeAll(into: &commands, drainWakeUp: drainWakeUp)
     }
 
     /// Refuses every later command and returns those still queued.
     func close(because error: AMQPError) -> [IOCommand] {
-        state.withLock { state in
-            state.closed = error
-            defer { state.commands = [] }
-            return state.commands
-        }
+        closedBecause.withLock { $0 = error }
+        return inbox.close()
     }
 }

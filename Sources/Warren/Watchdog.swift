@@ -1,5 +1,4 @@
 import AMQP
-import CWarrenSupport
 import Glibc
 import Synchronization
 
@@ -9,7 +8,8 @@ import Synchronization
 /// A handler runs inline in its worker's task; the watchdog holds a way to
 /// cancel that task. One timer thread serves every deadline: it sleeps in
 /// poll(2) until the earliest one, or until an earlier one is registered
-/// (a byte on a pipe). Per message this is two short critical sections,
+/// (a wake-up of its `WakeableInbox`, which holds no commands: the state
+/// it is woken for is here). Per message this is two short critical sections,
 /// instead of a task group with a sleeping timer task.
 final class Watchdog: Sendable {
     enum Reason: Sendable, Equatable { case timeout, shutdown }
@@ -39,16 +39,14 @@ final class Watchdog: Sendable {
         var fired = false
         var running: [Int: Running] = [:]
         var nextID = 0
-        /// When the timer thread wakes next (ms, monotonic); nil = only when written to.
+        /// When the timer thread wakes next (ms, monotonic); nil = only when woken.
         var wakeAt: Int64? = nil
-        /// The timer thread should end (its runtime is done).
-        var closed = false
     }
 
     /// Guards the running handlers, the fired flag and the timer's wake-up time.
     private let state = Mutex(State())
-    private let wakeRead: Int32
-    private let wakeWrite: Int32
+    /// Wakes the timer thread; closed when the watchdog is.
+    private let wakeUp: WakeableInbox<Never>
     /// Milliseconds on a monotonic clock; injected by tests.
     private let clock: @Sendable () -> Int64
     /// Fired together with the watchdog, for waits that are not handlers.
@@ -62,18 +60,15 @@ final class Watchdog: Sendable {
     /// running consumers go on), rather than the process aborting.
     init(clock: @escaping @Sendable () -> Int64 = monotonicMilliseconds, timerThread: Bool = true) throws(StartError) {
         self.clock = clock
-        var fds: [Int32] = [0, 0]
-        guard warren_wake_pipe(&fds) == 0 else {
-            throw StartError(description: "cannot create the watchdog's wake-up pipe: \(String(cString: strerror(errno)))")
+        do throws(WakePipeError) {
+            wakeUp = try WakeableInbox()
+        } catch {
+            throw StartError(description: "cannot create the watchdog's wake-up pipe: \(error.description)")
         }
-        wakeRead = fds[0]
-        wakeWrite = fds[1]
         guard timerThread else { return }
         do throws(IOThread.StartError) {
             try IOThread.tryStart(name: "warren-watchdog") { [self] in timerLoop() }
         } catch {
-            Glibc.close(wakeRead)
-            Glibc.close(wakeWrite)
             throw StartError(description: error.description)
         }
     }
@@ -84,9 +79,7 @@ final class Watchdog: Sendable {
 
     /// Ends the timer thread; the runtime that owned this watchdog is done.
     func close() {
-        state.withLock { $0.closed = true }
-        var byte: UInt8 = 1
-        _ = write(wakeWrite, &byte, 1)
+        wakeUp.close()
     }
 
     /// A handler starts; cancelling `handle` ends it. nil if the watchdog
@@ -107,10 +100,7 @@ final class Watchdog: Sendable {
             state.wakeAt = deadline
             return (state.nextID, true)
         }
-        if wake {
-            var byte: UInt8 = 1
-            _ = write(wakeWrite, &byte, 1)
-        }
+        if wake { wakeUp.wake() }
         return id
     }
 
@@ -151,17 +141,10 @@ final class Watchdog: Sendable {
     }
 
     private func timerLoop() {
-        var scratch: (UInt64, UInt64) = (0, 0)
         var timeout: Int32 = -1
         while true {
-            var fd = pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)
-            _ = poll(&fd, 1, timeout)
-            while read(wakeRead, &scratch, 16) > 0 {}
-            if state.withLock({ $0.closed }) {
-                Glibc.close(wakeRead)
-                Glibc.close(wakeWrite)
-                return
-            }
+            wakeUp.wait(timeoutMs: timeout)
+            if wakeUp.isClosed { return }
             let now = clock()
             let next = expireDue(now: now)
             timeout = next.map { Int32(clamping: max(0, $0 - now)) } ?? -1
