@@ -15,9 +15,15 @@ public struct Backoff: Sendable, Equatable {
 
     /// The nominal delay before attempt `attempt` (0-based).
     public func nominal(_ attempt: Int) -> Duration {
-        let base = Double(minimum.milliseconds)
-        let factor = attempt >= 60 ? Double.infinity : Double(UInt64(1) << UInt64(max(attempt, 0)))
-        return .milliseconds(Int64(min(base * factor, Double(maximum.milliseconds))))
+        Self.doubled(minimum, times: attempt, cappedAt: maximum)
+    }
+
+    /// `base` doubled `times` times (none when negative), never more than
+    /// `cap`: the one exponential growth of every wait in warren
+    /// (reconnects, re-subscribes, retry delay levels).
+    public static func doubled(_ base: Duration, times: Int, cappedAt cap: Duration) -> Duration {
+        let factor = times >= 60 ? Double.infinity : Double(UInt64(1) << UInt64(max(times, 0)))
+        return .milliseconds(Int64(min(Double(base.milliseconds) * factor, Double(cap.milliseconds))))
     }
 
     /// The delay to wait, `random` in 0..<1: between half and all of the nominal delay.

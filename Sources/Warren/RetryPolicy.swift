@@ -31,10 +31,7 @@ public struct RetryPolicy: Sendable, Equatable {
     /// `retryDelay * 2^(level-1)`, capped by `retryDelayMax`.
     public func delay(level: Int) -> Duration {
         precondition(level >= 1, "RetryPolicy: delay levels start at 1, got \(level)")
-        let base = Double(retryDelay.milliseconds)
-        let cap = Double(retryDelayMax.milliseconds)
-        let value = min(base * pow2(level - 1), cap)
-        return .milliseconds(Int64(value))
+        return Backoff.doubled(retryDelay, times: level - 1, cappedAt: retryDelayMax)
     }
 
     /// The delay queue a message goes to after its attempt number `attempt` failed.
@@ -68,10 +65,6 @@ public struct RetryPolicy: Sendable, Equatable {
     public static func jittered(_ delay: Duration, random: Double) -> Duration {
         let ms = Double(delay.milliseconds)
         return .milliseconds(Int64((ms * (1 - 0.1 * min(max(random, 0), 1))).rounded()))
-    }
-
-    private func pow2(_ n: Int) -> Double {
-        n >= 60 ? Double.infinity : Double(UInt64(1) << UInt64(n))
     }
 }
 

@@ -18,4 +18,16 @@ import Warren
     @Test func aMaximumBelowTheMinimumIsRaisedToIt() {
         #expect(Backoff(minimum: .seconds(5), maximum: .seconds(1)).nominal(4) == .seconds(5))
     }
+
+    /// One doubling serves reconnects and retry delay levels alike.
+    @Test func doublingIsCappedNeverOverflowsAndAppliesNoCapRaise() {
+        #expect((0...3).map { Backoff.doubled(.milliseconds(250), times: $0, cappedAt: .seconds(1)) }
+                == [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(1)])
+        #expect(Backoff.doubled(.seconds(1), times: 10_000, cappedAt: .seconds(7)) == .seconds(7))
+        #expect(Backoff.doubled(.seconds(1), times: -3, cappedAt: .seconds(7)) == .seconds(1))
+        // Unlike `Backoff`, a cap below the base wins (a retry policy's max is a max).
+        #expect(Backoff.doubled(.seconds(5), times: 0, cappedAt: .seconds(2)) == .seconds(2))
+        #expect(RetryPolicy(maxAttempts: 9, retryDelay: .seconds(1), retryDelayMax: .seconds(5)).delay(level: 4)
+                == Backoff.doubled(.seconds(1), times: 3, cappedAt: .seconds(5)))
+    }
 }
