@@ -1,32 +1,34 @@
-/// Every key of every section, with its default. This table is the
-/// reference: README's configuration section and config/warren.ini follow it.
+/// Every key of every section, with its type and range. The defaults live
+/// once, in the settings types' initialisers (Settings.swift, `LogSettings`,
+/// and `defaultURL` here); README's configuration table and
+/// config/warren.ini state them, and ConfigDefaultsDocTests holds them to it.
 ///
-/// | section | key | type | default | range |
-/// | --- | --- | --- | --- | --- |
-/// | broker | url | amqp:// or amqps:// URLs, space separated | amqp://guest:guest@127.0.0.1:5672/%2f | at least one |
-/// | broker | heartbeat | duration, whole seconds | 30s | 0 (off) to 1h |
-/// | broker | reconnect_min | duration | 1s | > 0 |
-/// | broker | reconnect_max | duration | 30s | >= reconnect_min |
-/// | broker | tls_ca | file path | $SSL_CERT_FILE, else the system CA bundle | amqps only |
-/// | broker | tls_cert, tls_key | file path | none | amqps only; together |
-/// | shutdown | grace_period | duration | 30s | >= 0 |
-/// | shutdown | kill_after | duration | 10s | > 0 |
-/// | consumer.NAME | queue | queue name | required | 1-255 bytes |
-/// | consumer.NAME | command | command line | required | split like a shell, no shell runs |
-/// | consumer.NAME | prefetch | integer | 16 | 1-65535 |
-/// | consumer.NAME | concurrency | integer | 4 | 1 to prefetch |
-/// | consumer.NAME | timeout | duration | 5m | 0 = no limit |
-/// | consumer.NAME | max_attempts | integer | 5 | >= 1 |
-/// | consumer.NAME | retry_delay | duration | 1s | > 0 |
-/// | consumer.NAME | retry_delay_max | duration | 5m | >= retry_delay |
-/// | consumer.NAME | dead_letter_queue | queue name | <queue>.dead | |
-/// | consumer.NAME | exit_ack, exit_retry, exit_dead_letter | exit codes, comma separated | 0 / 75 / 65 | 0-255, disjoint |
-/// | consumer.NAME | declare | boolean | true | true false yes no on off 1 0 |
-/// | consumer.NAME | queue_type | classic or quorum | classic | |
-/// | consumer.NAME | max_body | size: 16MB, 512KB, 1GB or bytes (units of 1024) | 16MB | 1 byte to 1024GB |
-/// | metrics | listen | host:port | off | |
-/// | log | level | trace debug info notice warning error critical | info | |
-/// | log | format | text or json | text | |
+/// | section | key | type | range |
+/// | --- | --- | --- | --- |
+/// | broker | url | amqp:// or amqps:// URLs, space separated | at least one |
+/// | broker | heartbeat | duration, whole seconds | 0 (off) to 1h |
+/// | broker | reconnect_min | duration | > 0 |
+/// | broker | reconnect_max | duration | >= reconnect_min |
+/// | broker | tls_ca | file path | amqps only |
+/// | broker | tls_cert, tls_key | file path | amqps only; together |
+/// | shutdown | grace_period | duration | >= 0 |
+/// | shutdown | kill_after | duration | > 0 |
+/// | consumer.NAME | queue | queue name | 1-255 bytes |
+/// | consumer.NAME | command | command line | split like a shell, no shell runs |
+/// | consumer.NAME | prefetch | integer | 1-65535 |
+/// | consumer.NAME | concurrency | integer | 1 to prefetch |
+/// | consumer.NAME | timeout | duration | 0 = no limit |
+/// | consumer.NAME | max_attempts | integer | >= 1 |
+/// | consumer.NAME | retry_delay | duration | > 0 |
+/// | consumer.NAME | retry_delay_max | duration | >= retry_delay |
+/// | consumer.NAME | dead_letter_queue | queue name |  |
+/// | consumer.NAME | exit_ack, exit_retry, exit_dead_letter | exit codes, comma separated | 0-255, disjoint |
+/// | consumer.NAME | declare | boolean | true false yes no on off 1 0 |
+/// | consumer.NAME | queue_type | classic or quorum |  |
+/// | consumer.NAME | max_body | size: 16MB, 512KB, 1GB or bytes (units of 1024) | 1 byte to 1024GB |
+/// | metrics | listen | host:port |  |
+/// | log | level | trace debug info notice warning error critical |  |
+/// | log | format | text or json |  |
 enum ConfigKeys {
     static let broker: Set<String> = ["url", "heartbeat", "reconnect_min", "reconnect_max", "tls_ca", "tls_cert", "tls_key"]
     static let shutdown: Set<String> = ["grace_period", "kill_after"]

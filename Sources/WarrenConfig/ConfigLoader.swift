@@ -137,10 +137,14 @@ struct Reader {
     mutating func build(_ sections: [(name: String, line: Int, values: [String: Located])]) -> Config? {
         func values(_ name: String) -> [String: Located] { sections.first { $0.name == name }?.values ?? [:] }
 
+        // Every default is the settings types' own (Settings.swift, Config.swift),
+        // and README and config/warren.ini are tested against them.
         // [broker]
         let broker = values("broker")
+        let brokerDefaults = BrokerSettings()
         let urls = broker["url"] ?? Located(value: ConfigKeys.defaultURL, file: file, line: 0)
-        let heartbeat = duration(broker["heartbeat"], default: .seconds(30), min: .zero, max: .seconds(3600)) ?? .seconds(30)
+        let defaultHeartbeat = Duration.seconds(brokerDefaults.endpoints[0].heartbeat)
+        let heartbeat = duration(broker["heartbeat"], default: defaultHeartbeat, min: .zero, max: .seconds(3600)) ?? defaultHeartbeat
         if heartbeat.components.attoseconds != 0, let at = broker["heartbeat"] {
             problem(at, "heartbeat must be whole seconds (the protocol counts seconds), got '\(at.value)'")
         }
@@ -171,17 +175,22 @@ struct Reader {
         if tlsCA != nil, !endpoints.contains(where: \.tls), let at = broker["tls_ca"] {
             problem(at, "tls_ca is set but no URL is amqps://")
         }
-        let reconnectMin = duration(broker["reconnect_min"], default: .seconds(1), min: .milliseconds(1)) ?? .seconds(1)
-        let reconnectMax = duration(broker["reconnect_max"], default: .seconds(30), min: .milliseconds(1)) ?? .seconds(30)
+        let reconnectMin = duration(broker["reconnect_min"], default: brokerDefaults.reconnectMin, min: .milliseconds(1))
+            ?? brokerDefaults.reconnectMin
+        let reconnectMax = duration(broker["reconnect_max"], default: brokerDefaults.reconnectMax, min: .milliseconds(1))
+            ?? brokerDefaults.reconnectMax
         if reconnectMax < reconnectMin, let at = broker["reconnect_max"] ?? broker["reconnect_min"] {
             problem(at, "reconnect_max (\(reconnectMax)) is less than reconnect_min (\(reconnectMin))")
         }
 
         // [shutdown]
         let shutdownValues = values("shutdown")
+        let shutdownDefaults = ShutdownSettings()
         let shutdown = ShutdownSettings(
-            gracePeriod: duration(shutdownValues["grace_period"], default: .seconds(30), min: .zero) ?? .seconds(30),
-            killAfter: duration(shutdownValues["kill_after"], default: .seconds(10), min: .milliseconds(1)) ?? .seconds(10))
+            gracePeriod: duration(shutdownValues["grace_period"], default: shutdownDefaults.gracePeriod, min: .zero)
+                ?? shutdownDefaults.gracePeriod,
+            killAfter: duration(shutdownValues["kill_after"], default: shutdownDefaults.killAfter, min: .milliseconds(1))
+                ?? shutdownDefaults.killAfter)
 
         // [consumer.NAME]
         var consumers: [ConsumerSettings] = []
@@ -201,8 +210,8 @@ struct Reader {
 
         // [log]
         let logValues = values("log")
-        let level = choice(logValues["level"], LogSettings.Level.self) ?? .info
-        let format = choice(logValues["format"], LogSettings.Format.self) ?? .text
+        let level = choice(logValues["level"], LogSettings.Level.self) ?? LogSettings().level
+        let format = choice(logValues["format"], LogSettings.Format.self) ?? LogSettings().format
 
         guard problems.isEmpty else { return nil }
         return Config(file: file,
@@ -233,22 +242,23 @@ struct Reader {
         } else {
             problem(header, "[\(sectionName)] has no 'command': give the program to run for each message")
         }
-        let prefetch = integer(values["prefetch"], default: 16, range: 1...65535) ?? 16
-        let concurrency = integer(values["concurrency"], default: 4, range: 1...65535) ?? 4
+        let d = ConsumerSettings(name: name, queue: queue ?? "")
+        let prefetch = integer(values["prefetch"], default: Int(d.prefetch), range: 1...65535) ?? Int(d.prefetch)
+        let concurrency = integer(values["concurrency"], default: d.concurrency, range: 1...65535) ?? d.concurrency
         if concurrency > prefetch, let at = values["concurrency"] ?? values["prefetch"] {
             problem(at, "concurrency (\(concurrency)) is more than prefetch (\(prefetch)): the extra workers would never get a message; raise prefetch")
         }
-        let timeout = duration(values["timeout"], default: .seconds(300), min: .zero) ?? .seconds(300)
-        let maxAttempts = integer(values["max_attempts"], default: 5, range: 1...1_000_000) ?? 5
-        let retryDelay = duration(values["retry_delay"], default: .seconds(1), min: .milliseconds(1)) ?? .seconds(1)
-        let retryDelayMax = duration(values["retry_delay_max"], default: .seconds(300), min: .milliseconds(1)) ?? .seconds(300)
+        let timeout = duration(values["timeout"], default: d.timeout ?? .zero, min: .zero) ?? .zero
+        let maxAttempts = integer(values["max_attempts"], default: d.maxAttempts, range: 1...1_000_000) ?? d.maxAttempts
+        let retryDelay = duration(values["retry_delay"], default: d.retryDelay, min: .milliseconds(1)) ?? d.retryDelay
+        let retryDelayMax = duration(values["retry_delay_max"], default: d.retryDelayMax, min: .milliseconds(1)) ?? d.retryDelayMax
         if retryDelayMax < retryDelay, let at = values["retry_delay_max"] ?? values["retry_delay"] {
             problem(at, "retry_delay_max (\(retryDelayMax)) is less than retry_delay (\(retryDelay))")
         }
         let deadLetter = string(values["dead_letter_queue"])
-        let exitAck = exitCodes(values["exit_ack"], default: [0])
-        let exitRetry = exitCodes(values["exit_retry"], default: [75])
-        let exitDeadLetter = exitCodes(values["exit_dead_letter"], default: [65])
+        let exitAck = exitCodes(values["exit_ack"], default: d.exitAck)
+        let exitRetry = exitCodes(values["exit_retry"], default: d.exitRetry)
+        let exitDeadLetter = exitCodes(values["exit_dead_letter"], default: d.exitDeadLetter)
         for (a, b, aName, bName) in [(exitAck, exitRetry, "exit_ack", "exit_retry"), (exitAck, exitDeadLetter, "exit_ack", "exit_dead_letter"),
                                      (exitRetry, exitDeadLetter, "exit_retry", "exit_dead_letter")] {
             let both = a.intersection(b)
@@ -256,9 +266,9 @@ struct Reader {
                 problem(at, "exit code \(both.sorted().map(String.init).joined(separator: ", ")) is in both \(aName) and \(bName)")
             }
         }
-        let declare = boolean(values["declare"], default: true)
-        let queueType = choice(values["queue_type"], QueueType.self) ?? .classic
-        let maxBody = size(values["max_body"], default: 16 << 20) ?? 16 << 20
+        let declare = boolean(values["declare"], default: d.declare)
+        let queueType = choice(values["queue_type"], QueueType.self) ?? d.queueType
+        let maxBody = size(values["max_body"], default: d.maxBody) ?? d.maxBody
         guard problems.count == before, let queue else { return nil }
         return ConsumerSettings(name: name, queue: queue, prefetch: UInt16(prefetch), concurrency: concurrency, command: command,
                                 timeout: timeout == .zero ? nil : timeout, maxAttempts: maxAttempts, retryDelay: retryDelay,
