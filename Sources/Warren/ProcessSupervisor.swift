@@ -28,6 +28,10 @@ import Synchronization
 /// - It therefore takes every child of the process that it did not spawn
 ///   as such a leftover: a program that embeds warren must not start child
 ///   processes of its own (or must give them to this supervisor).
+///
+/// Making the process a subreaper is process-wide, so no constructor does
+/// it: call `prepareProcess()` once (the daemon does). `shutdown()` ends
+/// the thread.
 public final class ProcessSupervisor: Sendable {
     public enum ExitStatus: Sendable, Equatable {
         case exited(Int32)
@@ -68,14 +72,22 @@ public final class ProcessSupervisor: Sendable {
     typealias PidfdOpener = @Sendable (pid_t) -> Int32
 
     enum Command: Sendable {
-        case spawn(SpawnRequest)
+        case spawn(ChildSpec)
         case terminate(request: Int, killAfterMs: Int64)
+        /// Kill and reap everything, close the inbox, end the thread; then
+        /// `done` with the thread's id.
+        case shutdown(done: @Sendable (pid_t) -> Void)
     }
 
-    struct SpawnRequest: Sendable {
+    /// A child to start and the message it has in hand: the one description
+    /// of a child, from `run` to the loop's live record (`SupervisorLoop.Child`),
+    /// which adds only what the running process has (pid, descriptors, phase).
+    struct ChildSpec: Sendable {
+        /// The request that waits for this child's end: what `terminate` names.
         var id: Int
         var argv: [String]
         var environment: [String]
+        /// The message on its stdin.
         var input: [UInt8]
         var sink: LineSink
         var onStart: (@Sendable (Int32) -> Void)?
@@ -92,32 +104,6 @@ public final class ProcessSupervisor: Sendable {
         var stderr: Int32
     }
 
-    final class Inbox: Sendable {
-        private struct State {
-            var commands: [Command] = []
-            var signalled = false
-        }
-
-        /// Guards commands for the supervisor thread and its wake-up flag.
-        private let state = Mutex(State())
-
-        /// Queues a command; true when the thread must be woken.
-        func push(_ command: Command) -> Bool {
-            state.withLock { state in
-                state.commands.append(command)
-                defer { state.signalled = true }
-                return !state.signalled
-            }
-        }
-
-        func takeAll() -> [Command] {
-            state.withLock { state in
-                defer { state.commands = []; state.signalled = false }
-                return state.commands
-            }
-        }
-    }
-
     /// Leaders of running handlers, of every supervisor in this process, so
     /// that none takes another's handler for a leftover.
     static let leaders = Mutex(Set<pid_t>())
@@ -126,10 +112,9 @@ public final class ProcessSupervisor: Sendable {
     /// moment before they are entered in `leaders`.
     static let threads = Mutex(Set<pid_t>())
 
-    private let inbox = Inbox()
+    /// The supervisor thread's commands; closed by that thread at shutdown.
+    let inbox: WakeableInbox<Command>
     private let nextRequest = Atomic<Int>(0)
-    private let wakeRead: Int32
-    private let wakeWrite: Int32
     /// Bytes of output logged per stream per handler before the rest is dropped.
     let outputLimit: Int
 
@@ -140,31 +125,58 @@ public final class ProcessSupervisor: Sendable {
     }
 
     init(outputLimit: Int, openPidfd: @escaping PidfdOpener) throws(SpawnError) {
-        var fds: [Int32] = [0, 0]
-        guard warren_wake_pipe(&fds) == 0 else {
-            throw SpawnError(description: "cannot create the process supervisor's wake-up pipe: \(String(cString: strerror(errno)))",
+        do throws(WakePipeError) {
+            inbox = try WakeableInbox()
+        } catch {
+            throw SpawnError(description: "cannot create the process supervisor's wake-up pipe: \(error.description)",
                              resourceShortage: true)
         }
-        wakeRead = fds[0]
-        wakeWrite = fds[1]
         self.outputLimit = outputLimit
-        // A child that exits before reading its whole stdin must not kill warren.
-        signal(SIGPIPE, SIG_IGN)
-        _ = warren_become_subreaper()
-        let loop = SupervisorLoop(wakeFD: wakeRead, outputLimit: outputLimit, inbox: inbox, openPidfd: openPidfd)
+        let loop = SupervisorLoop(outputLimit: outputLimit, inbox: inbox, openPidfd: openPidfd)
         do throws(IOThread.StartError) {
             try IOThread.tryStart(name: "warren-procs") { loop.run() }
         } catch {
-            close(fds[0])
-            close(fds[1])
             throw SpawnError(description: "cannot start the process supervisor: \(error.description)", resourceShortage: true)
         }
     }
 
-    private func push(_ command: Command) {
-        if inbox.push(command) {
-            var byte: UInt8 = 1
-            _ = write(wakeWrite, &byte, 1)
+    /// Makes this process ready to supervise handlers, once for its life:
+    /// - it becomes a child subreaper (PR_SET_CHILD_SUBREAPER), so that what
+    ///   leaves a handler's group comes back to warren to be reaped and killed;
+    /// - SIGPIPE is ignored, so that a child that exits before reading its
+    ///   whole stdin does not kill warren (its supervisor thread also blocks
+    ///   SIGPIPE for itself, so that holds even without this call).
+    /// Process-wide, hence not done by a constructor: the daemon calls it at
+    /// start; a program that embeds warren and runs handler commands calls
+    /// it before, if it may (it then owns no other children: see above).
+    /// Later calls do nothing.
+    public static func prepareProcess() {
+        _ = preparedProcess
+    }
+
+    private static let preparedProcess: Bool = {
+        signal(SIGPIPE, SIG_IGN)
+        return warren_become_subreaper() == 0
+    }()
+
+    /// The error of a spawn asked for after `shutdown()`: warren's, not the handler's.
+    static let shutDown = SpawnError(description: "the process supervisor has shut down (warren is stopping): the handler was not started",
+                                     resourceShortage: true)
+
+    /// Ends the supervisor thread: every child still running is SIGKILLed
+    /// with its group and reaped, and so is every leftover; each `run`
+    /// waiting for one returns its termination. Returns once the thread has
+    /// closed everything it held (the wake-up pipe goes with the last
+    /// reference to the supervisor). Later `run`s throw at once.
+    public func shutdown() async {
+        _ = await stop()
+    }
+
+    /// `shutdown()`; returns the thread's id, nil when already shut down.
+    func stop() async -> pid_t? {
+        await withCheckedContinuation { continuation in
+            let done: @Sendable (pid_t) -> Void = { continuation.resume(returning: $0) }
+            if !inbox.push(.shutdown(done: done)) { continuation.resume(returning: nil) }
         }
     }
 
@@ -182,11 +194,12 @@ public final class ProcessSupervisor: Sendable {
         let killAfterMs = killAfter.milliseconds
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                push(.spawn(SpawnRequest(id: id, argv: argv, environment: environment, input: input, sink: sink,
-                                         onStart: onStart, continuation: continuation)))
+                let spec = ChildSpec(id: id, argv: argv, environment: environment, input: input, sink: sink,
+                                     onStart: onStart, continuation: continuation)
+                if !inbox.push(.spawn(spec)) { continuation.resume(returning: .failure(Self.shutDown)) }
             }
         } onCancel: {
-            push(.terminate(request: id, killAfterMs: killAfterMs))
+            inbox.push(.terminate(request: id, killAfterMs: killAfterMs))
         }
         return try result.get()
     }

@@ -16,30 +16,26 @@ final class SupervisorLoop {
         var lines: OutputLineSplitter
     }
 
+    /// A running child: its description and what the running process has.
     final class Child {
-        let request: Int
+        let spec: ProcessSupervisor.ChildSpec
         let pid: pid_t
         var pidfd: Int32
         var stdinFD: Int32
         let input: [UInt8]
         var inputOffset = 0
         var outputs: [Output]
-        let sink: ProcessSupervisor.LineSink
-        let continuation: CheckedContinuation<Result<ProcessSupervisor.Termination, ProcessSupervisor.SpawnError>, Never>
-        var status: ProcessSupervisor.ExitStatus? = nil
-        var terminateRequested = false
-        var killDeadline: Int64? = nil
-        var killed = false
-        var giveUpAt: Int64? = nil
+        var phase = ChildPhase()
 
-        init(request: ProcessSupervisor.SpawnRequest, spawned: ProcessSupervisor.Spawned, outputLimit: Int) {
-            self.request = request.id
+        var request: Int { spec.id }
+        var sink: ProcessSupervisor.LineSink { spec.sink }
+
+        init(spec: ProcessSupervisor.ChildSpec, spawned: ProcessSupervisor.Spawned, outputLimit: Int) {
+            self.spec = spec
             pid = spawned.pid
             pidfd = spawned.pidfd
             stdinFD = spawned.stdin
-            input = request.input
-            sink = request.sink
-            continuation = request.continuation
+            input = spec.input
             outputs = [Output(fd: spawned.stdout, stream: .stdout, lines: OutputLineSplitter(limit: outputLimit)),
                        Output(fd: spawned.stderr, stream: .stderr, lines: OutputLineSplitter(limit: outputLimit))]
         }
@@ -70,9 +66,8 @@ final class SupervisorLoop {
     /// Poll interval for whatever has no pidfd, and for groups being emptied.
     static let pollMs: Int64 = 10
 
-    let wakeFD: Int32
     let outputLimit: Int
-    let inbox: ProcessSupervisor.Inbox
+    let inbox: WakeableInbox<ProcessSupervisor.Command>
     let openPidfd: ProcessSupervisor.PidfdOpener
     var children: [pid_t: Child] = [:]
     /// Terminations that came before their spawn was handled, by request.
@@ -83,102 +78,163 @@ final class SupervisorLoop {
     /// Set when a child of warren exited: orphans may have come back to it.
     var lookForLeftovers = false
     var scratch = [UInt8](repeating: 0, count: SupervisorLoop.readChunk)
+    /// Set by `shutdown`: who waits for the thread's end. Once set, the
+    /// loop only kills and reaps, and ends when nothing is left.
+    var stopping: [@Sendable (pid_t) -> Void]? = nil
 
-    init(wakeFD: Int32, outputLimit: Int, inbox: ProcessSupervisor.Inbox, openPidfd: @escaping ProcessSupervisor.PidfdOpener) {
-        self.wakeFD = wakeFD
+    init(outputLimit: Int, inbox: WakeableInbox<ProcessSupervisor.Command>, openPidfd: @escaping ProcessSupervisor.PidfdOpener) {
         self.outputLimit = outputLimit
         self.inbox = inbox
         self.openPidfd = openPidfd
     }
 
-    private enum Source {
+    /// What one entry of the poll(2) set stands for.
+    private enum PollSlot {
+        /// The inbox's wake-up pipe: commands.
+        case wake
+        /// A child's pidfd: its leader exited.
         case leader(Child)
+        /// A child's stdin has room for more of its message.
         case stdin(Child)
+        /// A child's stdout or stderr (index into `outputs`) has something.
         case output(Child, Int)
+        /// A leftover's pidfd: it exited.
         case leftover(Leftover)
+    }
+
+    /// The poll(2) set of one turn, and what each entry stands for.
+    private struct PollSet {
+        var fds: [pollfd] = []
+        var slots: [PollSlot] = []
+
+        mutating func add(_ fd: Int32, _ events: Int32, _ slot: PollSlot) {
+            fds.append(pollfd(fd: fd, events: Int16(events), revents: 0))
+            slots.append(slot)
+        }
     }
 
     func run() {
         let tid = warren_gettid()
         _ = ProcessSupervisor.threads.withLock { $0.insert(tid) }
-        while true {
-            var drain: (UInt64, UInt64) = (0, 0)
-            while read(wakeFD, &drain, 16) > 0 {}
-            for command in inbox.takeAll() { apply(command) }
-
-            var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
-            var sources: [Source] = []
-            for child in children.values {
-                if child.pidfd >= 0 {
-                    fds.append(pollfd(fd: child.pidfd, events: Int16(POLLIN), revents: 0)); sources.append(.leader(child))
-                }
-                if child.stdinFD >= 0 {
-                    fds.append(pollfd(fd: child.stdinFD, events: Int16(POLLOUT), revents: 0)); sources.append(.stdin(child))
-                }
-                for (index, output) in child.outputs.enumerated() where output.fd >= 0 {
-                    fds.append(pollfd(fd: output.fd, events: Int16(POLLIN), revents: 0)); sources.append(.output(child, index))
-                }
-            }
-            for leftover in leftovers.values where leftover.pidfd >= 0 {
-                fds.append(pollfd(fd: leftover.pidfd, events: Int16(POLLIN), revents: 0)); sources.append(.leftover(leftover))
-            }
-            let ready = poll(&fds, nfds_t(fds.count), nextTimeout())
-            if ready > 0 {
-                for (index, source) in sources.enumerated() where fds[index + 1].revents != 0 {
-                    switch source {
-                    case .leader(let child): reapLeader(child)
-                    case .stdin(let child): writeInput(child)
-                    case .output(let child, let output): readOutput(child, index: output)
-                    case .leftover(let leftover): reap(leftover)
-                    }
-                }
-            }
-            // Whatever has no pidfd is polled.
-            for child in children.values where child.pidfd < 0 && child.status == nil { reapLeader(child) }
-            for leftover in Array(leftovers.values) where leftover.pidfd < 0 { reap(leftover) }
-            if lookForLeftovers {
-                lookForLeftovers = false
-                findLeftovers()
-            }
-            for child in Array(children.values) { advance(child) }
+        // A child that exits before reading its whole stdin makes our write
+        // fail with EPIPE, never kill warren, whatever the process does with SIGPIPE.
+        var pipeSignal = sigset_t()
+        sigemptyset(&pipeSignal)
+        sigaddset(&pipeSignal, SIGPIPE)
+        pthread_sigmask(SIG_BLOCK, &pipeSignal, nil)
+        while stopping == nil || !children.isEmpty || !leftovers.isEmpty {
+            turn()
         }
+        // Every command that came after the shutdown is refused, and the
+        // supervisor's pipe goes with the inbox's last reference.
+        for command in inbox.close() { refuse(command) }
+        _ = ProcessSupervisor.threads.withLock { $0.remove(tid) }
+        for done in stopping ?? [] { done(tid) }
+    }
+
+    private func turn() {
+        for command in inbox.takeAll() { apply(command) }
+
+        var set = PollSet()
+        if stopping == nil { set.add(inbox.readFD, POLLIN, .wake) }
+        for child in children.values {
+            if child.pidfd >= 0 { set.add(child.pidfd, POLLIN, .leader(child)) }
+            if child.stdinFD >= 0 { set.add(child.stdinFD, POLLOUT, .stdin(child)) }
+            for (index, output) in child.outputs.enumerated() where output.fd >= 0 {
+                set.add(output.fd, POLLIN, .output(child, index))
+            }
+        }
+        for leftover in leftovers.values where leftover.pidfd >= 0 {
+            set.add(leftover.pidfd, POLLIN, .leftover(leftover))
+        }
+        if poll(&set.fds, nfds_t(set.fds.count), nextTimeout()) > 0 {
+            for (slot, fd) in zip(set.slots, set.fds) where fd.revents != 0 {
+                switch slot {
+                case .wake: break  // emptied by the next takeAll
+                case .leader(let child): reapLeader(child)
+                case .stdin(let child): writeInput(child)
+                case .output(let child, let output): readOutput(child, index: output)
+                case .leftover(let leftover): reap(leftover)
+                }
+            }
+        }
+        // Whatever has no pidfd is polled.
+        for child in children.values where child.pidfd < 0 && child.phase.leader == nil { reapLeader(child) }
+        for leftover in Array(leftovers.values) where leftover.pidfd < 0 { reap(leftover) }
+        if lookForLeftovers {
+            lookForLeftovers = false
+            findLeftovers()
+        }
+        if stopping != nil {
+            for leftover in leftovers.values where !leftover.killed { killLeftover(leftover) }
+        }
+        for child in Array(children.values) { advance(child) }
     }
 
     private func apply(_ command: ProcessSupervisor.Command) {
+        if stopping != nil { return refuse(command) }
         switch command {
-        case .spawn(let request):
+        case .spawn(let spec):
             let spawned: ProcessSupervisor.Spawned
             do throws(ProcessSupervisor.SpawnError) {
-                spawned = try ProcessSupervisor.spawn(request.argv, environment: request.environment, openPidfd: openPidfd)
+                spawned = try ProcessSupervisor.spawn(spec.argv, environment: spec.environment, openPidfd: openPidfd)
             } catch {
-                earlyTerminations[request.id] = nil
-                request.continuation.resume(returning: .failure(error))
+                earlyTerminations[spec.id] = nil
+                spec.continuation.resume(returning: .failure(error))
                 return
             }
             _ = ProcessSupervisor.leaders.withLock { $0.insert(spawned.pid) }
-            request.onStart?(spawned.pid)
-            let child = Child(request: request, spawned: spawned, outputLimit: outputLimit)
+            spec.onStart?(spawned.pid)
+            let child = Child(spec: spec, spawned: spawned, outputLimit: outputLimit)
             if spawned.pidfd < 0 {
                 child.sink(.stderr, "[warren: no pidfd for this handler (\(String(cString: strerror(spawned.pidfdError)))); watching it by polling]")
             }
             children[spawned.pid] = child
-            pidOf[request.id] = spawned.pid
-            if request.input.isEmpty { closeInput(child) }
-            if let killAfter = earlyTerminations.removeValue(forKey: request.id) { terminate(child, killAfterMs: killAfter) }
+            pidOf[spec.id] = spawned.pid
+            if spec.input.isEmpty { closeInput(child) }
+            if let killAfter = earlyTerminations.removeValue(forKey: spec.id) { terminate(child, killAfterMs: killAfter) }
         case .terminate(let request, let killAfterMs):
             if let pid = pidOf[request], let child = children[pid] {
                 terminate(child, killAfterMs: killAfterMs)
             } else {
                 earlyTerminations[request] = killAfterMs
             }
+        case .shutdown(let done):
+            stopping = [done]
+            earlyTerminations = [:]
+            // Commands queued after this one are refused, as are later ones.
+            for command in inbox.close() { refuse(command) }
+            for child in children.values { terminate(child, killAfterMs: 0) }
+        }
+    }
+
+    /// A command that came after the shutdown.
+    private func refuse(_ command: ProcessSupervisor.Command) {
+        switch command {
+        case .spawn(let spec): spec.continuation.resume(returning: .failure(ProcessSupervisor.shutDown))
+        case .terminate: break  // its child, if any, is being killed
+        case .shutdown(let done): stopping?.append(done)
         }
     }
 
     private func terminate(_ child: Child, killAfterMs: Int64) {
-        guard !child.terminateRequested else { return }
-        child.terminateRequested = true
-        kill(-child.pid, SIGTERM)
-        child.killDeadline = monotonicMilliseconds() + killAfterMs
+        perform(child.phase.terminate(now: monotonicMilliseconds(), killAfterMs: killAfterMs), for: child)
+    }
+
+    /// Carries out what a child's phase decided.
+    private func perform(_ actions: [ChildPhase.Action], for child: Child) {
+        for action in actions {
+            switch action {
+            case .signal(let signal):
+                kill(-child.pid, signal)
+            case .noteLeftInGroup:
+                child.sink(.stderr, "[warren: the handler exited but left processes in its group; killing them]")
+            case .noteGaveUp:
+                child.sink(.stderr, "[warren: process group \(child.pid) still has members after SIGKILL; not waiting longer]")
+            case .report(let status, let terminated):
+                finish(child, status: status, terminated: terminated)
+            }
+        }
     }
 
     private func nextTimeout() -> Int32 {
@@ -186,11 +242,13 @@ final class SupervisorLoop {
         var soonest: Int64? = nil
         func consider(_ deadline: Int64) { soonest = min(soonest ?? deadline, deadline) }
         for child in children.values {
-            if let deadline = child.killDeadline, !child.killed { consider(deadline) }
+            if let deadline = child.phase.deadline { consider(deadline) }
             // Stragglers of a finished leader, and leaders without a pidfd, are checked by polling.
-            if child.status != nil || child.pidfd < 0 { consider(now + Self.pollMs) }
+            if child.phase.waitingForGroup || child.pidfd < 0 { consider(now + Self.pollMs) }
         }
         if lookForLeftovers || leftovers.values.contains(where: { $0.pidfd < 0 }) { consider(now + Self.pollMs) }
+        // Leftovers killed at shutdown are waited for even without a pidfd event.
+        if stopping != nil { consider(now + Self.pollMs) }
         guard let soonest else { return -1 }
         return Int32(max(0, min(soonest - now, 1000)))
     }
@@ -201,7 +259,7 @@ final class SupervisorLoop {
         guard rc == child.pid else { return }
         let exitCode = (status >> 8) & 0xff
         let signal = status & 0x7f
-        child.status = signal == 0 ? .exited(exitCode) : .signaled(signal)
+        child.phase.leaderExited(signal == 0 ? .exited(exitCode) : .signaled(signal))
         if child.pidfd >= 0 { close(child.pidfd) }
         child.pidfd = -1
         lookForLeftovers = true
@@ -248,33 +306,21 @@ final class SupervisorLoop {
         return false
     }
 
-    /// Moves a child whose leader has exited towards completion.
+    /// Moves a child on: kill escalation, and once its leader has exited,
+    /// the wait for its group.
     private func advance(_ child: Child) {
         let time = monotonicMilliseconds()
-        if child.terminateRequested, !child.killed, let deadline = child.killDeadline, time >= deadline {
-            kill(-child.pid, SIGKILL)
-            child.killed = true
-            child.giveUpAt = time + 2000
-        }
-        guard let status = child.status else { return }
+        perform(child.phase.tick(now: time), for: child)
+        guard child.phase.waitingForGroup else { return }
         // Reap members of this group that were reparented to us (subreaper).
         var ignored: Int32 = 0
         while waitpid(-child.pid, &ignored, WNOHANG) > 0 {}
-        let groupAlive = kill(-child.pid, 0) == 0
-        if groupAlive {
-            if !child.terminateRequested && !child.killed {
-                // The command exited but left processes behind in its group.
-                child.sink(.stderr, "[warren: the handler exited but left processes in its group; killing them]")
-                kill(-child.pid, SIGKILL)
-                child.killed = true
-                child.giveUpAt = time + 2000
-            }
-            if let giveUp = child.giveUpAt, time >= giveUp {
-                child.sink(.stderr, "[warren: process group \(child.pid) still has members after SIGKILL; not waiting longer]")
-            } else {
-                return
-            }
-        }
+        perform(child.phase.groupChecked(alive: kill(-child.pid, 0) == 0, now: time), for: child)
+    }
+
+    /// The child's group is gone (or given up on): its last output, its
+    /// descriptors, its leftovers' owners, and the answer to `run`.
+    private func finish(_ child: Child, status: ProcessSupervisor.ExitStatus, terminated: Bool) {
         // What is left in the pipes, within a bound: a process outside the
         // group may still hold them and write.
         for index in child.outputs.indices {
@@ -303,8 +349,8 @@ final class SupervisorLoop {
             leftover.owners.remove(child.request)
             if leftover.owners.isEmpty { killLeftover(leftover) }
         }
-        child.continuation.resume(returning: .success(ProcessSupervisor.Termination(
-            status: status, lastErrorLine: child.outputs[1].lines.lastLine, terminated: child.terminateRequested)))
+        child.spec.continuation.resume(returning: .success(ProcessSupervisor.Termination(
+            status: status, lastErrorLine: child.outputs[1].lines.lastLine, terminated: terminated)))
     }
 
     // MARK: Leftovers

@@ -94,6 +94,7 @@ public final class WarrenRuntime: Sendable {
             var available = supervisor
             var unavailable = ""
             if available == nil {
+                ProcessSupervisor.prepareProcess()
                 do { available = try ProcessSupervisor() } catch { unavailable = error.description }
             }
             for consumer in settings.consumers where handlers[consumer.name] == nil {

@@ -72,6 +72,7 @@ struct WarrenCommand: AsyncParsableCommand {
         let registry = config.metrics.map { _ in MetricsServer.bootstrap() }
         let supervisor: ProcessSupervisor?
         do {
+            if !config.warren.consumers.isEmpty { ProcessSupervisor.prepareProcess() }
             supervisor = config.warren.consumers.isEmpty ? nil : try ProcessSupervisor()
         } catch {
             logger.critical("\(error.description)")
@@ -245,6 +246,7 @@ struct WarrenCommand: AsyncParsableCommand {
                 }
                 for action in actions { await perform(action) }
             }
+            await supervisor?.shutdown()
             let exitCode = code ?? 1
             logger.info("stopped", metadata: ["exit_code": "\(exitCode)"])
             return exitCode

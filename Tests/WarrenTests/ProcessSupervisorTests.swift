@@ -5,7 +5,10 @@ import Testing
 
 /// Real child processes: stdin, output lines, exit codes, process groups.
 @Suite struct ProcessSupervisorTests {
-    static let supervisor = try! ProcessSupervisor()
+    static let supervisor = {
+        ProcessSupervisor.prepareProcess()
+        return try! ProcessSupervisor()
+    }()
 
     final class Lines: Sendable {
         let lines = Mutex<[(ProcessSupervisor.Stream, String)]>([])
