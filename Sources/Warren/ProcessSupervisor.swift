@@ -72,22 +72,28 @@ public final class ProcessSupervisor: Sendable {
     typealias PidfdOpener = @Sendable (pid_t) -> Int32
 
     enum Command: Sendable {
-        case spawn(ChildSpec)
+        case spawn(ChildSpec, Job)
         case terminate(request: Int, killAfterMs: Int64)
         /// Kill and reap everything, close the inbox, end the thread; then
         /// `done` with the thread's id.
         case shutdown(done: @Sendable (pid_t) -> Void)
     }
 
-    /// A child to start and the message it has in hand: the one description
-    /// of a child, from `run` to the loop's live record (`SupervisorLoop.Child`),
-    /// which adds only what the running process has (pid, descriptors, phase).
+    /// The process to start: the one description of a child, which the
+    /// loop's live record (`SupervisorLoop.Child`) keeps beside what the
+    /// running process has (pid, descriptors, phase).
     struct ChildSpec: Sendable {
-        /// The request that waits for this child's end: what `terminate` names.
-        var id: Int
         var argv: [String]
         var environment: [String]
-        /// The message on its stdin.
+    }
+
+    /// The message a child has in hand, and who waits for the end of it.
+    /// Apart from `ChildSpec` because a long-lived worker would be one child
+    /// handed many jobs; a handler command is one child per job.
+    struct Job: Sendable {
+        /// What `terminate` names.
+        var id: Int
+        /// The message, on the child's stdin.
         var input: [UInt8]
         var sink: LineSink
         var onStart: (@Sendable (Int32) -> Void)?
@@ -194,9 +200,8 @@ public final class ProcessSupervisor: Sendable {
         let killAfterMs = killAfter.milliseconds
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let spec = ChildSpec(id: id, argv: argv, environment: environment, input: input, sink: sink,
-                                     onStart: onStart, continuation: continuation)
-                if !inbox.push(.spawn(spec)) { continuation.resume(returning: .failure(Self.shutDown)) }
+                let job = Job(id: id, input: input, sink: sink, onStart: onStart, continuation: continuation)
+                if !inbox.push(.spawn(ChildSpec(argv: argv, environment: environment), job)) { continuation.resume(returning: .failure(Self.shutDown)) }
             }
         } onCancel: {
             inbox.push(.terminate(request: id, killAfterMs: killAfterMs))

@@ -16,9 +16,11 @@ final class SupervisorLoop {
         var lines: OutputLineSplitter
     }
 
-    /// A running child: its description and what the running process has.
+    /// A running child: its description, the job in its hands, and what the
+    /// running process has.
     final class Child {
         let spec: ProcessSupervisor.ChildSpec
+        let job: ProcessSupervisor.Job
         let pid: pid_t
         var pidfd: Int32
         var stdinFD: Int32
@@ -27,15 +29,16 @@ final class SupervisorLoop {
         var outputs: [Output]
         var phase = ChildPhase()
 
-        var request: Int { spec.id }
-        var sink: ProcessSupervisor.LineSink { spec.sink }
+        var request: Int { job.id }
+        var sink: ProcessSupervisor.LineSink { job.sink }
 
-        init(spec: ProcessSupervisor.ChildSpec, spawned: ProcessSupervisor.Spawned, outputLimit: Int) {
+        init(spec: ProcessSupervisor.ChildSpec, job: ProcessSupervisor.Job, spawned: ProcessSupervisor.Spawned, outputLimit: Int) {
             self.spec = spec
+            self.job = job
             pid = spawned.pid
             pidfd = spawned.pidfd
             stdinFD = spawned.stdin
-            input = spec.input
+            input = job.input
             outputs = [Output(fd: spawned.stdout, stream: .stdout, lines: OutputLineSplitter(limit: outputLimit)),
                        Output(fd: spawned.stderr, stream: .stderr, lines: OutputLineSplitter(limit: outputLimit))]
         }
@@ -174,25 +177,25 @@ final class SupervisorLoop {
     private func apply(_ command: ProcessSupervisor.Command) {
         if stopping != nil { return refuse(command) }
         switch command {
-        case .spawn(let spec):
+        case .spawn(let spec, let job):
             let spawned: ProcessSupervisor.Spawned
             do throws(ProcessSupervisor.SpawnError) {
                 spawned = try ProcessSupervisor.spawn(spec.argv, environment: spec.environment, openPidfd: openPidfd)
             } catch {
-                earlyTerminations[spec.id] = nil
-                spec.continuation.resume(returning: .failure(error))
+                earlyTerminations[job.id] = nil
+                job.continuation.resume(returning: .failure(error))
                 return
             }
             _ = ProcessSupervisor.leaders.withLock { $0.insert(spawned.pid) }
-            spec.onStart?(spawned.pid)
-            let child = Child(spec: spec, spawned: spawned, outputLimit: outputLimit)
+            job.onStart?(spawned.pid)
+            let child = Child(spec: spec, job: job, spawned: spawned, outputLimit: outputLimit)
             if spawned.pidfd < 0 {
                 child.sink(.stderr, "[warren: no pidfd for this handler (\(String(cString: strerror(spawned.pidfdError)))); watching it by polling]")
             }
             children[spawned.pid] = child
-            pidOf[spec.id] = spawned.pid
-            if spec.input.isEmpty { closeInput(child) }
-            if let killAfter = earlyTerminations.removeValue(forKey: spec.id) { terminate(child, killAfterMs: killAfter) }
+            pidOf[job.id] = spawned.pid
+            if job.input.isEmpty { closeInput(child) }
+            if let killAfter = earlyTerminations.removeValue(forKey: job.id) { terminate(child, killAfterMs: killAfter) }
         case .terminate(let request, let killAfterMs):
             if let pid = pidOf[request], let child = children[pid] {
                 terminate(child, killAfterMs: killAfterMs)
@@ -211,7 +214,7 @@ final class SupervisorLoop {
     /// A command that came after the shutdown.
     private func refuse(_ command: ProcessSupervisor.Command) {
         switch command {
-        case .spawn(let spec): spec.continuation.resume(returning: .failure(ProcessSupervisor.shutDown))
+        case .spawn(_, let job): job.continuation.resume(returning: .failure(ProcessSupervisor.shutDown))
         case .terminate: break  // its child, if any, is being killed
         case .shutdown(let done): stopping?.append(done)
         }
@@ -349,7 +352,7 @@ final class SupervisorLoop {
             leftover.owners.remove(child.request)
             if leftover.owners.isEmpty { killLeftover(leftover) }
         }
-        child.spec.continuation.resume(returning: .success(ProcessSupervisor.Termination(
+        child.job.continuation.resume(returning: .success(ProcessSupervisor.Termination(
             status: status, lastErrorLine: child.outputs[1].lines.lastLine, terminated: terminated)))
     }
 

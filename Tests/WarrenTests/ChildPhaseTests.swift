@@ -123,10 +123,4 @@ import Testing
         #expect(phase.deadline == nil)
     }
 
-    @Test func checkingTheGroupBeforeTheLeaderExitedIsAProgrammingError() async {
-        await #expect(processExitsWith: .failure) {
-            var phase = ChildPhase()
-            _ = phase.groupChecked(alive: true, now: 0)
-        }
-    }
 }
