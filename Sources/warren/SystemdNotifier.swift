@@ -15,8 +15,8 @@ final class SystemdNotifier: Sendable {
     let logger: Logger
     /// How far each sign of drain progress pushes systemd's stop timeout.
     let extendBy: Duration
-    /// In flight at the last drain report, to tell progress.
-    private let lastDraining = Mutex<Int?>(nil)
+    /// The last drain report, to tell progress and to send only changes.
+    private let lastDraining = Mutex<(inFlight: Int, terminating: Bool)?>(nil)
     /// The last state kind sent and when: in-flight counts change with every
     /// burst of messages, and systemd needs no STATUS more than once a second.
     private let lastStatus = Mutex<(kind: String, at: ContinuousClock.Instant)?>(nil)
@@ -49,21 +49,25 @@ final class SystemdNotifier: Sendable {
         }
     }
 
-    func lifecycleChanged(_ state: Lifecycle.State) {
+    /// A state change of the runtime speaking for the process, with what it has in flight now.
+    func lifecycleChanged(_ state: Lifecycle.State, inFlight n: Int) {
         switch state {
-        case .starting(let n):
+        case .starting:
             if worthSending("starting") { send("STATUS=starting, \(n) in flight") }
-        case .running(let n):
+        case .running:
             if worthSending("running") { send("READY=1\nSTATUS=running, \(n) in flight") }
-        case .reconnecting(let n):
+        case .reconnecting:
             if worthSending("reconnecting") { send("STATUS=reconnecting to the broker, \(n) in flight") }
-        case .draining(let n, let terminating):
-            let progressed = lastDraining.withLock { last -> Bool in
-                defer { last = n }
-                return last.map { n < $0 } ?? true
+        case .draining(let terminating):
+            let report = lastDraining.withLock { last -> (changed: Bool, progressed: Bool) in
+                defer { last = (n, terminating) }
+                guard let previous = last else { return (true, true) }
+                return (previous.inFlight != n || previous.terminating != terminating, n < previous.inFlight)
             }
+            // The drain reporter asks every second: only what changed goes out.
+            guard report.changed else { return }
             var message = "STOPPING=1\nSTATUS=draining, \(n) in flight\(terminating ? ", terminating handlers" : "")"
-            if progressed {
+            if report.progressed {
                 message += "\nEXTEND_TIMEOUT_USEC=\(extendBy.milliseconds * 1000)"
             }
             _ = worthSending("draining")
@@ -73,6 +77,21 @@ final class SystemdNotifier: Sendable {
             send("STOPPING=1\nSTATUS=closing: flushing acks and closing the connection")
         case .stopped(let code):
             send("STATUS=stopped, exit code \(code)")
+        }
+    }
+
+    /// While a drain runs, handlers finish without a state change: every
+    /// second, the draining runtime's count is sent if it changed, pushing
+    /// systemd's stop timeout when it went down. `runtime` is the one
+    /// speaking for the process (nil during a reload).
+    func reportDrainProgress(runtime: @Sendable () -> WarrenRuntime?) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            guard let runtime = runtime(), case .draining = runtime.state else { continue }
+            let inFlight = runtime.inFlight
+            // The state again, after the count: a drain that ended meanwhile has said so itself.
+            guard case .draining = runtime.state else { continue }
+            lifecycleChanged(runtime.state, inFlight: inFlight)
         }
     }
 

@@ -43,7 +43,7 @@ import Warren
             let runtime = WarrenRuntime(settings: try settings(queue: queue, heartbeat: 2), handlers: ["test": handler],
                                         logger: Logger(label: "test"), observer: { states.record($0) })
             try await client.publish(ids: ["long"], to: queue)
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("the handler finished", timeout: .seconds(30)) { ledger.finished.count == 1 }
             runtime.stop()
             #expect(await exit == 0)
@@ -66,7 +66,7 @@ import Warren
             }
             let runtime = WarrenRuntime(settings: try settings(queue: queue, prefetch: 20, concurrency: 2),
                                         handlers: ["test": handler], logger: Logger(label: "test"))
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("two handlers running") { ledger.started.count >= 2 }
             runtime.stop()
             #expect(await exit == 0)
@@ -90,7 +90,7 @@ import Warren
             }
             let runtime = WarrenRuntime(settings: try settings(queue: queue, grace: .milliseconds(500)),
                                         handlers: ["test": handler], logger: Logger(label: "test"))
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("the handler started") { ledger.started.count == 1 }
             let clock = ContinuousClock()
             let stoppedAt = clock.now
@@ -118,7 +118,7 @@ import Warren
             }
             let runtime = WarrenRuntime(settings: try settings(queue: queue, timeout: .milliseconds(300)),
                                         handlers: ["test": handler], logger: Logger(label: "test"))
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("both messages done, the slow one on its second attempt") {
                 Set(ledger.finished) == ["slow", "fast"]
             }
@@ -141,11 +141,38 @@ import Warren
             }
             let runtime = WarrenRuntime(settings: try settings(queue: queue, prefetch: 6, concurrency: 2),
                                         handlers: ["test": handler], logger: Logger(label: "test"))
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("handlers running") { ledger.started.count == 2 }
             runtime.quit()
             #expect(await exit == 0)
             #expect(Set(try await client.drain(queue).map(\.id)) == Set(ids))
+        }
+    }
+
+    @Test func inFlightIsWhatWaitsForAWorkerPlusWhatRunsAskedAtAnyMoment() async throws {
+        try await withTestQueue { client, queue in
+            let ids = (1...6).map { "f\($0)" }
+            try await client.publish(ids: ids, to: queue)
+            let ledger = Ledger()
+            let gate = Mutex(false)
+            let handler = ClosureHandler { message in
+                ledger.start(message.logID)
+                while !gate.withLock({ $0 }) && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+                ledger.finish(message.logID)
+                return .ack
+            }
+            let runtime = WarrenRuntime(settings: try settings(queue: queue, prefetch: 6, concurrency: 2),
+                                        handlers: ["test": handler], logger: Logger(label: "test"))
+            async let exit = runtime.runUntilStopped()
+            // No tick to wait for: 2 running and 4 waiting, as soon as they arrived.
+            try await eventually("six delivered, two running") { ledger.started.count == 2 && runtime.inFlight == 6 }
+            #expect(runtime.state == .running)
+            gate.withLock { $0 = true }
+            try await eventually("every message settled, nothing in flight") { ledger.finished.count == 6 && runtime.inFlight == 0 }
+            runtime.stop()
+            #expect(await exit == 0)
+            #expect(runtime.state == .stopped(exitCode: 0))
+            #expect(try await client.count(queue) == 0)
         }
     }
 }
