@@ -17,8 +17,8 @@ final class SystemdNotifier: Sendable {
     let extendBy: Duration
     /// The last drain report, to tell progress and to send only changes.
     private let lastDraining = Mutex<(inFlight: Int, terminating: Bool)?>(nil)
-    /// The last state kind sent and when: in-flight counts change with every
-    /// burst of messages, and systemd needs no STATUS more than once a second.
+    /// The last state kind sent and when: a flapping connection changes
+    /// state often, and systemd needs no STATUS more than once a second.
     private let lastStatus = Mutex<(kind: String, at: ContinuousClock.Instant)?>(nil)
 
     /// false when this is the same kind of state as the last one sent, less than a second ago.

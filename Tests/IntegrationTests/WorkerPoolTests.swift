@@ -12,6 +12,30 @@ import Warren
         func finish(_ id: String) { state.withLock { $0.finished.append(id) } }
         var started: [String] { state.withLock { $0.started } }
         var finished: [String] { state.withLock { $0.finished } }
+
+        /// A handler that records its start, works for `duration`, and is
+        /// finished (and acks) only if it was not cancelled meanwhile.
+        func handler(working duration: Duration) -> ClosureHandler {
+            ClosureHandler { message in
+                self.start(message.logID)
+                try? await Task.sleep(for: duration)
+                if Task.isCancelled { return .retry(Failure(reason: "cancelled")) }
+                self.finish(message.logID)
+                return .ack
+            }
+        }
+
+        /// A drain's accounting, message by message: what finished was acked,
+        /// the rest is back in the queue, nothing ran twice, every started
+        /// handler finished, and at most `atMost` started at all.
+        func expectDrained(_ ids: [String], left: [String], atMost: Int, sourceLocation: SourceLocation = #_sourceLocation) {
+            #expect(Set(finished).isDisjoint(with: left), "finished work was acked", sourceLocation: sourceLocation)
+            #expect(Set(finished).union(left) == Set(ids), "nothing lost", sourceLocation: sourceLocation)
+            #expect(finished.count == Set(finished).count, "nothing ran twice", sourceLocation: sourceLocation)
+            #expect(Set(started) == Set(finished), "every started handler finished within the grace period",
+                    sourceLocation: sourceLocation)
+            #expect(finished.count <= atMost, "no handler started after the stop", sourceLocation: sourceLocation)
+        }
     }
 
     final class States: Sendable {
@@ -58,24 +82,13 @@ import Warren
             let ids = (1...20).map { "m\($0)" }
             try await client.publish(ids: ids, to: queue)
             let ledger = Ledger()
-            let handler = ClosureHandler { message in
-                ledger.start(message.logID)
-                try? await Task.sleep(for: .milliseconds(400))
-                ledger.finish(message.logID)
-                return .ack
-            }
             let runtime = WarrenRuntime(settings: try settings(queue: queue, prefetch: 20, concurrency: 2),
-                                        handlers: ["test": handler], logger: Logger(label: "test"))
+                                        handlers: ["test": ledger.handler(working: .milliseconds(400))], logger: Logger(label: "test"))
             async let exit = runtime.runUntilStopped()
             try await eventually("two handlers running") { ledger.started.count >= 2 }
             runtime.stop()
             #expect(await exit == 0)
-            let left = try await client.drain(queue).map(\.id)
-            #expect(Set(ledger.finished).isDisjoint(with: left), "finished work was acked")
-            #expect(Set(ledger.finished).union(left) == Set(ids), "nothing lost")
-            #expect(ledger.finished.count == Set(ledger.finished).count, "nothing ran twice")
-            #expect(Set(ledger.started) == Set(ledger.finished), "every started handler finished within the grace period")
-            #expect(ledger.finished.count <= 4, "no handler started after the stop signal")
+            ledger.expectDrained(ids, left: try await client.drain(queue).map(\.id), atMost: 4)
         }
     }
 
