@@ -133,7 +133,7 @@ struct WarrenCommand: AsyncParsableCommand {
                 }
             }
             if let notifier {
-                group.addTask { await notifier.reportDrainProgress { current.speaking() } }
+                group.addTask { await notifier.refreshStatus { current.speaking() } }
             }
             if let notifier, let interval = SystemdNotifier.watchdogInterval() {
                 group.addTask { await notifier.pingWatchdog(every: interval) { current.get() } }
