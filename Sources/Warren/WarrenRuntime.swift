@@ -23,7 +23,7 @@ public final class WarrenRuntime: Sendable {
     private let eventSink: AsyncStream<ControlLoop.Event>.Continuation
     /// Times handlers out, and ends every running one (grace over, second signal, quit).
     private let watchdog: Watchdog?
-    /// Why there is no watchdog (no descriptor or thread to spare): `run` returns 1.
+    /// Why there is no watchdog (no descriptor or thread to spare): `runUntilStopped` returns 1.
     private let watchdogProblem: String
     /// Thrown when draining begins: starts the grace timer, stops reconnecting.
     private let drainStarted: TerminationSignal
@@ -41,7 +41,7 @@ public final class WarrenRuntime: Sendable {
     /// - Parameter supervisor: the process supervisor for command handlers;
     ///   share one between runtimes that replace each other (reloads).
     /// - Parameter failFast: for a reload's new consumers: if the first round
-    ///   of connects fails, or the set-up is refused, `run` returns 1 instead
+    ///   of connects fails, or the set-up is refused, `runUntilStopped` returns 1 instead
     ///   of retrying.
     public init(settings: WarrenSettings, handlers: [String: any MessageHandler] = [:], logger: Logger,
                 supervisor: ProcessSupervisor? = nil, failFast: Bool = false, observer: Observer? = nil) {
