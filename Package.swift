@@ -48,6 +48,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -81,6 +82,16 @@ let package = Package(
             path: "Benchmarks/WarrenBench",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "EmbeddedWorker",
+            dependencies: [
+                "Warren", "AMQP",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "examples/EmbeddedWorker",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "WarrenTests",
             dependencies: ["Warren", "WarrenConfig", "AMQP"],
@@ -99,6 +110,7 @@ let package = Package(
             dependencies: [
                 "Warren", "WarrenConfig", "AMQP",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

@@ -45,7 +45,7 @@ let runtime = WarrenRuntime(settings: settings, handlers: ["bench": ClosureHandl
     return .ack
 }], logger: Logger(label: "warren-bench"))
 box.withLock { $0 = runtime }
-let code = await runtime.run()
+let code = await runtime.runUntilStopped()
 let (received, first, last) = counter.state.withLock { ($0.count, $0.first, $0.last) }
 if let first, let last {
     let elapsed = last - first

@@ -34,7 +34,8 @@ final class Consumer: Sendable {
     enum WorkerEnd: Sendable { case bufferClosed, cancelled }
 
     /// The workers: `concurrency` slots in one task group. Returns when the
-    /// buffer is closed and every worker is idle.
+    /// buffer is closed and every worker is idle: for a drain, the moment
+    /// this consumer's last handler was settled.
     ///
     /// Each slot runs a worker task that handles message after message
     /// inline. The watchdog ends a handler by cancelling that task; a
@@ -44,14 +45,14 @@ final class Consumer: Sendable {
     ///
     /// Workers prefer `executor`: they run on the I/O thread of the current
     /// connection, where their deliveries arrive (see `LoopExecutor`).
-    func runWorkers(watchdog: Watchdog, executor: LoopExecutor, finished: @escaping @Sendable () -> Void) async {
+    func runWorkers(watchdog: Watchdog, executor: LoopExecutor) async {
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<max(1, settings.concurrency) {
                 group.addTask(executorPreference: executor) {
                     while !Task.isCancelled {
                         let handle = WorkerHandle()
                         let task = Task(executorPreference: executor) {
-                            await self.work(watchdog: watchdog, handle: handle, finished: finished)
+                            await self.work(watchdog: watchdog, handle: handle)
                         }
                         handle.set(task)
                         let end = await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
@@ -62,7 +63,7 @@ final class Consumer: Sendable {
         }
     }
 
-    private func work(watchdog: Watchdog, handle: WorkerHandle, finished: @Sendable () -> Void) async -> WorkerEnd {
+    private func work(watchdog: Watchdog, handle: WorkerHandle) async -> WorkerEnd {
         while true {
             var next = buffer.tryNext()
             if next == nil { next = await buffer.next() }
@@ -73,7 +74,6 @@ final class Consumer: Sendable {
                                   attempt: Message.attempt(of: delivery))
             if delivery.body.count > settings.maxBody {
                 await refuseOversized(message, connection: connection, watchdog: watchdog)
-                finished()
                 continue
             }
             // One clock reading serves the watchdog and the duration metric.
@@ -83,7 +83,6 @@ final class Consumer: Sendable {
                 // Terminating: nothing new starts.
                 await settle(message, outcome: .retry(Failure(reason: "not started")), stop: .shutdown,
                              connection: connection, watchdog: watchdog)
-                finished()
                 continue
             }
             var watched = message
@@ -97,7 +96,6 @@ final class Consumer: Sendable {
             } else {
                 await settle(message, outcome: outcome, stop: stop, connection: connection, watchdog: watchdog)
             }
-            finished()
             // The watchdog has cancelled this task, or is about to: its next
             // message belongs to a fresh worker, never to a cancelled one.
             if stop != nil || Task.isCancelled { return .cancelled }

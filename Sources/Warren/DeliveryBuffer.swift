@@ -46,6 +46,9 @@ final class DeliveryBuffer: Sendable {
         return true
     }
 
+    /// Deliveries waiting for a worker (part of what is in flight).
+    var count: Int { state.withLock { $0.items.count } }
+
     /// A delivery already waiting, if there is one: no suspension point,
     /// so a worker working through a burst never asks the runtime where
     /// to run next.

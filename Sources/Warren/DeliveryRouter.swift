@@ -4,12 +4,8 @@ import Synchronization
 /// Hands deliveries to their consumer's buffer right on the I/O thread, so
 /// a delivery costs no trip through the control loop. The control loop
 /// keeps the route table (which channel of which connection feeds which
-/// consumer) and learns how many were dispatched from a counter.
-///
-/// While running, nothing waits on those counts (only the in-flight gauge
-/// shows them, refreshed by a slow tick), so the router wakes the control
-/// loop for them only once draining begins: a wake-up per burst would cost
-/// a thread switch per burst on the hot path.
+/// consumer). Nothing is counted here: what is in flight is what the
+/// buffers hold and the watchdog runs, and a drain ends when the workers do.
 final class DeliveryRouter: Sendable {
     private struct Routes {
         var generation = 0
@@ -20,19 +16,9 @@ final class DeliveryRouter: Sendable {
     /// Guards the route table, replaced by the control loop on (re)subscribe.
     private let routes = Mutex(Routes())
     private let consumers: [Consumer]
-    /// Deliveries dispatched since the control loop last looked.
-    let dispatchedCount = Atomic<Int>(0)
-    /// Deliveries settled since the control loop last looked.
-    let finishedCount = Atomic<Int>(0)
-    /// Set when draining begins: from then on every change is reported.
-    private let eager = Atomic<Bool>(false)
-    private let notify: @Sendable () -> Void
 
-    /// - Parameter notify: called, once draining began, when a counter
-    ///   leaves zero, so one event reports a burst.
-    init(consumers: [Consumer], notify: @escaping @Sendable () -> Void) {
+    init(consumers: [Consumer]) {
         self.consumers = consumers
-        self.notify = notify
     }
 
     func use(_ connection: AMQPConnection?, generation: Int) {
@@ -82,29 +68,9 @@ final class DeliveryRouter: Sendable {
             let deliveries = batch.pending[index]
             batch.pending[index].removeAll(keepingCapacity: true)
             consumers[index].metrics.deliveries.increment(by: deliveries.count)
-            counted(dispatchedCount, deliveries.count)
             if !consumers[index].buffer.push(contentsOf: deliveries) {
                 for received in deliveries { received.connection.nack(received.delivery, requeue: true) }
-                finishedMany(deliveries.count)
             }
         }
     }
-
-    private func finishedMany(_ count: Int) { counted(finishedCount, count) }
-
-    /// A dispatched delivery was settled.
-    func finished() { counted(finishedCount, 1) }
-
-    /// Sequentially consistent on both sides: a count added after the
-    /// control loop's `reportEveryChange()` and its read of the counters
-    /// either was in that read, or sees `eager` and reports itself.
-    private func counted(_ counter: borrowing Atomic<Int>, _ count: Int) {
-        if counter.add(count, ordering: .sequentiallyConsistent).oldValue == 0 && eager.load(ordering: .sequentiallyConsistent) {
-            notify()
-        }
-    }
-
-    /// Draining began: report every change from now on. The caller reads
-    /// the counters right after.
-    func reportEveryChange() { eager.store(true, ordering: .sequentiallyConsistent) }
 }

@@ -4,21 +4,21 @@
 /// state and returns what to do. It performs nothing itself, so each
 /// transition is unit-tested without a broker, a clock or a process.
 ///
-/// `inFlight` counts deliveries handed to workers and not yet settled
-/// (waiting in a consumer's buffer or running in a handler).
+/// | state \ event | stop (1st) | stop (2nd) / graceExpired | quit | workersDone | closed | connectionLost | started |
+/// | --- | --- | --- | --- | --- | --- | --- | --- |
+/// | starting | beginDrain | - | beginDrain + terminate | illegal | illegal | -> reconnecting | -> running, ready |
+/// | running | beginDrain | - | beginDrain + terminate | illegal | illegal | -> reconnecting | - |
+/// | reconnecting | beginDrain | - | beginDrain + terminate | illegal | illegal | - | -> running, ready |
+/// | draining | terminate | terminate (once) | terminate (once) | -> closing, close | illegal | - | - |
+/// | closing | - | - | - | illegal | -> stopped, exit 0 | -> stopped, exit 0 | - |
+/// | stopped | - | - | - | illegal | - | - | - |
 ///
-/// | state \ event | dispatched | released (handlers finished, or given back) | stop (1st) | stop (2nd) / graceExpired | quit | closed | connectionLost | started |
-/// | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-/// | starting | count up | count down | beginDrain | - | beginDrain + terminate | illegal | -> reconnecting | -> running, ready |
-/// | running | count up | count down | beginDrain | - | beginDrain + terminate | illegal | -> reconnecting | - |
-/// | reconnecting | count up | count down | beginDrain | - | beginDrain + terminate | illegal | - | -> running, ready |
-/// | draining | count up (late) | count down; 0 -> close | terminate | terminate (once) | terminate (once) | illegal | - | - |
-/// | closing | illegal | - | - | - | - | -> stopped, exit 0 | -> stopped, exit 0 | - |
-/// | stopped | illegal | - | - | - | - | - | - | - |
-///
-/// Deliveries are dispatched into a consumer's buffer on the I/O thread
-/// while the buffer is open, and counted here as `dispatched`; the drain
-/// closes the buffers (so nothing new starts) and releases what they held.
+/// What is in flight is not counted here: the drain closes every
+/// consumer's buffer (so nothing new starts, and what had not started is
+/// released), and each consumer's workers then end once their last
+/// handler is settled. `workersDone` says every consumer's workers have
+/// ended, so the drain is complete; the buffers close only when draining
+/// begins, so it cannot come earlier, and it comes once.
 ///
 /// Reconnecting is a sub-state of running: handlers keep running (their
 /// outcomes are dropped, the broker redelivers), nothing new starts, and
@@ -28,12 +28,12 @@
 /// queue with `declare = false`) exits 1 from starting.
 public struct Lifecycle: Sendable, Equatable {
     public enum State: Sendable, Equatable {
-        case starting(inFlight: Int)
-        case running(inFlight: Int)
+        case starting
+        case running
         /// The connection was lost; a new one is being made.
-        case reconnecting(inFlight: Int)
+        case reconnecting
         /// `terminating`: the watchdog was told to end the handlers still running.
-        case draining(inFlight: Int, terminating: Bool)
+        case draining(terminating: Bool)
         case closing
         case stopped(exitCode: Int32)
     }
@@ -47,7 +47,6 @@ public struct Lifecycle: Sendable, Equatable {
         /// Stop signal: `STOPPING=1`, close every consumer's buffer and release
         /// (`basic.nack`, requeue) what has not started, so nothing new starts;
         /// `basic.cancel` every consumer; start the grace timer.
-        /// Report how many were released with `released(_:)`.
         case beginDrain
         /// `beginDrain`, then `terminateHandlers` (SIGQUIT).
         case beginDrainAndTerminate
@@ -59,24 +58,17 @@ public struct Lifecycle: Sendable, Equatable {
         case exit(Int32)
     }
 
-    public private(set) var state: State = .starting(inFlight: 0)
+    public private(set) var state: State = .starting
 
     public init() {}
 
     public init(state: State) { self.state = state }
 
-    public var inFlight: Int {
-        switch state {
-        case .starting(let n), .running(let n), .reconnecting(let n), .draining(let n, _): n
-        case .closing, .stopped: 0
-        }
-    }
-
     /// Every consumer is consuming (first start, or after a reconnect).
     public mutating func started() -> Action {
         switch state {
-        case .starting(let n), .reconnecting(let n):
-            state = .running(inFlight: n)
+        case .starting, .reconnecting:
+            state = .running
             return .notifyReady
         case .running, .draining, .closing, .stopped:
             return .none
@@ -86,63 +78,35 @@ public struct Lifecycle: Sendable, Equatable {
     /// Starting cannot succeed (a queue missing with `declare = false`).
     public mutating func failed() -> Action {
         switch state {
-        case .starting(0):
+        case .starting:
             state = .stopped(exitCode: 1)
             return .exit(1)
-        case .starting, .running, .reconnecting, .draining, .closing, .stopped:
-            preconditionFailure("Lifecycle: 'failed' in state \(state): only a first start with nothing in flight can fail")
+        case .running, .reconnecting, .draining, .closing, .stopped:
+            preconditionFailure("Lifecycle: 'failed' in state \(state): only a first start can fail")
         }
     }
 
-    /// `count` deliveries were handed to consumers' buffers. The router does
-    /// that on the I/O thread while the buffers are open; `beginDrain` closes
-    /// them, and whatever they still hold is released. The count may arrive
-    /// a little after the drain began, never after the close.
-    public mutating func dispatched(_ count: Int) -> Action {
-        guard count > 0 else { return .none }
+    /// Every consumer's workers have ended: nothing runs, nothing waits.
+    public mutating func workersDone() -> Action {
         switch state {
-        case .starting(let n): state = .starting(inFlight: n + count)
-        case .running(let n): state = .running(inFlight: n + count)
-        case .reconnecting(let n): state = .reconnecting(inFlight: n + count)
-        case .draining(let n, let terminating): state = .draining(inFlight: n + count, terminating: terminating)
-        case .closing, .stopped:
-            preconditionFailure("Lifecycle: 'dispatched(\(count))' in state \(state): buffers close before the close begins")
-        }
-        return .none
-    }
-
-    /// `count` dispatched deliveries were settled: their handlers finished,
-    /// or they were given back before they started.
-    public mutating func released(_ count: Int) -> Action {
-        guard count > 0 else { return closeIfIdle() }
-        switch state {
-        case .starting(let n):
-            state = .starting(inFlight: Self.countDown(n, by: count, event: "released", state: state))
-            return .none
-        case .running(let n):
-            state = .running(inFlight: Self.countDown(n, by: count, event: "released", state: state))
-            return .none
-        case .reconnecting(let n):
-            state = .reconnecting(inFlight: Self.countDown(n, by: count, event: "released", state: state))
-            return .none
-        case .draining(let n, let terminating):
-            state = .draining(inFlight: Self.countDown(n, by: count, event: "released", state: state), terminating: terminating)
-            return closeIfIdle()
-        case .closing, .stopped:
-            return .none
+        case .draining:
+            state = .closing
+            return .close
+        case .starting, .running, .reconnecting, .closing, .stopped:
+            preconditionFailure("Lifecycle: 'workersDone' in state \(state): workers end once, after the drain closed their buffers")
         }
     }
 
     /// SIGTERM or SIGINT. The first drains; the next skips the rest of the grace period.
     public mutating func stopRequested() -> Action {
         switch state {
-        case .starting(let n), .running(let n), .reconnecting(let n):
-            state = .draining(inFlight: n, terminating: false)
+        case .starting, .running, .reconnecting:
+            state = .draining(terminating: false)
             return .beginDrain
-        case .draining(let n, false):
-            state = .draining(inFlight: n, terminating: true)
+        case .draining(false):
+            state = .draining(terminating: true)
             return .terminateHandlers
-        case .draining(_, true), .closing, .stopped:
+        case .draining(true), .closing, .stopped:
             return .none
         }
     }
@@ -150,13 +114,13 @@ public struct Lifecycle: Sendable, Equatable {
     /// SIGQUIT: stop at once.
     public mutating func quitRequested() -> Action {
         switch state {
-        case .starting(let n), .running(let n), .reconnecting(let n):
-            state = .draining(inFlight: n, terminating: true)
+        case .starting, .running, .reconnecting:
+            state = .draining(terminating: true)
             return .beginDrainAndTerminate
-        case .draining(let n, false):
-            state = .draining(inFlight: n, terminating: true)
+        case .draining(false):
+            state = .draining(terminating: true)
             return .terminateHandlers
-        case .draining(_, true), .closing, .stopped:
+        case .draining(true), .closing, .stopped:
             return .none
         }
     }
@@ -164,10 +128,10 @@ public struct Lifecycle: Sendable, Equatable {
     /// The grace period is over.
     public mutating func graceExpired() -> Action {
         switch state {
-        case .draining(let n, false):
-            state = .draining(inFlight: n, terminating: true)
+        case .draining(false):
+            state = .draining(terminating: true)
             return .terminateHandlers
-        case .starting, .running, .reconnecting, .draining(_, true), .closing, .stopped:
+        case .starting, .running, .reconnecting, .draining(true), .closing, .stopped:
             return .none
         }
     }
@@ -189,8 +153,8 @@ public struct Lifecycle: Sendable, Equatable {
     /// longer be sent; the broker redelivers those messages.
     public mutating func connectionLost() -> Action {
         switch state {
-        case .starting(let n), .running(let n):
-            state = .reconnecting(inFlight: n)
+        case .starting, .running:
+            state = .reconnecting
             return .reconnect
         case .closing:
             // Everything was flushed before the close began; the broker requeues the rest.
@@ -199,20 +163,5 @@ public struct Lifecycle: Sendable, Equatable {
         case .reconnecting, .draining, .stopped:
             return .none
         }
-    }
-
-    private mutating func closeIfIdle() -> Action {
-        switch state {
-        case .draining(0, _):
-            state = .closing
-            return .close
-        default:
-            return .none
-        }
-    }
-
-    private static func countDown(_ n: Int, by count: Int, event: String, state: State) -> Int {
-        precondition(n >= count, "Lifecycle: '\(event)(\(count))' in state \(state): more settled than dispatched")
-        return n - count
     }
 }

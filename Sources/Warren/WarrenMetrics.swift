@@ -46,7 +46,7 @@ struct RuntimeMetrics: Sendable {
         ($0, Gauge(label: "warren_lifecycle_state", dimensions: [("state", $0)]))
     }
 
-    func record(_ state: Lifecycle.State) {
+    func record(_ state: Lifecycle.State, inFlight: Int) {
         let current: String
         switch state {
         case .starting: current = "starting"
@@ -57,6 +57,6 @@ struct RuntimeMetrics: Sendable {
         case .stopped: current = "stopped"
         }
         for (name, gauge) in states { gauge.record(name == current ? 1 : 0) }
-        inFlight.record(Lifecycle(state: state).inFlight)
+        self.inFlight.record(inFlight)
     }
 }

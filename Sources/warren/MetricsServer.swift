@@ -27,6 +27,7 @@ enum MetricsServer {
                             runtime: @escaping @Sendable () -> WarrenRuntime, logger: Logger) -> some ApplicationProtocol {
         let router = Router()
         router.get("metrics") { _, _ -> String in
+            runtime().recordInFlight()
             var buffer: [UInt8] = []
             registry.emit(into: &buffer)
             return String(decoding: buffer, as: UTF8.self)

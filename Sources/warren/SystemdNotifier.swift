@@ -17,8 +17,10 @@ final class SystemdNotifier: Sendable {
     let extendBy: Duration
     /// In flight at the last drain report, to tell progress.
     private let lastDraining = Mutex<Int?>(nil)
-    /// The last state kind sent and when: in-flight counts change with every
-    /// burst of messages, and systemd needs no STATUS more than once a second.
+    /// What the last STATUS said, so the refresher sends only changes.
+    private let lastSaid = Mutex<(state: Lifecycle.State, inFlight: Int)?>(nil)
+    /// The last state kind sent and when: a flapping connection changes
+    /// state often, and systemd needs no STATUS more than once a second.
     private let lastStatus = Mutex<(kind: String, at: ContinuousClock.Instant)?>(nil)
 
     /// false when this is the same kind of state as the last one sent, less than a second ago.
@@ -49,15 +51,21 @@ final class SystemdNotifier: Sendable {
         }
     }
 
-    func lifecycleChanged(_ state: Lifecycle.State) {
+    /// A state change of the runtime speaking for the process, with what it has in flight now.
+    func lifecycleChanged(_ state: Lifecycle.State, inFlight n: Int) {
+        // A STATUS held back by the rate limit is not said: the refresher sends it later.
+        func say(_ message: String) {
+            lastSaid.withLock { $0 = (state, n) }
+            send(message)
+        }
         switch state {
-        case .starting(let n):
-            if worthSending("starting") { send("STATUS=starting, \(n) in flight") }
-        case .running(let n):
-            if worthSending("running") { send("READY=1\nSTATUS=running, \(n) in flight") }
-        case .reconnecting(let n):
-            if worthSending("reconnecting") { send("STATUS=reconnecting to the broker, \(n) in flight") }
-        case .draining(let n, let terminating):
+        case .starting:
+            if worthSending("starting") { say("STATUS=starting, \(n) in flight") }
+        case .running:
+            if worthSending("running") { say("READY=1\nSTATUS=running, \(n) in flight") }
+        case .reconnecting:
+            if worthSending("reconnecting") { say("STATUS=reconnecting to the broker, \(n) in flight") }
+        case .draining(let terminating):
             let progressed = lastDraining.withLock { last -> Bool in
                 defer { last = n }
                 return last.map { n < $0 } ?? true
@@ -67,12 +75,33 @@ final class SystemdNotifier: Sendable {
                 message += "\nEXTEND_TIMEOUT_USEC=\(extendBy.milliseconds * 1000)"
             }
             _ = worthSending("draining")
-            send(message)
+            say(message)
         case .closing:
             _ = worthSending("closing")
-            send("STOPPING=1\nSTATUS=closing: flushing acks and closing the connection")
+            say("STOPPING=1\nSTATUS=closing: flushing acks and closing the connection")
         case .stopped(let code):
-            send("STATUS=stopped, exit code \(code)")
+            say("STATUS=stopped, exit code \(code)")
+        }
+    }
+
+    /// Messages come and go without a state change: every second, the
+    /// STATUS of the runtime speaking for the process (nil during a reload)
+    /// is sent again if its count changed, so a drain that makes progress
+    /// pushes systemd's stop timeout.
+    func refreshStatus(runtime: @Sendable () -> WarrenRuntime?) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            guard let runtime = runtime() else { continue }
+            let state = runtime.state
+            switch state {
+            case .starting, .running, .reconnecting, .draining: break
+            case .closing, .stopped: continue  // said once, by the state change
+            }
+            let inFlight = runtime.inFlight
+            // The state again, after the count: a change meanwhile has said so itself.
+            guard runtime.state == state else { continue }
+            let changed = lastSaid.withLock { last in last.map { $0.state != state || $0.inFlight != inFlight } ?? true }
+            if changed { lifecycleChanged(state, inFlight: inFlight) }
         }
     }
 

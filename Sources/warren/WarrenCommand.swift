@@ -90,7 +90,9 @@ struct WarrenCommand: AsyncParsableCommand {
         func makeRuntime(_ settings: WarrenSettings, generation: Int) -> WarrenRuntime {
             WarrenRuntime(settings: settings, logger: logger, supervisor: supervisor, failFast: generation > 1) { state in
                 if case .running = state { sink.yield(.ready(generation: generation)) }
-                if current.speaksFor(generation) { notifier?.lifecycleChanged(state) }
+                if let notifier, let runtime = current.speaking(for: generation) {
+                    notifier.lifecycleChanged(state, inFlight: runtime.inFlight)
+                }
             }
         }
         let current = CurrentRuntime()
@@ -107,7 +109,7 @@ struct WarrenCommand: AsyncParsableCommand {
             }
             func start(_ generation: Int) {
                 let runtime = runtimes[generation]!
-                group.addTask { sink.yield(.ended(generation: generation, code: await runtime.run())) }
+                group.addTask { sink.yield(.ended(generation: generation, code: await runtime.runUntilStopped())) }
             }
             start(1)
             // Run as a service so that stopping is a graceful shutdown: a
@@ -130,6 +132,9 @@ struct WarrenCommand: AsyncParsableCommand {
                     }
                     sink.yield(.metricsStopped)
                 }
+            }
+            if let notifier {
+                group.addTask { await notifier.refreshStatus { current.speaking() } }
             }
             if let notifier, let interval = SystemdNotifier.watchdogInterval() {
                 group.addTask { await notifier.pingWatchdog(every: interval) { current.get() } }
@@ -177,24 +182,24 @@ struct WarrenCommand: AsyncParsableCommand {
                     logger.warning("SIGHUP: not reloading: \(reason)")
                 case .keepCurrent:
                     current.setReloading(false)
-                    notifier?.lifecycleChanged(.running(inFlight: 0))
+                    notifier?.lifecycleChanged(.running, inFlight: current.get().inFlight)
                 case .promote(let generation, let retired):
                     guard let runtime = runtimes[generation] else { return }
                     current.set(runtime, generation: generation)
                     logger.notice("reloaded: the new consumers consume; the old ones drain")
-                    notifier?.lifecycleChanged(.running(inFlight: 0))
+                    notifier?.lifecycleChanged(.running, inFlight: current.get().inFlight)
                     runtimes[retired]?.retire()
                 case .abandon(let generation):
                     logger.error("reload failed: the new consumers did not all consume within \(Self.reloadTimeout); they stop, and the running ones go on")
                     runtimes[generation]?.stop()
                     current.setReloading(false)
-                    notifier?.lifecycleChanged(.running(inFlight: 0))
+                    notifier?.lifecycleChanged(.running, inFlight: current.get().inFlight)
                 case .reloadFailed(let generation, let exitCode):
                     runtimes[generation] = nil
                     logger.error("reload failed: the new consumers could not start (see above); the running ones go on",
                                  metadata: ["exit_code": "\(exitCode)"])
                     current.setReloading(false)
-                    notifier?.lifecycleChanged(.running(inFlight: 0))
+                    notifier?.lifecycleChanged(.running, inFlight: current.get().inFlight)
                 case .replacedEnded(let generation, let exitCode):
                     runtimes[generation] = nil
                     logger.notice("the replaced consumers have drained", metadata: ["exit_code": "\(exitCode)"])
@@ -274,9 +279,15 @@ final class CurrentRuntime: Sendable {
     /// the watchdog pinger and every runtime's observer.
     private let state = Mutex<(runtime: WarrenRuntime?, generation: Int, reloading: Bool)>((nil, 0, false))
     func get() -> WarrenRuntime { state.withLock { $0.runtime! } }
-    /// While a reload is under way, no runtime's state reaches systemd: the
-    /// old one's would end the reload (`READY=1`) before the new one consumes.
-    func speaksFor(_ generation: Int) -> Bool { state.withLock { $0.generation == generation && !$0.reloading } }
+    /// The runtime whose states reach systemd, if it is `generation`'s.
+    /// While a reload is under way, none: the old one's would end the
+    /// reload (`READY=1`) before the new one consumes.
+    func speaking(for generation: Int? = nil) -> WarrenRuntime? {
+        state.withLock { state in
+            guard !state.reloading, generation == nil || state.generation == generation else { return nil }
+            return state.runtime
+        }
+    }
     func set(_ runtime: WarrenRuntime, generation: Int) { state.withLock { $0 = (runtime, generation, false) } }
     func setReloading(_ reloading: Bool) { state.withLock { $0.reloading = reloading } }
 }

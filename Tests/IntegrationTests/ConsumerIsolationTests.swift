@@ -50,7 +50,7 @@ import Warren
                     ConsumerSettings(name: "b", queue: queueB, maxAttempts: 1, declare: false),
                 ]),
                 handlers: ["a": recording(ledgerA), "b": recording(Ledger())], logger: logs.logger)
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("both consume") { logs.lines.filter { $0.contains("consuming") }.count == 2 }
             try await client.connection.deleteQueue(queueB, on: 1)
             // Past the old wrap-around at 1000 channel numbers.
@@ -83,7 +83,7 @@ import Warren
             settings.channelLimit = 3
             let runtime = WarrenRuntime(settings: settings, handlers: ["a": recording(Ledger()), "b": recording(ledgerB)],
                                         logger: logs.logger, observer: { states.record($0) })
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("both consume") { logs.lines.filter { $0.contains("consuming") }.count == 2 }
             // Each deletion cancels b; it re-declares and consumes on a new number: 3, then none is left.
             for round in 1...2 {
@@ -117,7 +117,7 @@ import Warren
                 ]),
                 handlers: ["a": recording(ledgerA, delay: .milliseconds(50)), "b": recording(Ledger())],
                 logger: logs.logger, observer: { states.record($0) })
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("running") { states.runningCount == 1 }
             // b's dead-letter queue comes back with other arguments: b's declare is refused from now on.
             try await client.connection.deleteQueue(queueB + ".dead", on: 1)
@@ -160,7 +160,7 @@ import Warren
                 ]),
                 handlers: ["a": recording(ledgerA), "b": recording(Ledger())], logger: logs.logger,
                 observer: { states.record($0) })
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("b's set-up refused more than once") {
                 logs.lines.filter { $0.contains("consumer=b") && $0.contains("failed") }.count >= 3
             }

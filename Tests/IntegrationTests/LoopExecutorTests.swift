@@ -53,7 +53,7 @@ import Warren
                 broker: BrokerSettings(endpoints: [endpoint], reconnectMin: .milliseconds(100), reconnectMax: .milliseconds(200)),
                 consumers: [ConsumerSettings(name: "test", queue: queue, prefetch: 10, concurrency: 2)])
             let runtime = WarrenRuntime(settings: settings, handlers: ["test": handler], logger: Logger(label: "test"))
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await client.publish(ids: ["before"], to: queue)
             try await eventually("the first message handled") { threads.withLock { $0["before"] } != nil }
             try FaultTests.rabbitmqctl("close_all_connections", "test: handlers move to the next connection")
@@ -79,7 +79,7 @@ import Warren
             let settings = WarrenSettings(broker: BrokerSettings(endpoints: [try TestBroker.options]),
                                           consumers: [ConsumerSettings(name: "test", queue: queue, prefetch: 10, concurrency: 1)])
             let runtime = WarrenRuntime(settings: settings, handlers: ["test": handler], logger: logs.logger)
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await client.publish(ids: ["blocker"], to: queue)
             try await eventually("the warning") {
                 logs.lines.contains { $0.contains("held the I/O thread without awaiting") }
@@ -106,7 +106,7 @@ extension LoopExecutorTests {
             let settings = WarrenSettings(broker: BrokerSettings(endpoints: [try TestBroker.options]),
                                           consumers: [ConsumerSettings(name: "test", queue: queue, prefetch: 1, concurrency: 1)])
             let runtime = WarrenRuntime(settings: settings, handlers: ["test": handler], logger: Logger(label: "test"))
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("running") { runtime.isReady }
             #expect(runtime.isResponsive(within: 500))
             try await client.publish(ids: ["wedge"], to: queue)

@@ -80,6 +80,34 @@ import Testing
         }
     }
 
+    @Test func statusFollowsTheMessagesInFlightWhileRunning() async throws {
+        try await withTestQueue { client, queue in
+            let notify = try NotifySocket(abstract: true)
+            let warren = try WarrenBinary(
+                config: try warrenConfig(queue: queue, command: #"sh -c 'sleep 2.5; echo "$WARREN_MESSAGE_ID" >> {dir}/finished'"#),
+                environment: ["NOTIFY_SOCKET": notify.name])
+            var seen: [String] = []
+            try await eventually("READY=1") {
+                seen += notify.drain()
+                return seen.contains { $0.contains("READY=1") }
+            }
+            #expect(seen.contains { $0.contains("STATUS=running, 0 in flight") }, "\(seen)")
+            try await client.publish(ids: ["r1"], to: queue)
+            try? await eventually("STATUS with the running handler", timeout: .seconds(10)) {
+                seen += notify.drain()
+                return seen.contains { $0.contains("STATUS=running, 1 in flight") }
+            }
+            #expect(seen.contains { $0.contains("STATUS=running, 1 in flight") }, "\(seen)\n\(warren.log)")
+            try await eventually("the handler finished", timeout: .seconds(10)) { warren.lines("finished") == ["r1"] }
+            try await eventually("STATUS back to none in flight") {
+                seen += notify.drain()
+                return seen.last { $0.contains("STATUS=") }?.contains("STATUS=running, 0 in flight") == true
+            }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+        }
+    }
+
     @Test func noPingsForAnotherProcessesWatchdog() async throws {
         try await withTestQueue { _, queue in
             let notify = try NotifySocket(abstract: true)

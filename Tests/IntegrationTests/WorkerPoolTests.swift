@@ -12,6 +12,30 @@ import Warren
         func finish(_ id: String) { state.withLock { $0.finished.append(id) } }
         var started: [String] { state.withLock { $0.started } }
         var finished: [String] { state.withLock { $0.finished } }
+
+        /// A handler that records its start, works for `duration`, and is
+        /// finished (and acks) only if it was not cancelled meanwhile.
+        func handler(working duration: Duration) -> ClosureHandler {
+            ClosureHandler { message in
+                self.start(message.logID)
+                try? await Task.sleep(for: duration)
+                if Task.isCancelled { return .retry(Failure(reason: "cancelled")) }
+                self.finish(message.logID)
+                return .ack
+            }
+        }
+
+        /// A drain's accounting, message by message: what finished was acked,
+        /// the rest is back in the queue, nothing ran twice, every started
+        /// handler finished, and at most `atMost` started at all.
+        func expectDrained(_ ids: [String], left: [String], atMost: Int, sourceLocation: SourceLocation = #_sourceLocation) {
+            #expect(Set(finished).isDisjoint(with: left), "finished work was acked", sourceLocation: sourceLocation)
+            #expect(Set(finished).union(left) == Set(ids), "nothing lost", sourceLocation: sourceLocation)
+            #expect(finished.count == Set(finished).count, "nothing ran twice", sourceLocation: sourceLocation)
+            #expect(Set(started) == Set(finished), "every started handler finished within the grace period",
+                    sourceLocation: sourceLocation)
+            #expect(finished.count <= atMost, "no handler started after the stop", sourceLocation: sourceLocation)
+        }
     }
 
     final class States: Sendable {
@@ -43,7 +67,7 @@ import Warren
             let runtime = WarrenRuntime(settings: try settings(queue: queue, heartbeat: 2), handlers: ["test": handler],
                                         logger: Logger(label: "test"), observer: { states.record($0) })
             try await client.publish(ids: ["long"], to: queue)
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("the handler finished", timeout: .seconds(30)) { ledger.finished.count == 1 }
             runtime.stop()
             #expect(await exit == 0)
@@ -58,24 +82,13 @@ import Warren
             let ids = (1...20).map { "m\($0)" }
             try await client.publish(ids: ids, to: queue)
             let ledger = Ledger()
-            let handler = ClosureHandler { message in
-                ledger.start(message.logID)
-                try? await Task.sleep(for: .milliseconds(400))
-                ledger.finish(message.logID)
-                return .ack
-            }
             let runtime = WarrenRuntime(settings: try settings(queue: queue, prefetch: 20, concurrency: 2),
-                                        handlers: ["test": handler], logger: Logger(label: "test"))
-            async let exit = runtime.run()
+                                        handlers: ["test": ledger.handler(working: .milliseconds(400))], logger: Logger(label: "test"))
+            async let exit = runtime.runUntilStopped()
             try await eventually("two handlers running") { ledger.started.count >= 2 }
             runtime.stop()
             #expect(await exit == 0)
-            let left = try await client.drain(queue).map(\.id)
-            #expect(Set(ledger.finished).isDisjoint(with: left), "finished work was acked")
-            #expect(Set(ledger.finished).union(left) == Set(ids), "nothing lost")
-            #expect(ledger.finished.count == Set(ledger.finished).count, "nothing ran twice")
-            #expect(Set(ledger.started) == Set(ledger.finished), "every started handler finished within the grace period")
-            #expect(ledger.finished.count <= 4, "no handler started after the stop signal")
+            ledger.expectDrained(ids, left: try await client.drain(queue).map(\.id), atMost: 4)
         }
     }
 
@@ -90,7 +103,7 @@ import Warren
             }
             let runtime = WarrenRuntime(settings: try settings(queue: queue, grace: .milliseconds(500)),
                                         handlers: ["test": handler], logger: Logger(label: "test"))
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("the handler started") { ledger.started.count == 1 }
             let clock = ContinuousClock()
             let stoppedAt = clock.now
@@ -118,7 +131,7 @@ import Warren
             }
             let runtime = WarrenRuntime(settings: try settings(queue: queue, timeout: .milliseconds(300)),
                                         handlers: ["test": handler], logger: Logger(label: "test"))
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("both messages done, the slow one on its second attempt") {
                 Set(ledger.finished) == ["slow", "fast"]
             }
@@ -141,11 +154,38 @@ import Warren
             }
             let runtime = WarrenRuntime(settings: try settings(queue: queue, prefetch: 6, concurrency: 2),
                                         handlers: ["test": handler], logger: Logger(label: "test"))
-            async let exit = runtime.run()
+            async let exit = runtime.runUntilStopped()
             try await eventually("handlers running") { ledger.started.count == 2 }
             runtime.quit()
             #expect(await exit == 0)
             #expect(Set(try await client.drain(queue).map(\.id)) == Set(ids))
+        }
+    }
+
+    @Test func inFlightIsWhatWaitsForAWorkerPlusWhatRunsAskedAtAnyMoment() async throws {
+        try await withTestQueue { client, queue in
+            let ids = (1...6).map { "f\($0)" }
+            try await client.publish(ids: ids, to: queue)
+            let ledger = Ledger()
+            let gate = Mutex(false)
+            let handler = ClosureHandler { message in
+                ledger.start(message.logID)
+                while !gate.withLock({ $0 }) && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+                ledger.finish(message.logID)
+                return .ack
+            }
+            let runtime = WarrenRuntime(settings: try settings(queue: queue, prefetch: 6, concurrency: 2),
+                                        handlers: ["test": handler], logger: Logger(label: "test"))
+            async let exit = runtime.runUntilStopped()
+            // No tick to wait for: 2 running and 4 waiting, as soon as they arrived.
+            try await eventually("six delivered, two running") { ledger.started.count == 2 && runtime.inFlight == 6 }
+            #expect(runtime.state == .running)
+            gate.withLock { $0 = true }
+            try await eventually("every message settled, nothing in flight") { ledger.finished.count == 6 && runtime.inFlight == 0 }
+            runtime.stop()
+            #expect(await exit == 0)
+            #expect(runtime.state == .stopped(exitCode: 0))
+            #expect(try await client.count(queue) == 0)
         }
     }
 }

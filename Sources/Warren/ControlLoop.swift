@@ -1,0 +1,406 @@
+import AMQP
+import Logging
+
+/// The one loop that owns the lifecycle, the current connection and the
+/// subscriptions on it. Everything that can change the lifecycle arrives as
+/// an event on one stream and is handled here, in order; `perform` carries
+/// out each action the state machine returns.
+struct ControlLoop {
+    enum Event: Sendable {
+        /// A new connection; `generation` tells its events from older ones'.
+        case connected(AMQPConnection, generation: Int)
+        case amqp(AMQPEvent, generation: Int)
+        case resubscribe(Resubscribe)
+        /// `failFast`: the first round of connects failed.
+        case cannotConnect(AMQPError)
+        /// Every consumer's workers have returned: the drain is done.
+        case workersDone
+        case stop
+        case quit
+        case graceExpired
+    }
+
+    let settings: WarrenSettings
+    let failFast: Bool
+    let consumers: [Consumer]
+    let router: DeliveryRouter
+    let watchdog: Watchdog
+    let resubscribes: ResubscribeTimer
+    let drainStarted: TerminationSignal
+    let status: RuntimeStatus
+    let metrics: RuntimeMetrics
+    let observer: WarrenRuntime.Observer?
+    let inFlight: @Sendable () -> Int
+    let logger: Logger
+    private(set) var machine = Lifecycle()
+    private var reported = Lifecycle().state
+    private(set) var current: AMQPConnection? = nil
+    private var subscriptions: Subscriptions
+
+    init(settings: WarrenSettings, failFast: Bool, consumers: [Consumer], router: DeliveryRouter, watchdog: Watchdog,
+         resubscribes: ResubscribeTimer, drainStarted: TerminationSignal, status: RuntimeStatus, metrics: RuntimeMetrics,
+         observer: WarrenRuntime.Observer?, inFlight: @escaping @Sendable () -> Int, logger: Logger) {
+        self.settings = settings
+        self.failFast = failFast
+        self.consumers = consumers
+        self.router = router
+        self.watchdog = watchdog
+        self.resubscribes = resubscribes
+        self.drainStarted = drainStarted
+        self.status = status
+        self.metrics = metrics
+        self.observer = observer
+        self.inFlight = inFlight
+        self.logger = logger
+        subscriptions = Subscriptions(consumers: consumers.count, channelLimit: settings.channelLimit)
+    }
+
+    /// Handles events until the lifecycle exits; returns the exit code.
+    mutating func run(_ events: AsyncStream<Event>) async -> Int32 {
+        for await event in events {
+            var action = await handle(event)
+            report()
+            while action != .none {
+                if case .exit(let code) = action { return code }
+                action = await perform(action)
+                report()
+            }
+        }
+        return 1
+    }
+
+    /// Tells the observer of every state passed through, closing included.
+    private mutating func report() {
+        guard machine.state != reported else { return }
+        reported = machine.state
+        if status.publish(machine.state) { metrics.record(machine.state, inFlight: inFlight()) }
+        observer?(machine.state)
+    }
+
+    // MARK: Events
+
+    private mutating func handle(_ event: Event) async -> Lifecycle.Action {
+        switch event {
+        case .connected(let connection, let generation):
+            return await connected(connection, generation: generation)
+        case .amqp(let event, let generation):
+            // A straggler from a connection already given up: its deliveries are void,
+            // and the broker has them back.
+            guard generation == subscriptions.generation, let connection = current else { return .none }
+            return await handle(event, on: connection)
+        case .resubscribe(let request):
+            // Also before every consumer consumes (starting, reconnecting): the others do meanwhile.
+            switch machine.state {
+            case .starting, .reconnecting, .running: break
+            case .draining, .closing, .stopped: return .none
+            }
+            guard subscriptions.wants(request), let connection = current else { return .none }
+            return await subscribe(consumers[request.consumer], on: connection, attempt: request.attempt)
+        case .cannotConnect(let error):
+            logger.error("the new config cannot connect to the broker", metadata: ["error": "\(error)"])
+            guard machine.state == .starting else { return .none }
+            return machine.failed()
+        case .workersDone:
+            return machine.workersDone()
+        case .stop:
+            return machine.stopRequested()
+        case .quit:
+            return machine.quitRequested()
+        case .graceExpired:
+            return machine.graceExpired()
+        }
+    }
+
+    private mutating func handle(_ event: AMQPEvent, on connection: AMQPConnection) async -> Lifecycle.Action {
+        switch event {
+        case .delivery(let delivery):
+            // Deliveries go through the router; one here came another way.
+            connection.nack(delivery, requeue: true)
+            return .none
+        case .consumerCancelledByBroker(let channel, let tag):
+            guard let request = stopConsuming(on: channel) else { return .none }
+            let consumer = consumers[request.consumer]
+            consumer.logger.warning("the broker cancelled the consumer (queue deleted, or a node failed over); subscribing again",
+                                    metadata: ["queue": "\(consumer.settings.queue)", "consumer_tag": "\(tag)"])
+            try? await connection.closeChannel(channel)
+            resubscribes.request(request)
+            return .none
+        case .channelClosed(let channel, let error):
+            if let request = stopConsuming(on: channel) {
+                consumers[request.consumer].logger.error("the broker closed the consumer's channel; subscribing again",
+                                                         metadata: ["error": "\(error)"])
+                resubscribes.request(request)
+            }
+            return .none
+        case .blocked(let reason):
+            logger.warning("the broker blocked the consuming connection", metadata: ["reason": "\(reason)"])
+            return .none
+        case .unblocked:
+            logger.notice("the broker unblocked the consuming connection")
+            return .none
+        case .returned:
+            return .none
+        case .connectionLost(let error):
+            logger.error("connection to the broker lost", metadata: ["error": "\(error)"])
+            return lost()
+        }
+    }
+
+    // MARK: Subscribing
+
+    /// A new connection: subscribe every consumer, unless warren is stopping.
+    private mutating func connected(_ connection: AMQPConnection, generation: Int) async -> Lifecycle.Action {
+        switch machine.state {
+        case .starting, .reconnecting:
+            break
+        case .running, .draining, .closing, .stopped:
+            // Nothing was done on it: nothing to flush, no broker to wait for.
+            connection.abort()
+            return .none
+        }
+        current = connection
+        status.use(connection)
+        router.use(connection, generation: generation)
+        subscriptions.connected(generation: generation)
+        let firstStart = machine.state == .starting
+        // Every queue is declared (or checked) before any consumer
+        // consumes, so a refused topology fails a start before a handler
+        // runs. After that, each consumer on its own: one whose queue is
+        // broken re-subscribes with backoff while the others consume.
+        var prepared: [(Consumer, UInt16)] = []
+        for consumer in consumers {
+            do {
+                prepared.append((consumer, try await prepare(consumer, on: connection)))
+            } catch {
+                if let action = await setUpFailed(consumer, error, firstStart: firstStart, on: connection) { return action }
+            }
+        }
+        // Once one consumes, handlers may run: a refusal now never fails
+        // the start (that would end them mid-message); the consumer
+        // subscribes again later, and a reload not consuming in time is
+        // abandoned with a drain.
+        for (consumer, channel) in prepared {
+            do {
+                try await consume(consumer, on: channel, connection)
+            } catch {
+                if let action = await setUpFailed(consumer, error, firstStart: false, on: connection) { return action }
+            }
+        }
+        return startedOnceAllConsume()
+    }
+
+    /// Carries out what a consumer's failed set-up means (see `Subscriptions.setUpFailed`).
+    private mutating func setUpFailed(_ consumer: Consumer, _ error: AMQPError, firstStart: Bool,
+                                      on connection: AMQPConnection) async -> Lifecycle.Action? {
+        switch subscriptions.setUpFailed(consumer: consumer.index, error, firstStart: firstStart, failFast: failFast) {
+        case .cannotStart:
+            if failFast {
+                logger.error("the new config cannot start: \(error.reason)")
+            } else {
+                logger.critical("warren cannot start: \(error.reason)")
+            }
+            return machine.failed()
+        case .reconnect:
+            logger.error("setting up the consumers failed; reconnecting", metadata: ["error": "\(error)"])
+            return await abandon(connection)
+        case .resubscribe(let request):
+            consumer.logger.error("setting up the consumer failed; the others go on, this one subscribes again later",
+                                  metadata: ["error": "\(error)"])
+            resubscribes.request(request)
+            return nil
+        }
+    }
+
+    /// Subscribing again after the broker cancelled a consumer, or after
+    /// its set-up failed, on a channel number its old channel never had.
+    private mutating func subscribe(_ consumer: Consumer, on connection: AMQPConnection, attempt: Int) async -> Lifecycle.Action {
+        do {
+            let channel = try await prepare(consumer, on: connection)
+            try await consume(consumer, on: channel, connection)
+            return startedOnceAllConsume()
+        } catch {
+            switch subscriptions.resubscribeFailed(consumer: consumer.index, attempt: attempt, error) {
+            case .reconnect, .cannotStart:
+                consumer.logger.warning("subscribing again failed; reconnecting", metadata: ["error": "\(error)"])
+                return await abandon(connection)
+            case .resubscribe(let request):
+                consumer.logger.warning("subscribing again failed; will retry", metadata: [
+                    "error": "\(error)", "attempt": "\(request.attempt)"])
+                resubscribes.request(request)
+                return .none
+            }
+        }
+    }
+
+    /// Running (systemd `READY=1`, `/readyz`, a reload's promotion) means
+    /// every consumer consumes, not merely that a connection is up.
+    private mutating func startedOnceAllConsume() -> Lifecycle.Action {
+        guard subscriptions.allConsume else { return .none }
+        status.served(subscriptions.generation)
+        return machine.started()
+    }
+
+    /// Opens a channel for the consumer and declares (or checks) its
+    /// queues on it; returns the channel, not yet consuming.
+    private mutating func prepare(_ consumer: Consumer, on connection: AMQPConnection) async throws(AMQPError) -> UInt16 {
+        let s = consumer.settings
+        guard let channel = subscriptions.allocate() else {
+            throw AMQPError(.closed, "every consuming channel number of this connection has been used; a new connection is needed")
+        }
+        do throws(AMQPError) {
+            try await connection.openChannel(channel, prefetch: s.prefetch)
+            if s.declare {
+                try await consumer.topology.declare(on: connection, channel: channel)
+            } else {
+                try await consumer.topology.check(on: connection, channel: channel)
+            }
+            return channel
+        } catch {
+            await release(channel, on: connection, after: error)
+            throw error
+        }
+    }
+
+    private mutating func consume(_ consumer: Consumer, on channel: UInt16, _ connection: AMQPConnection) async throws(AMQPError) {
+        let s = consumer.settings
+        // Routed before consuming, so the first delivery finds its buffer.
+        router.route(channel: channel, to: consumer.index)
+        do throws(AMQPError) {
+            _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel))
+        } catch {
+            router.route(channel: channel, to: nil)
+            await release(channel, on: connection, after: error)
+            throw error
+        }
+        subscriptions.consumes(consumer.index, on: channel)
+        consumer.logger.info("consuming", metadata: ["queue": "\(s.queue)", "prefetch": "\(s.prefetch)",
+                                                     "concurrency": "\(s.concurrency)", "channel": "\(channel)"])
+    }
+
+    /// A channel whose set-up failed received nothing: once closed, its number may serve again.
+    private mutating func release(_ channel: UInt16, on connection: AMQPConnection, after error: AMQPError) async {
+        guard !error.isConnectionFatal else { return }
+        try? await connection.closeChannel(channel)
+        subscriptions.releaseUnused(channel)
+    }
+
+    /// Forgets the consumer on `channel` (and unroutes it); returns its re-subscribe, if one was there.
+    private mutating func stopConsuming(on channel: UInt16) -> Resubscribe? {
+        guard let request = subscriptions.consumerGone(on: channel) else { return nil }
+        router.route(channel: channel, to: nil)
+        return request
+    }
+
+    // MARK: Connections
+
+    /// Gives up on a connection that still works but cannot serve (a
+    /// channel that will not reopen, channel numbers used up): closes it
+    /// and goes through a reconnect as if the broker had dropped it, so
+    /// what its consumers buffered is dropped and a new one is made.
+    private mutating func abandon(_ connection: AMQPConnection) async -> Lifecycle.Action {
+        await connection.close()
+        guard connection === current else { return .none }
+        return lost()
+    }
+
+    /// The current connection is gone. Reconnecting already (a consumer
+    /// was still being set up on it): its leftovers go all the same.
+    private mutating func lost() -> Lifecycle.Action {
+        let action = machine.connectionLost()
+        if action == .none, case .reconnecting = machine.state { return .reconnect }
+        return action
+    }
+
+    // MARK: Actions
+
+    /// Performs one action; returns the follow-up action, if any.
+    private mutating func perform(_ action: Lifecycle.Action) async -> Lifecycle.Action {
+        switch action {
+        case .none, .exit:
+            return .none
+        case .notifyReady:
+            logger.notice("running", metadata: ["consumers": "\(consumers.count)"])
+            return .none
+        case .reconnect:
+            reconnect()
+            return .none
+        case .beginDrain:
+            await beginDrain(terminate: false)
+            return .none
+        case .beginDrainAndTerminate:
+            await beginDrain(terminate: true)
+            return .none
+        case .terminateHandlers:
+            logger.warning("terminating running handlers; their messages will be requeued", metadata: [
+                "in_flight": "\(inFlight())", "kill_after": "\(settings.shutdown.killAfter)"])
+            watchdog.fire()
+            return .none
+        case .close:
+            return await close()
+        }
+    }
+
+    /// The connection is gone: its waiting deliveries are dropped (the
+    /// broker redelivers them), running handlers go on, a new connection
+    /// is being made.
+    private mutating func reconnect() {
+        metrics.reconnects.increment()
+        var dropped = 0
+        router.use(nil, generation: subscriptions.generation)
+        if let lost = current {
+            for consumer in consumers { dropped += consumer.buffer.removeAll(from: lost) }
+        }
+        current = nil
+        status.use(nil)
+        subscriptions.lost()
+        logger.warning("reconnecting; running handlers go on, their outcomes will be dropped and the broker redelivers",
+                       metadata: ["in_flight": "\(inFlight())", "dropped_unstarted": "\(dropped)"])
+    }
+
+    /// Nothing new starts: the buffers close (what they held goes back to
+    /// the broker), every consumer is cancelled, the grace timer starts.
+    /// The workers then end as their handlers finish (`workersDone`).
+    private mutating func beginDrain(terminate: Bool) async {
+        logger.notice("stop requested: draining", metadata: [
+            "in_flight": "\(inFlight())", "grace_period": "\(settings.shutdown.gracePeriod)"])
+        drainStarted.fire()
+        var released = 0
+        for consumer in consumers {
+            for received in consumer.buffer.close() {
+                received.connection.nack(received.delivery, requeue: true)
+                released += 1
+            }
+        }
+        if terminate {
+            logger.notice("quit: terminating every running handler now")
+            watchdog.fire()
+        }
+        if let connection = current {
+            let cancels = subscriptions.subscribed.map { (consumers[$0.consumer], $0.channel) }
+            let answered = await finishes(within: WarrenRuntime.brokerAnswerBound, orElse: { connection.abort() }) {
+                for (consumer, channel) in cancels {
+                    do {
+                        try await connection.cancel(consumerTag: consumer.consumerTag(channel: channel), on: channel)
+                    } catch {
+                        consumer.logger.warning("basic.cancel failed", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+            if !answered {
+                // A wait without a bound would hold the stop; the broker requeues what is unacked.
+                logger.error("the broker did not answer basic.cancel within \(WarrenRuntime.brokerAnswerBound); dropped the connection")
+            }
+        }
+        if released > 0 { logger.info("released deliveries that had not started", metadata: ["count": "\(released)"]) }
+    }
+
+    private mutating func close() async -> Lifecycle.Action {
+        logger.info("all handlers done: flushing acks, closing channels and connection")
+        // Settlements reach the socket first; only the handshake can wait on the broker.
+        if let connection = current,
+           !(await finishes(within: WarrenRuntime.brokerAnswerBound, orElse: { connection.abort() }) { await connection.close() }) {
+            logger.error("the broker did not answer the close within \(WarrenRuntime.brokerAnswerBound); dropped the connection")
+        }
+        return machine.closed()
+    }
+}

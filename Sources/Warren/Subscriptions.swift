@@ -1,0 +1,102 @@
+import AMQP
+
+/// A consumer to subscribe again after a backoff, on the connection of
+/// `generation` only: a request outliving its connection is dropped, so
+/// reconnects never pile up chains of retries.
+struct Resubscribe: Sendable, Equatable {
+    var consumer: Int
+    var attempt: Int
+    var generation: Int
+}
+
+/// Which consumer consumes on which channel of the current connection, and
+/// what each set-up failure means: a value the control loop keeps and asks,
+/// so every decision about subscribing is data, tested without a broker.
+/// The loop performs the I/O (open, declare, consume, close) and tells this
+/// value how it went.
+struct Subscriptions: Sendable, Equatable {
+    struct Subscription: Sendable, Equatable {
+        var consumer: Int
+        var channel: UInt16
+    }
+
+    /// What a consumer's failed set-up (or re-subscribe) means.
+    enum Decision: Sendable, Equatable {
+        /// The start cannot be: a refused topology at the first start, or any
+        /// refusal for a reload's new consumers, which must not pretend to be ready.
+        case cannotStart
+        /// The connection is gone (or cannot serve): make a new one.
+        case reconnect
+        /// This consumer alone tries again later; the others go on.
+        case resubscribe(Resubscribe)
+    }
+
+    let consumers: Int
+    let channelLimit: UInt16
+    /// The connection these channels belong to.
+    private(set) var generation = 0
+    /// Consuming channel by consumer index.
+    private var channelOf: [Int: UInt16] = [:]
+    private var channels: ChannelNumbers
+
+    init(consumers: Int, channelLimit: UInt16) {
+        self.consumers = consumers
+        self.channelLimit = channelLimit
+        channels = ChannelNumbers(limit: channelLimit)
+    }
+
+    /// A new connection: numbering starts afresh, nobody consumes yet.
+    mutating func connected(generation: Int) {
+        self.generation = generation
+        channelOf = [:]
+        channels = ChannelNumbers(limit: channelLimit)
+    }
+
+    /// The connection is gone: nobody consumes.
+    mutating func lost() { channelOf = [:] }
+
+    /// Running means every consumer consumes, not merely that a connection is up.
+    var allConsume: Bool { channelOf.count == consumers }
+
+    /// Who consumes where, in consumer order (the order of `basic.cancel` at a drain).
+    var subscribed: [Subscription] {
+        channelOf.sorted { $0.key < $1.key }.map { Subscription(consumer: $0.key, channel: $0.value) }
+    }
+
+    /// A number for a consumer's channel; nil when this connection has used
+    /// them all (see `ChannelNumbers`) and a new one is needed.
+    mutating func allocate() -> UInt16? { channels.allocate() }
+
+    /// A channel whose set-up failed before `basic.consume` is closed: its number may serve again.
+    mutating func releaseUnused(_ channel: UInt16) { channels.releaseUnused(channel) }
+
+    mutating func consumes(_ consumer: Int, on channel: UInt16) { channelOf[consumer] = channel }
+
+    /// The broker cancelled the consumer on `channel`, or closed the
+    /// channel: its number is spent, and the consumer subscribes again.
+    /// nil when nobody consumed there.
+    mutating func consumerGone(on channel: UInt16) -> Resubscribe? {
+        guard let index = channelOf.first(where: { $0.value == channel })?.key else { return nil }
+        channelOf[index] = nil
+        channels.retire(channel)
+        return Resubscribe(consumer: index, attempt: 0, generation: generation)
+    }
+
+    /// A re-subscribe still wanted: for this connection, and for a consumer not consuming.
+    func wants(_ request: Resubscribe) -> Bool {
+        request.generation == generation && channelOf[request.consumer] == nil
+    }
+
+    /// A consumer's set-up on a new connection failed.
+    func setUpFailed(consumer: Int, _ error: AMQPError, firstStart: Bool, failFast: Bool) -> Decision {
+        if firstStart && (error.code == .invalidArgument || (failFast && !error.isConnectionFatal)) { return .cannotStart }
+        if error.isConnectionFatal { return .reconnect }
+        return .resubscribe(Resubscribe(consumer: consumer, attempt: 1, generation: generation))
+    }
+
+    /// Subscribing again failed: retry later, or make a new connection.
+    func resubscribeFailed(consumer: Int, attempt: Int, _ error: AMQPError) -> Decision {
+        if error.isConnectionFatal { return .reconnect }
+        return .resubscribe(Resubscribe(consumer: consumer, attempt: attempt + 1, generation: generation))
+    }
+}
