@@ -22,8 +22,11 @@ public struct Backoff: Sendable, Equatable {
     /// `cap`: the one exponential growth of every wait in warren
     /// (reconnects, re-subscribes, retry delay levels).
     public static func doubled(_ base: Duration, times: Int, cappedAt cap: Duration) -> Duration {
+        let base = Double(max(base.milliseconds, 0)), cap = Double(max(cap.milliseconds, 0))
+        // A zero base stays zero (zero times infinity would be NaN).
+        guard base > 0 else { return .zero }
         let factor = times >= 60 ? Double.infinity : Double(UInt64(1) << UInt64(max(times, 0)))
-        return .milliseconds(Int64(min(Double(base.milliseconds) * factor, Double(cap.milliseconds))))
+        return .milliseconds(Int64(min(base * factor, cap)))
     }
 
     /// The delay to wait, `random` in 0..<1: between half and all of the nominal delay.

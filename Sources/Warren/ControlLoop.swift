@@ -36,6 +36,8 @@ struct ControlLoop {
     private var reported = Lifecycle().state
     private(set) var current: AMQPConnection? = nil
     private var subscriptions: Subscriptions
+    /// The workers ended before any drain began (see `workersDone`).
+    private var workersEnded = false
 
     init(settings: WarrenSettings, failFast: Bool, consumers: [Consumer], router: DeliveryRouter, watchdog: Watchdog,
          resubscribes: ResubscribeTimer, drainStarted: TerminationSignal, status: RuntimeStatus, metrics: RuntimeMetrics,
@@ -101,6 +103,13 @@ struct ControlLoop {
             guard machine.state == .starting else { return .none }
             return machine.failed()
         case .workersDone:
+            // Before a drain, only a runtime with no consumer at all, or one
+            // whose run was cancelled, sees its workers end: the drain that
+            // follows then has nothing to wait for.
+            guard case .draining = machine.state else {
+                workersEnded = true
+                return .none
+            }
             return machine.workersDone()
         case .stop:
             return machine.stopRequested()
@@ -326,10 +335,10 @@ struct ControlLoop {
             return .none
         case .beginDrain:
             await beginDrain(terminate: false)
-            return .none
+            return workersEnded ? machine.workersDone() : .none
         case .beginDrainAndTerminate:
             await beginDrain(terminate: true)
-            return .none
+            return workersEnded ? machine.workersDone() : .none
         case .terminateHandlers:
             logger.warning("terminating running handlers; their messages will be requeued", metadata: [
                 "in_flight": "\(inFlight())", "kill_after": "\(settings.shutdown.killAfter)"])

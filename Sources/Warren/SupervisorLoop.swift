@@ -84,6 +84,12 @@ final class SupervisorLoop {
     /// Set by `shutdown`: who waits for the thread's end. Once set, the
     /// loop only kills and reaps, and ends when nothing is left.
     var stopping: [@Sendable (pid_t) -> Void]? = nil
+    /// When a shutdown stops waiting for what it killed: a process stuck in
+    /// the kernel (D state) ignores SIGKILL, and warren's exit must not
+    /// wait for it.
+    var stopGiveUpAt: Int64 = .max
+    /// How long a shutdown waits for what it killed to be reaped.
+    static let shutdownWaitMs: Int64 = 5_000
 
     init(outputLimit: Int, inbox: WakeableInbox<ProcessSupervisor.Command>, openPidfd: @escaping ProcessSupervisor.PidfdOpener) {
         self.outputLimit = outputLimit
@@ -125,9 +131,10 @@ final class SupervisorLoop {
         sigemptyset(&pipeSignal)
         sigaddset(&pipeSignal, SIGPIPE)
         pthread_sigmask(SIG_BLOCK, &pipeSignal, nil)
-        while stopping == nil || !children.isEmpty || !leftovers.isEmpty {
+        while stopping == nil || ((!children.isEmpty || !leftovers.isEmpty) && monotonicMilliseconds() < stopGiveUpAt) {
             turn()
         }
+        abandonUnreaped()
         // Every command that came after the shutdown is refused, and the
         // supervisor's pipe goes with the inbox's last reference.
         for command in inbox.close() { refuse(command) }
@@ -207,8 +214,28 @@ final class SupervisorLoop {
             earlyTerminations = [:]
             // Commands queued after this one are refused, as are later ones.
             for command in inbox.close() { refuse(command) }
-            for child in children.values { terminate(child, killAfterMs: 0) }
+            for child in children.values {
+                terminate(child, killAfterMs: 0)
+                // One already terminating would otherwise wait out its kill_after.
+                kill(-child.pid, SIGKILL)
+            }
+            stopGiveUpAt = monotonicMilliseconds() + Self.shutdownWaitMs
+            // Orphans not yet noticed are found and killed too.
+            lookForLeftovers = true
         }
+    }
+
+    /// The shutdown's wait is over and something would not die: it is
+    /// named in the log, and whoever waits for a child is answered.
+    private func abandonUnreaped() {
+        for child in Array(children.values) {
+            child.sink(.stderr, "[warren: process group \(child.pid) survived SIGKILL for \(Self.shutdownWaitMs) ms at shutdown (stuck in the kernel?); not waiting longer]")
+            if child.pidfd >= 0 { close(child.pidfd) }
+            child.pidfd = -1
+            finish(child, status: child.phase.leader ?? .signaled(SIGKILL), terminated: true)
+        }
+        for leftover in leftovers.values where leftover.pidfd >= 0 { close(leftover.pidfd) }
+        leftovers = [:]
     }
 
     /// A command that came after the shutdown.

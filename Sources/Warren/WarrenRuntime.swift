@@ -35,6 +35,10 @@ public final class WarrenRuntime: Sendable {
     private let failFast: Bool
     /// Retry and dead-letter copies go out on this connection of their own.
     let publisher: Publisher
+    /// The process supervisor this runtime made for itself (none was
+    /// passed): shut down when the runtime is done, so no thread or
+    /// descriptor outlives it. One that was passed belongs to the caller.
+    private let ownSupervisor: ProcessSupervisor?
 
     /// - Parameter handlers: in-process handlers by consumer name; consumers
     ///   without one run their `command` through `ExecHandler`.
@@ -54,7 +58,8 @@ public final class WarrenRuntime: Sendable {
             watchdog = nil
             watchdogProblem = error.description
         }
-        let resolved = Self.resolve(handlers, for: settings, supervisor: supervisor, logger: logger)
+        let (resolved, owned) = Self.resolve(handlers, for: settings, supervisor: supervisor, logger: logger)
+        ownSupervisor = owned
         self.logger = logger
         let publisher = Publisher(broker: settings.broker, logger: logger)
         self.publisher = publisher
@@ -68,18 +73,23 @@ public final class WarrenRuntime: Sendable {
         resubscribes = ResubscribeTimer(broker: settings.broker, drainStarted: drainStarted)
     }
 
-    /// Every consumer's handler: the in-process one given, or its `command`.
+    /// Every consumer's handler: the in-process one given, or its `command`;
+    /// and the supervisor made for them when none was given (the runtime's own).
     private static func resolve(_ handlers: [String: any MessageHandler], for settings: WarrenSettings,
-                                supervisor: ProcessSupervisor?, logger: Logger) -> [String: any MessageHandler] {
+                                supervisor: ProcessSupervisor?, logger: Logger)
+        -> (handlers: [String: any MessageHandler], owned: ProcessSupervisor?) {
         var resolved = handlers
-        guard settings.consumers.contains(where: { handlers[$0.name] == nil }) else { return resolved }
+        guard settings.consumers.contains(where: { handlers[$0.name] == nil }) else { return (resolved, nil) }
         // A daemon passes its own (and stops if it cannot have one); an
         // embedder that lacks one gets every message requeued with a warning.
         var available = supervisor
+        var owned: ProcessSupervisor? = nil
         var unavailable = ""
         if available == nil {
+            // An embedder that passes none gets what the daemon does for itself.
             ProcessSupervisor.prepareProcess()
-            do { available = try ProcessSupervisor() } catch { unavailable = error.description }
+            do { owned = try ProcessSupervisor() } catch { unavailable = error.description }
+            available = owned
         }
         for consumer in settings.consumers where handlers[consumer.name] == nil {
             guard let supervisor = available else {
@@ -92,7 +102,7 @@ public final class WarrenRuntime: Sendable {
                 exitRetry: consumer.exitRetry, exitDeadLetter: consumer.exitDeadLetter, supervisor: supervisor,
                 logger: logger)
         }
-        return resolved
+        return (resolved, owned)
     }
 
     /// For the systemd watchdog: false when the I/O loop of the current
@@ -166,11 +176,13 @@ public final class WarrenRuntime: Sendable {
         } catch {
             logger.critical("cannot start the consumers: \(error.description)")
             watchdog?.close()
+            await ownSupervisor?.shutdown()
             return 1
         }
         defer { executor.stop() }
         guard let watchdog else {
             logger.critical("cannot start the consumers: \(watchdogProblem); free descriptors or raise the task limit")
+            await ownSupervisor?.shutdown()
             return 1
         }
         let connections = ConnectionSupervisor(broker: settings.broker, failFast: failFast, router: router, executor: executor,
@@ -213,6 +225,7 @@ public final class WarrenRuntime: Sendable {
             // After the last outcome: no copy is published any more.
             await publisher.stop()
             watchdog.close()
+            await ownSupervisor?.shutdown()
             return code
         }
     }

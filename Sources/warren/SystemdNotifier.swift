@@ -17,6 +17,9 @@ final class SystemdNotifier: Sendable {
     let extendBy: Duration
     /// In flight at the last drain report, to tell progress.
     private let lastDraining = Mutex<Int?>(nil)
+    /// Held while a state is decided and sent, so the state changes and
+    /// the refresher's repeats reach systemd in the order they happened.
+    private let speech = Mutex(())
     /// What the last STATUS said, so the refresher sends only changes.
     private let lastSaid = Mutex<(state: Lifecycle.State, inFlight: Int)?>(nil)
     /// The last state kind sent and when: a flapping connection changes
@@ -53,6 +56,14 @@ final class SystemdNotifier: Sendable {
 
     /// A state change of the runtime speaking for the process, with what it has in flight now.
     func lifecycleChanged(_ state: Lifecycle.State, inFlight n: Int) {
+        speech.withLock { _ in speak(state, inFlight: n, refreshOnly: false) }
+    }
+
+    /// Says `state` (called under `speech`). `refreshOnly`: the refresher's
+    /// repeat, which carries `STATUS=` (and a drain's progress) but never
+    /// `READY=1` or `STOPPING=1`: those belong to state changes alone, so a
+    /// repeat can never end a reload early or contradict a stop.
+    private func speak(_ state: Lifecycle.State, inFlight n: Int, refreshOnly: Bool) {
         // A STATUS held back by the rate limit is not said: the refresher sends it later.
         func say(_ message: String) {
             lastSaid.withLock { $0 = (state, n) }
@@ -60,26 +71,32 @@ final class SystemdNotifier: Sendable {
         }
         switch state {
         case .starting:
-            if worthSending("starting") { say("STATUS=starting, \(n) in flight") }
+            if refreshOnly || worthSending("starting") { say("STATUS=starting, \(n) in flight") }
         case .running:
-            if worthSending("running") { say("READY=1\nSTATUS=running, \(n) in flight") }
+            if refreshOnly {
+                say("STATUS=running, \(n) in flight")
+            } else if worthSending("running") {
+                say("READY=1\nSTATUS=running, \(n) in flight")
+            }
         case .reconnecting:
-            if worthSending("reconnecting") { say("STATUS=reconnecting to the broker, \(n) in flight") }
+            if refreshOnly || worthSending("reconnecting") { say("STATUS=reconnecting to the broker, \(n) in flight") }
         case .draining(let terminating):
             let progressed = lastDraining.withLock { last -> Bool in
                 defer { last = n }
                 return last.map { n < $0 } ?? true
             }
-            var message = "STOPPING=1\nSTATUS=draining, \(n) in flight\(terminating ? ", terminating handlers" : "")"
+            var message = "\(refreshOnly ? "" : "STOPPING=1\n")STATUS=draining, \(n) in flight\(terminating ? ", terminating handlers" : "")"
             if progressed {
                 message += "\nEXTEND_TIMEOUT_USEC=\(extendBy.milliseconds * 1000)"
             }
-            _ = worthSending("draining")
+            if !refreshOnly { _ = worthSending("draining") }
             say(message)
         case .closing:
+            guard !refreshOnly else { return }
             _ = worthSending("closing")
             say("STOPPING=1\nSTATUS=closing: flushing acks and closing the connection")
         case .stopped(let code):
+            guard !refreshOnly else { return }
             say("STATUS=stopped, exit code \(code)")
         }
     }
@@ -87,30 +104,34 @@ final class SystemdNotifier: Sendable {
     /// Messages come and go without a state change: every second, the
     /// STATUS of the runtime speaking for the process (nil during a reload)
     /// is sent again if its count changed, so a drain that makes progress
-    /// pushes systemd's stop timeout.
+    /// pushes systemd's stop timeout. Decided and sent under `speech`, with
+    /// the state read again there: a state change said meanwhile is never
+    /// followed by a stale repeat of the state before it.
     func refreshStatus(runtime: @Sendable () -> WarrenRuntime?) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
-            guard let runtime = runtime() else { continue }
-            let state = runtime.state
-            switch state {
-            case .starting, .running, .reconnecting, .draining: break
-            case .closing, .stopped: continue  // said once, by the state change
+            speech.withLock { _ in
+                guard let runtime = runtime() else { return }
+                let inFlight = runtime.inFlight
+                let state = runtime.state
+                switch state {
+                case .starting, .running, .reconnecting, .draining: break
+                case .closing, .stopped: return  // said once, by the state change
+                }
+                let changed = lastSaid.withLock { last in last.map { $0.state != state || $0.inFlight != inFlight } ?? true }
+                if changed { speak(state, inFlight: inFlight, refreshOnly: true) }
             }
-            let inFlight = runtime.inFlight
-            // The state again, after the count: a change meanwhile has said so itself.
-            guard runtime.state == state else { continue }
-            let changed = lastSaid.withLock { last in last.map { $0.state != state || $0.inFlight != inFlight } ?? true }
-            if changed { lifecycleChanged(state, inFlight: inFlight) }
         }
     }
 
     /// A reload begins: `RELOADING=1`; the new runtime's `READY=1` ends it.
     func reloading() {
-        lastStatus.withLock { $0 = ("reloading", ContinuousClock.now) }
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
-        send("RELOADING=1\nMONOTONIC_USEC=\(Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000)\nSTATUS=reloading the config")
+        speech.withLock { _ in
+            lastStatus.withLock { $0 = ("reloading", ContinuousClock.now) }
+            send("RELOADING=1\nMONOTONIC_USEC=\(Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000)\nSTATUS=reloading the config")
+        }
     }
 
     /// `WATCHDOG_USEC` from systemd, when it asks for pings (and they are for us).

@@ -80,4 +80,20 @@ import Warren
             #expect(error?.exitCode == 1)
         }
     }
+
+    /// Its workers end the moment it starts (there are none): that must
+    /// not read as a drain that already happened, nor crash the program.
+    @Test func aRuntimeWithoutConsumersRunsUntilTheGroupShutsDownAndEndsCleanly() async throws {
+        var settings = try settings(queue: "unused")
+        settings.consumers = []
+        let runtime = WarrenRuntime(settings: settings, logger: Logger(label: "test"))
+        let group = ServiceGroup(configuration: .init(services: [Neighbour(), runtime], logger: Logger(label: "test")))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            try await eventually("running") { runtime.state == .running }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        #expect(runtime.state == .stopped(exitCode: 0))
+    }
 }

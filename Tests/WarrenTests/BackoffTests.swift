@@ -25,6 +25,9 @@ import Warren
                 == [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(1)])
         #expect(Backoff.doubled(.seconds(1), times: 10_000, cappedAt: .seconds(7)) == .seconds(7))
         #expect(Backoff.doubled(.seconds(1), times: -3, cappedAt: .seconds(7)) == .seconds(1))
+        // A base under a millisecond never traps, however many attempts.
+        #expect(Backoff.doubled(.zero, times: 10_000, cappedAt: .seconds(7)) == .zero)
+        #expect(Backoff.doubled(.microseconds(500), times: 100, cappedAt: .seconds(7)) == .zero)
         // Unlike `Backoff`, a cap below the base wins (a retry policy's max is a max).
         #expect(Backoff.doubled(.seconds(5), times: 0, cappedAt: .seconds(2)) == .seconds(2))
         #expect(RetryPolicy(maxAttempts: 9, retryDelay: .seconds(1), retryDelayMax: .seconds(5)).delay(level: 4)
