@@ -234,9 +234,14 @@ final class IOLoop {
                 markLost(error)
                 return
             }
+            // The body stays in the buffer amqp_read_message malloc'ed for
+            // this message alone: the delivery takes it over, so it is
+            // neither copied nor freed here.
+            let payload = MessageBody(taking: message.body)
+            message.body = amqp_empty_bytes
             let delivery = Delivery(channel: channel, deliveryTag: deliver.delivery_tag, consumerTag: consumerTag,
                                     exchange: exchange, routingKey: routingKey, redelivered: deliver.redelivered != 0,
-                                    properties: MessageProperties(message.properties), body: message.body.array)
+                                    properties: MessageProperties(message.properties), payload: payload)
             amqp_destroy_message(&message)
             // The body's frames sit in the channel's pool, which only grows
             // until released: recycle it after each message, or a burst of
@@ -370,7 +375,7 @@ final class IOLoop {
     ///   unless the channel is in confirm mode.
     /// - Parameter open: open the channel in confirm mode first if it is not open.
     func publish(channel: UInt16, exchange: String, routingKey: String, mandatory: Bool,
-                 properties: MessageProperties, body: [UInt8], requireConfirm: Bool = false, open: Bool = false,
+                 properties: MessageProperties, body: MessageBody, requireConfirm: Bool = false, open: Bool = false,
                  confirmed: @escaping @Sendable (Result<Void, AMQPError>) -> Void) {
         guard let connection else {
             confirmed(.failure(lost ?? AMQPError(.closed, "connection closed")))
