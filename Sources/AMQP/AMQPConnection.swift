@@ -127,6 +127,7 @@ public final class AMQPConnection: Sendable {
             try loop.openChannel(channel, confirms: confirms)
             if prefetch > 0 {
                 _ = try loop.rpc(channel: channel, "setting prefetch") { amqp_basic_qos($0, channel, 0, prefetch, 0) }
+                loop.batchAcks(on: channel, prefetch: prefetch)
             }
         }
     }

@@ -16,6 +16,8 @@ final class IOLoop {
     final class ChannelState {
         var acks = AckTracker()
         var confirms: ConfirmTracker? = nil
+        /// Acks gathered before a busy loop sends them (see `batchAcks`).
+        var ackBatch = 1
     }
 
     private(set) var connection: RawConnection?
@@ -29,6 +31,8 @@ final class IOLoop {
     }
     /// `lost != nil`, checked in the hot loops without copying the error.
     private var isLost = false
+    /// When every pending ack last went out (monotonic ms).
+    private var lastFullFlush: Int64 = 0
     private var stopping = false
     /// Why the broker stopped reading from this connection, while it does.
     /// No channel is opened meanwhile (its reply would never come); other
@@ -97,7 +101,8 @@ final class IOLoop {
         var wakeReadable = true
         var skippedPoll = false
         while !isLost && !stopping {
-            queue.lastTurn.store(monotonicMilliseconds(), ordering: .relaxed)
+            let now = monotonicMilliseconds()
+            queue.lastTurn.store(now, ordering: .relaxed)
             queue.takeAll(into: &commands, drainWakeUp: wakeReadable)
             for command in commands {
                 execute(command)
@@ -105,7 +110,7 @@ final class IOLoop {
             }
             commands.removeAll(keepingCapacity: true)
             if isLost || stopping { break }
-            flushSettlements()
+            flushSettlements(all: now - lastFullFlush >= Self.ackDelayLimitMs)
             if isLost { break }
             var moreBuffered = false
             if mustRead || amqp_frames_enqueued(connection.state) != 0 || amqp_data_in_buffer(connection.state) != 0 {
@@ -129,9 +134,19 @@ final class IOLoop {
                 continue
             }
             skippedPoll = false
+            var timeout = busy ? 0 : pollTimeout
+            if !busy, let wait = ackWait() {
+                // About to sleep with acks held back: sleep no longer than they may wait.
+                if wait > 0 {
+                    timeout = min(timeout, Int32(wait))
+                } else {
+                    flushSettlements(all: true)
+                    if isLost { break }
+                }
+            }
             fds[0].revents = 0
             fds[1].revents = 0
-            let ready = poll(&fds, 2, busy ? 0 : pollTimeout)
+            let ready = poll(&fds, 2, timeout)
             mustRead = moreBuffered || (ready == 0 && !busy) || fds[0].revents != 0
             wakeReadable = fds[1].revents != 0
         }
@@ -172,8 +187,32 @@ final class IOLoop {
 
     // MARK: Settlements
 
-    private func flushSettlements() {
-        for (channel, state) in channels where state.acks.hasPending {
+    /// How long acks may be held back to gather a batch.
+    static let ackDelayLimitMs: Int64 = 10
+
+    /// A channel's acks go out once `ackBatch` of them have gathered, as
+    /// one `multiple` ack where they form a run: half a prefetch window, so
+    /// the broker always has the other half to send, and handles one ack
+    /// frame per half window rather than one per burst read. Acks wait at
+    /// most `ackDelayLimitMs` (counted from the last time everything went
+    /// out, so the first ack after a quiet spell goes at once); nacks never
+    /// wait; closing a channel or the connection sends everything first.
+    func batchAcks(on channel: UInt16, prefetch: UInt16) {
+        channels[channel]?.ackBatch = max(1, Int(prefetch) / 2)
+    }
+
+    /// nil when no settlement waits; else how many more milliseconds the
+    /// waiting ones may wait (0: send them now). Settlements that come
+    /// after a quiet spell are sent at once; in a stream they gather for
+    /// up to `ackDelayLimitMs`, since more deliveries, and acks, are coming.
+    private func ackWait() -> Int64? {
+        guard channels.values.contains(where: { $0.acks.hasPending }) else { return nil }
+        return max(0, lastFullFlush + Self.ackDelayLimitMs - monotonicMilliseconds())
+    }
+
+    private func flushSettlements(all: Bool = true) {
+        if all { lastFullFlush = monotonicMilliseconds() }
+        for (channel, state) in channels where state.acks.hasPending && (all || state.acks.isDue(batch: state.ackBatch)) {
             flushSettlements(of: channel, state)
             if isLost { return }
         }
