@@ -237,10 +237,26 @@ final class IOLoop {
 
     // MARK: Reading
 
+    /// Body bytes read in one turn, past which the turn stops reading and
+    /// lets the workers take what it read. A body of 64 KiB or more thus
+    /// comes alone, and is freed before the next one is allocated, so
+    /// malloc reuses its memory (as in a consumer that handles one message
+    /// at a time). Freed together, a burst of them leaves a free space at
+    /// the top of the I/O thread's heap that glibc trims (handing the pages
+    /// back with `MADV_DONTNEED`), and every page of the next bodies faults
+    /// in again: that cost 1 MiB bodies 2.5x the CPU of the C baseline and
+    /// 100 to 270 MB of peak RSS. Small bodies still come up to `limit`
+    /// frames a turn.
+    static let bodyBytesPerTurn = 64 * 1024
+
+    /// Body bytes of the deliveries handled this turn.
+    private var bodyBytesThisTurn = 0
+
     /// Reads and handles frames already available. false when the connection died.
     private func readAvailableFrames(limit: Int) -> Bool {
         guard let connection else { return false }
-        for _ in 0..<limit {
+        bodyBytesThisTurn = 0
+        for _ in 0..<limit where bodyBytesThisTurn < Self.bodyBytesPerTurn {
             var frame = amqp_frame_t()
             var zero = timeval(tv_sec: 0, tv_usec: 0)
             let status = amqp_simple_wait_frame_noblock(connection.state, &frame, &zero)
@@ -287,6 +303,7 @@ final class IOLoop {
             // large ones costs their whole size a second time.
             amqp_maybe_release_buffers_on_channel(connection.state, channel)
             channels[channel]?.acks.delivered(delivery.deliveryTag)
+            bodyBytesThisTurn += payload.count
             events?.emit(.delivery(delivery))
 
         case AMQP_BASIC_CANCEL_METHOD:
