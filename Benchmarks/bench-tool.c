@@ -1,11 +1,16 @@
 /*
- * The baseline for `make bench`: a plain rabbitmq-c consumer written the
+ * The baselines for `make bench`: a plain rabbitmq-c consumer written the
  * way an expert would (one thread, prefetch, acks coalesced with
- * multiple=true whenever the socket has nothing more buffered), and a fast
- * publisher to fill the queue.
+ * multiple=true), and a fast publisher to fill the queue. Two ack policies:
+ *
+ *   consume        acks everything so far whenever the socket has nothing
+ *                  more buffered (and at least every PREFETCH/2 deliveries);
+ *   consume-half   acks with multiple every PREFETCH/2 deliveries only, so
+ *                  the broker always has half a window to send.
  *
  *   bench-tool publish HOST PORT QUEUE COUNT SIZE
  *   bench-tool consume HOST PORT QUEUE COUNT PREFETCH
+ *   bench-tool consume-half HOST PORT QUEUE COUNT PREFETCH
  *   bench-tool count HOST PORT QUEUE 0 0     prints the messages ready (declares the queue)
  *   bench-tool purge HOST PORT QUEUE 0 0
  *   bench-tool spawn - 0 - COUNT PARALLEL   /bin/cat COUNT times, PARALLEL at once, no broker
@@ -80,7 +85,7 @@ static int spawn_cats(long count, int parallel) {
 
 int main(int argc, char **argv) {
     if (argc != 7) {
-        fprintf(stderr, "usage: bench-tool publish|consume|count|purge|spawn HOST PORT QUEUE COUNT SIZE|PREFETCH|PARALLEL\n");
+        fprintf(stderr, "usage: bench-tool publish|consume|consume-half|count|purge|spawn HOST PORT QUEUE COUNT SIZE|PREFETCH|PARALLEL\n");
         return 2;
     }
     const char *mode = argv[1], *host = argv[2], *queue = argv[4];
@@ -136,7 +141,9 @@ int main(int argc, char **argv) {
                 confirmed = (long)ack->delivery_tag;
             }
         }
-    } else {
+    } else if (strcmp(mode, "consume") == 0 || strcmp(mode, "consume-half") == 0) {
+        int drained_acks = strcmp(mode, "consume") == 0;
+        uint64_t half = extra / 2 > 0 ? (uint64_t)extra / 2 : 1;
         amqp_basic_qos(conn, 1, 0, (uint16_t)extra, 0);
         die_on(amqp_get_rpc_reply(conn), "basic.qos");
         amqp_basic_consume(conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
@@ -156,13 +163,17 @@ int main(int argc, char **argv) {
             received++;
             last_tag = envelope.delivery_tag;
             amqp_destroy_envelope(&envelope);
-            /* Coalesce: ack everything so far once nothing more is buffered. */
-            if (!amqp_data_in_buffer(conn) || received == count || last_tag - acked_tag >= (uint64_t)extra / 2) {
+            /* Coalesce: ack everything so far every half window, and (consume)
+               also whenever nothing more is buffered. */
+            if ((drained_acks && !amqp_data_in_buffer(conn)) || received == count || last_tag - acked_tag >= half) {
                 amqp_basic_ack(conn, 1, last_tag, 1);
                 acked_tag = last_tag;
             }
         }
         printf("%.6f %ld\n", now() - start, received);
+    } else {
+        fprintf(stderr, "bench-tool: unknown mode %s\n", mode);
+        return 2;
     }
     amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
     amqp_connection_close(conn, AMQP_REPLY_SUCCESS);

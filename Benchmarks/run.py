@@ -2,16 +2,21 @@
 """make bench: warren against a plain rabbitmq-c consumer, in one run.
 
 Alternates the consumers (A B A B ...) so the machine's noise hits them
-alike, and reports medians and ratios to the C baseline. Writes the table
-to bench-results/latest.md and prints it.
+alike, and reports medians and ratios to the faster of the two C
+baselines. Writes the table to bench-results/latest.md and prints it.
 
 Consumers:
-  c-baseline     Benchmarks/bench-tool.c: rabbitmq-c, one thread, coalesced acks
+  c-ack-drained  Benchmarks/bench-tool.c: rabbitmq-c, one thread, acks with
+                 multiple whenever the socket is drained (and every prefetch/2)
+  c-ack-half     the same, acking with multiple every prefetch/2 deliveries only
   warren-lib     warren's library, in-process no-op handler (warren-bench)
   warren-cat     the warren binary, command = /bin/cat, one process per message
   amqp-consume   amqp-consume /bin/cat from amqp-tools
   spawn-ceiling  bench-tool spawn: /bin/cat per message, 4 at once, no broker
                  at all; no consumer that runs /bin/cat can beat it here
+
+The first three run at every body size (BENCH_SIZES, bytes, comma
+separated); the /bin/cat ones at 256 bytes only.
 """
 import calendar, os, re, resource, signal, statistics, subprocess, sys, tempfile, time
 
@@ -19,7 +24,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPS = int(os.environ.get("BENCH_REPS", "5"))
 FAST_N = int(os.environ.get("BENCH_MESSAGES", "100000"))
 SLOW_N = int(os.environ.get("BENCH_SLOW_MESSAGES", "3000"))
-BODY = 256
+SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "256,4096,65536,1048576").split(",")]
+# Bigger bodies, fewer messages: each run stays about as short, and a full
+# queue stays well under the broker's memory watermark.
+BYTES_PER_RUN = int(os.environ.get("BENCH_BYTES", str(512 << 20)))
+PREFETCHES = (100, 1000)
+BASELINES = ("c-ack-drained", "c-ack-half")
+
+
+def messages_for(size):
+    n = min(FAST_N, BYTES_PER_RUN // size)
+    return max(100, n // 1000 * 1000 if n >= 10000 else n // 100 * 100)
+
+
+def size_label(size):
+    if size >= 1 << 20 and size % (1 << 20) == 0:
+        return f"{size >> 20} MiB"
+    if size >= 1 << 10 and size % (1 << 10) == 0:
+        return f"{size >> 10} KiB"
+    return f"{size} B"
 
 
 def sh(*args, **kw):
@@ -66,8 +89,8 @@ def tool(*args):
     return subprocess.check_output([f"{ROOT}/.build/bench-tool", *map(str, args)], text=True)
 
 
-def fill(broker, queue, n):
-    tool("publish", "127.0.0.1", broker.port, queue, n, BODY)
+def fill(broker, queue, n, size=256):
+    tool("publish", "127.0.0.1", broker.port, queue, n, size)
 
 
 def ready(broker, queue):
@@ -206,62 +229,83 @@ def main():
     static = ["swift", "build", "-c", "release", "--static-swift-stdlib", "--scratch-path", ".build-static"]
     sh(*static, "--product", "warren", cwd=ROOT)
     sh(*static, "--product", "warren-bench", cwd=ROOT)
+    os.makedirs(f"{ROOT}/.build", exist_ok=True)
     sh("cc", "-O2", "-Wall", "-o", f"{ROOT}/.build/bench-tool", f"{ROOT}/Benchmarks/bench-tool.c", "-lrabbitmq")
     bindir = subprocess.check_output(static + ["--show-bin-path"], cwd=ROOT, text=True).strip()
     warren, lib = f"{bindir}/warren", f"{bindir}/warren-bench"
     broker = Broker()
+    rows = {}
     try:
-        rows = {}
-        for prefetch in (100, 1000):
-            queue = f"bench.p{prefetch}"
-            tool("count", "127.0.0.1", broker.port, queue, 0, 0)
-            consumers = [
-                ("c-baseline", FAST_N, lambda: bench_self_timed(
-                    [f"{ROOT}/.build/bench-tool", "consume", "127.0.0.1", broker.port, queue, FAST_N, prefetch])),
-                ("warren-lib", FAST_N, lambda: bench_self_timed(
-                    [lib, broker.url, queue, FAST_N, prefetch, min(prefetch, 4)])),
-                ("warren-cat", SLOW_N, lambda: bench_warren_binary(
-                    [warren, "--config", warren_config(broker, queue, prefetch, "/bin/cat")], SLOW_N)),
-                ("amqp-consume", SLOW_N, lambda: bench_wall(
-                    ["amqp-consume", "--url", f"amqp://guest:guest@127.0.0.1:{broker.port}", "-q", queue, "-p", str(prefetch),
-                     "-c", str(SLOW_N), "/bin/cat"], SLOW_N)),
-                ("spawn-ceiling", SLOW_N, lambda: bench_self_timed(
-                    [f"{ROOT}/.build/bench-tool", "spawn", "-", 0, "-", SLOW_N, 4])),
-            ]
-            for rep in range(REPS):
-                for name, n, run in consumers:
-                    if name != "spawn-ceiling":
-                        fill(broker, queue, n)
-                    rate, cpu, rss = run()
-                    # A consumer stopped before the end leaves some behind; empty it for the next.
-                    tool("purge", "127.0.0.1", broker.port, queue, 0, 0)
-                    rows.setdefault((name, prefetch), []).append((rate, cpu, rss))
-                    print(f"  {name:13} prefetch {prefetch:5} run {rep + 1}: {rate:9.0f} msg/s  {cpu:8.1f} µs/msg  {rss / 1024:6.1f} MB", flush=True)
+        for size in SIZES:
+            n = messages_for(size)
+            for prefetch in PREFETCHES:
+                queue = f"bench.s{size}.p{prefetch}"
+                tool("count", "127.0.0.1", broker.port, queue, 0, 0)
+                consumers = [
+                    ("c-ack-drained", n, lambda: bench_self_timed(
+                        [f"{ROOT}/.build/bench-tool", "consume", "127.0.0.1", broker.port, queue, n, prefetch])),
+                    ("c-ack-half", n, lambda: bench_self_timed(
+                        [f"{ROOT}/.build/bench-tool", "consume-half", "127.0.0.1", broker.port, queue, n, prefetch])),
+                    ("warren-lib", n, lambda: bench_self_timed(
+                        [lib, broker.url, queue, n, prefetch, min(prefetch, 4)])),
+                ]
+                if size == 256:
+                    consumers += [
+                        ("warren-cat", SLOW_N, lambda: bench_warren_binary(
+                            [warren, "--config", warren_config(broker, queue, prefetch, "/bin/cat")], SLOW_N)),
+                        ("amqp-consume", SLOW_N, lambda: bench_wall(
+                            ["amqp-consume", "--url", f"amqp://guest:guest@127.0.0.1:{broker.port}", "-q", queue,
+                             "-p", str(prefetch), "-c", str(SLOW_N), "/bin/cat"], SLOW_N)),
+                        ("spawn-ceiling", SLOW_N, lambda: bench_self_timed(
+                            [f"{ROOT}/.build/bench-tool", "spawn", "-", 0, "-", SLOW_N, 4])),
+                    ]
+                for rep in range(REPS):
+                    for name, count, run in consumers:
+                        if name != "spawn-ceiling":
+                            fill(broker, queue, count, size)
+                        rate, cpu, rss = run()
+                        # A consumer stopped before the end leaves some behind; empty it for the next.
+                        tool("purge", "127.0.0.1", broker.port, queue, 0, 0)
+                        rows.setdefault((name, size, prefetch), []).append((rate, cpu, rss))
+                        print(f"  {name:13} {size_label(size):>7} prefetch {prefetch:5} run {rep + 1}: {rate:9.0f} msg/s"
+                              f"  {cpu:8.1f} µs/msg  {rss / 1024:7.1f} MB", flush=True)
         latency = stop_latency(broker, warren)
     finally:
         broker.stop()
 
-    def med(name, prefetch, i):
-        return statistics.median(r[i] for r in rows[(name, prefetch)])
+    def med(key, i):
+        return statistics.median(r[i] for r in rows[key])
 
-    def paired(name, other, prefetch, i):
-        """The median over repetitions of name/other, each measured right
-        after the other: the machine's slow moments cancel out."""
-        return statistics.median(a[i] / b[i] for a, b in zip(rows[(name, prefetch)], rows[(other, prefetch)]))
+    def paired(a, b, i):
+        """The median over repetitions of a/b, each measured right after the
+        other: the machine's slow moments cancel out."""
+        return statistics.median(x[i] / y[i] for x, y in zip(rows[a], rows[b]))
 
     lines = [f"warren benchmark, {time.strftime('%Y-%m-%d')}, {os.uname().nodename}: {os.cpu_count()} cores, "
-             f"RabbitMQ on loopback, {BODY}-byte transient messages, manual acks, medians of {REPS}; "
-             f"ratios are medians of the {REPS} ratios of runs made one right after the other",
+             f"RabbitMQ on loopback, transient messages, manual acks, medians of {REPS}; "
+             f"ratios are medians of the {REPS} ratios of runs made one right after the other, "
+             f"against the faster C baseline of each row group (marked *)",
              "",
-             "| consumer | prefetch | msg/s | x baseline | client CPU µs/msg | x baseline CPU | peak RSS MB |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for prefetch in (100, 1000):
-        for name in ("c-baseline", "warren-lib", "warren-cat", "amqp-consume", "spawn-ceiling"):
-            rate, cpu, rss = med(name, prefetch, 0), med(name, prefetch, 1), max(r[2] for r in rows[(name, prefetch)])
-            lines.append(f"| {name} | {prefetch} | {rate:,.0f} | {paired(name, 'c-baseline', prefetch, 0):.2f} | {cpu:.1f} "
-                         f"| {paired(name, 'c-baseline', prefetch, 1):.1f} | {rss / 1024:.1f} |")
-        for a, b in (("warren-cat", "amqp-consume"), ("warren-cat", "spawn-ceiling"), ("spawn-ceiling", "amqp-consume")):
-            lines.append(f"| {a} / {b} | {prefetch} | | {paired(a, b, prefetch, 0):.2f} | | | |")
+             "| consumer | body | messages | prefetch | msg/s | x faster C | client CPU µs/msg | x its CPU | peak RSS MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for size in SIZES:
+        for prefetch in PREFETCHES:
+            fastest = max(BASELINES, key=lambda b: med((b, size, prefetch), 0))
+            ref = (fastest, size, prefetch)
+            for name in ("c-ack-drained", "c-ack-half", "warren-lib", "warren-cat", "amqp-consume", "spawn-ceiling"):
+                key = (name, size, prefetch)
+                if key not in rows:
+                    continue
+                count = SLOW_N if name in ("warren-cat", "amqp-consume", "spawn-ceiling") else messages_for(size)
+                mark = " *" if name == fastest else ""
+                rate, cpu, rss = med(key, 0), med(key, 1), max(r[2] for r in rows[key])
+                lines.append(f"| {name}{mark} | {size_label(size)} | {count:,} | {prefetch} | {rate:,.0f} | "
+                             f"{paired(key, ref, 0):.2f} | {cpu:.1f} | {paired(key, ref, 1):.1f} | {rss / 1024:.1f} |")
+            if size == 256:
+                for a, b in (("warren-cat", "amqp-consume"), ("warren-cat", "spawn-ceiling"),
+                             ("spawn-ceiling", "amqp-consume")):
+                    lines.append(f"| {a} / {b} | {size_label(size)} | | {prefetch} | | "
+                                 f"{paired((a, size, prefetch), (b, size, prefetch), 0):.2f} | | | |")
     lines += ["", "| stop latency (SIGTERM to exit) | ms |", "| --- | --- |"]
     for what, ms in latency.items():
         lines.append(f"| {what} | {ms:.0f} |")

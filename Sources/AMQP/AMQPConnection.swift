@@ -127,6 +127,7 @@ public final class AMQPConnection: Sendable {
             try loop.openChannel(channel, confirms: confirms)
             if prefetch > 0 {
                 _ = try loop.rpc(channel: channel, "setting prefetch") { amqp_basic_qos($0, channel, 0, prefetch, 0) }
+                loop.batchAcks(on: channel, prefetch: prefetch)
             }
         }
     }
@@ -235,6 +236,14 @@ public final class AMQPConnection: Sendable {
     public func publish(_ body: [UInt8], exchange: String = "", routingKey: String, on channel: UInt16,
                         properties: MessageProperties = MessageProperties(), mandatory: Bool = false,
                         requireConfirm: Bool = false) async throws(AMQPError) {
+        try await publish(MessageBody(body), exchange: exchange, routingKey: routingKey, on: channel,
+                          properties: properties, mandatory: mandatory, requireConfirm: requireConfirm)
+    }
+
+    /// Publishes a body held in place (a delivery's `payload`), without copying it.
+    public func publish(_ body: MessageBody, exchange: String = "", routingKey: String, on channel: UInt16,
+                        properties: MessageProperties = MessageProperties(), mandatory: Bool = false,
+                        requireConfirm: Bool = false) async throws(AMQPError) {
         let result: Result<Void, AMQPError> = await withCheckedContinuation { continuation in
             queue.push(.call { loop in
                 loop.publish(channel: channel, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
@@ -251,6 +260,15 @@ public final class AMQPConnection: Sendable {
     /// fails the publish. While the broker blocks the connection, a channel
     /// is not opened (its reply would never come): the publish fails.
     public func publishConfirmed(_ body: [UInt8], exchange: String = "", routingKey: String, on channel: UInt16,
+                                 properties: MessageProperties = MessageProperties(), mandatory: Bool = false,
+                                 confirmed: @escaping @Sendable (Result<Void, AMQPError>) -> Void) {
+        publishConfirmed(MessageBody(body), exchange: exchange, routingKey: routingKey, on: channel,
+                         properties: properties, mandatory: mandatory, confirmed: confirmed)
+    }
+
+    /// `publishConfirmed` of a body held in place (a delivery's `payload`,
+    /// for retry and dead-letter copies), without copying it.
+    public func publishConfirmed(_ body: MessageBody, exchange: String = "", routingKey: String, on channel: UInt16,
                                  properties: MessageProperties = MessageProperties(), mandatory: Bool = false,
                                  confirmed: @escaping @Sendable (Result<Void, AMQPError>) -> Void) {
         queue.push(.call { loop in

@@ -65,6 +65,10 @@ struct AckTracker {
 
     var hasPending: Bool { !acked.isEmpty || !nacks.isEmpty }
 
+    /// Whether a busy loop sends now: a nack waits for nothing; acks wait
+    /// until `batch` of them gathered.
+    func isDue(batch: Int) -> Bool { !nacks.isEmpty || acked.count >= batch }
+
     /// What to send now, in order.
     mutating func flush() -> [WireSettlement] {
         guard hasPending else { return [] }

@@ -34,7 +34,9 @@ public struct MessageProperties: Sendable, Equatable {
     }
 }
 
-/// One message delivered to a consumer, copied out of rabbitmq-c's buffers.
+/// One message delivered to a consumer. Its fields are copied out of
+/// rabbitmq-c's buffers; its body is not: it keeps the buffer rabbitmq-c
+/// allocated for it (`MessageBody`), freed with the delivery.
 ///
 /// `deliveryTag` is only meaningful on the channel (and the connection) it
 /// came from; settle it through that same `AMQPConnection`.
@@ -50,10 +52,21 @@ public final class Delivery: Sendable {
     public let routingKey: String
     public let redelivered: Bool
     public let properties: MessageProperties
-    public let body: [UInt8]
+    /// The body in place: read it with `withUnsafeBytes`, size it with `count`.
+    public let payload: MessageBody
+
+    /// A copy of the body. Each read copies it: code that only reads it
+    /// (or its size) uses `payload`.
+    public var body: [UInt8] { payload.bytes }
+
+    public convenience init(channel: UInt16, deliveryTag: UInt64, consumerTag: String, exchange: String,
+                            routingKey: String, redelivered: Bool, properties: MessageProperties, body: [UInt8]) {
+        self.init(channel: channel, deliveryTag: deliveryTag, consumerTag: consumerTag, exchange: exchange,
+                  routingKey: routingKey, redelivered: redelivered, properties: properties, payload: MessageBody(body))
+    }
 
     public init(channel: UInt16, deliveryTag: UInt64, consumerTag: String, exchange: String,
-                routingKey: String, redelivered: Bool, properties: MessageProperties, body: [UInt8]) {
+                routingKey: String, redelivered: Bool, properties: MessageProperties, payload: MessageBody) {
         self.channel = channel
         self.deliveryTag = deliveryTag
         self.consumerTag = consumerTag
@@ -61,7 +74,7 @@ public final class Delivery: Sendable {
         self.routingKey = routingKey
         self.redelivered = redelivered
         self.properties = properties
-        self.body = body
+        self.payload = payload
     }
 }
 

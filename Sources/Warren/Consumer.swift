@@ -72,7 +72,7 @@ final class Consumer: Sendable {
             let connection = received.connection
             let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
                                   attempt: Message.attempt(of: delivery))
-            if delivery.body.count > settings.maxBody {
+            if delivery.payload.count > settings.maxBody {
                 await refuseOversized(message, connection: connection, watchdog: watchdog)
                 continue
             }
@@ -169,10 +169,10 @@ final class Consumer: Sendable {
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
-        log[metadataKey: "body_size"] = "\(message.body.count)"
+        log[metadataKey: "body_size"] = "\(message.payload.count)"
         log[metadataKey: "max_body"] = "\(settings.maxBody)"
         await deadLetter(message, reason: "body too large", failure: nil,
-                         extraHeaders: ["x-warren-body-size": .int64(Int64(message.body.count))],
+                         extraHeaders: ["x-warren-body-size": .int64(Int64(message.payload.count))],
                          connection: connection, log: log, watchdog: watchdog)
     }
 
@@ -236,7 +236,7 @@ final class Consumer: Sendable {
     /// confirmed copy.
     private func publishCopy(_ message: Message, to queue: String, properties: MessageProperties, connection: AMQPConnection,
                              log: Logger, watchdog: Watchdog) async -> Bool {
-        let result = await publisher.publishCopy(message.body, to: queue, properties: properties, shutdown: watchdog.shutdown)
+        let result = await publisher.publishCopy(message.payload, to: queue, properties: properties, shutdown: watchdog.shutdown)
         guard let result else { return true }
         log.error("the broker refused the copy; the message is requeued instead, not acked",
                   metadata: ["target_queue": "\(queue)", "error": "\(result)"])

@@ -39,7 +39,7 @@ public struct ExecHandler: MessageHandler {
         }
         do {
             let termination = try await supervisor.run(
-                argv, environment: HandlerEnvironment.forMessage(message), input: message.body, killAfter: killAfter,
+                argv, environment: HandlerEnvironment.forMessage(message), input: message.payload, killAfter: killAfter,
                 onStart: onStart
             ) { stream, line in
                 if stream == .stderr {

@@ -20,7 +20,11 @@ public struct Message: Sendable {
         self.attempt = attempt
     }
 
+    /// A copy of the body; `payload` reads it in place.
     public var body: [UInt8] { delivery.body }
+
+    /// The body in place, in the buffer it was read into.
+    public var payload: MessageBody { delivery.payload }
 
     /// The message id, or a stand-in built from the delivery tag for logs.
     public var logID: String { Self.logID(of: delivery) }

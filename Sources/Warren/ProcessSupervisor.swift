@@ -94,7 +94,7 @@ public final class ProcessSupervisor: Sendable {
         /// What `terminate` names.
         var id: Int
         /// The message, on the child's stdin.
-        var input: [UInt8]
+        var input: MessageBody
         var sink: LineSink
         var onStart: (@Sendable (Int32) -> Void)?
         var continuation: CheckedContinuation<Result<Termination, SpawnError>, Never>
@@ -190,6 +190,15 @@ public final class ProcessSupervisor: Sendable {
     /// its process group is gone. Cancelling the calling task terminates it:
     /// SIGTERM to the group, SIGKILL after `killAfter`.
     public func run(_ argv: [String], environment: [String], input: [UInt8], killAfter: Duration,
+                    onStart: (@Sendable (Int32) -> Void)? = nil,
+                    sink: @escaping LineSink) async throws(SpawnError) -> Termination {
+        try await run(argv, environment: environment, input: MessageBody(input), killAfter: killAfter,
+                      onStart: onStart, sink: sink)
+    }
+
+    /// `run` with a body held in place (a delivery's `payload`): stdin is
+    /// written from it, without a copy.
+    func run(_ argv: [String], environment: [String], input: MessageBody, killAfter: Duration,
                     onStart: (@Sendable (Int32) -> Void)? = nil,
                     sink: @escaping LineSink) async throws(SpawnError) -> Termination {
         // The spawn itself happens on the supervisor thread: posix_spawn

@@ -157,14 +157,14 @@ final class Publisher: Sendable {
     /// The caller's cancellation does not cut the wait short: a worker whose
     /// handler timed out settles in a cancelled task, and its copy may well
     /// be confirmed. So the wait runs in a task of its own, awaited here.
-    func publishCopy(_ body: [UInt8], to queue: String, properties: MessageProperties,
+    func publishCopy(_ body: MessageBody, to queue: String, properties: MessageProperties,
                      shutdown: TerminationSignal) async -> AMQPError? {
         await Task {
             await self.awaitConfirm(body, to: queue, properties: properties, shutdown: shutdown)
         }.value
     }
 
-    private func awaitConfirm(_ body: [UInt8], to queue: String, properties: MessageProperties,
+    private func awaitConfirm(_ body: MessageBody, to queue: String, properties: MessageProperties,
                               shutdown: TerminationSignal) async -> AMQPError? {
         await withTaskGroup(of: AMQPError?.self) { group in
             group.addTask { await self.send(body, to: queue, properties: properties) }
@@ -185,7 +185,7 @@ final class Publisher: Sendable {
 
     /// Sends on an idle channel and returns the broker's answer; returns at
     /// once, with an error, if the task is cancelled.
-    private func send(_ body: [UInt8], to queue: String, properties: MessageProperties) async -> AMQPError? {
+    private func send(_ body: MessageBody, to queue: String, properties: MessageProperties) async -> AMQPError? {
         let gaveUp = AMQPError(.publishRejected, "gave up waiting")
         var taken: (connection: AMQPConnection, channel: UInt16, generation: Int)? = nil
         while taken == nil {

@@ -24,7 +24,7 @@ final class SupervisorLoop {
         let pid: pid_t
         var pidfd: Int32
         var stdinFD: Int32
-        let input: [UInt8]
+        let input: MessageBody
         var inputOffset = 0
         var outputs: [Output]
         var phase = ChildPhase()

@@ -14,7 +14,7 @@ import Testing
             let publisher = Publisher(broker: BrokerSettings(endpoints: [options]), logger: Logger(label: "test"))
             let shutdown = TerminationSignal()
             func copy(_ id: String) async -> AMQPError? {
-                await publisher.publishCopy(Array(id.utf8), to: queue, properties: MessageProperties(messageId: id),
+                await publisher.publishCopy(MessageBody(Array(id.utf8)), to: queue, properties: MessageProperties(messageId: id),
                                             shutdown: shutdown)
             }
             await withTaskGroup(of: Void.self) { group in

@@ -10,6 +10,23 @@ import Testing
         #expect(tracker.outstanding == 2)
     }
 
+    /// A busy loop sends acks once half a prefetch window gathered (one
+    /// `multiple` ack for the lot); a nack never waits.
+    @Test func acksAreDueOnceABatchGatheredAndANackAtOnce() {
+        var tracker = AckTracker()
+        for tag in 1...6 as ClosedRange<UInt64> { tracker.delivered(tag) }
+        tracker.settle(1, .ack)
+        tracker.settle(2, .ack)
+        #expect(!tracker.isDue(batch: 3))
+        tracker.settle(3, .ack)
+        #expect(tracker.isDue(batch: 3))
+        #expect(tracker.flush() == [.ack(tag: 3, multiple: true)])
+        #expect(!tracker.isDue(batch: 3))
+        tracker.settle(4, .nack(requeue: true))
+        #expect(tracker.isDue(batch: 3))
+        #expect(tracker.flush() == [.nack(tag: 4, requeue: true)])
+    }
+
     @Test func aSingleFinishedTagIsAckedAlone() {
         var tracker = AckTracker()
         tracker.delivered(1)
