@@ -11,12 +11,14 @@ import Glibc
 /// thus lives exactly as long as the delivery is in flight, so a consumer
 /// holds at most about prefetch x body size.
 ///
-/// `@unchecked Sendable` without a lock: the bytes are written once, before
-/// the body exists, and never again; every access only reads them.
-public final class MessageBody: @unchecked Sendable {
-    private enum Storage {
-        /// `malloc`ed by rabbitmq-c, freed in `deinit`.
-        case owned(UnsafeMutableRawPointer)
+/// Sendable as checked by the compiler, with no lock: it holds only
+/// constants. The owned buffer is kept as its address, so no pointer that
+/// could write is stored; the bytes were written before the body existed,
+/// and every access hands out a read-only view.
+public final class MessageBody: Sendable {
+    private enum Storage: Sendable {
+        /// The address of a buffer `malloc`ed by rabbitmq-c, freed in `deinit`.
+        case owned(address: UInt)
         case array([UInt8])
     }
 
@@ -27,7 +29,7 @@ public final class MessageBody: @unchecked Sendable {
     /// the caller must no longer free it.
     init(taking bytes: amqp_bytes_t) {
         if bytes.len > 0, let pointer = bytes.bytes {
-            storage = .owned(pointer)
+            storage = .owned(address: UInt(bitPattern: pointer))
             count = bytes.len
         } else {
             free(bytes.bytes)
@@ -42,7 +44,7 @@ public final class MessageBody: @unchecked Sendable {
     }
 
     deinit {
-        if case .owned(let pointer) = storage { free(pointer) }
+        if case .owned(let address) = storage { free(UnsafeMutableRawPointer(bitPattern: address)) }
     }
 
     public var isEmpty: Bool { count == 0 }
@@ -50,7 +52,7 @@ public final class MessageBody: @unchecked Sendable {
     /// The bytes, without a copy, for the length of `body`.
     public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         switch storage {
-        case .owned(let pointer): try body(UnsafeRawBufferPointer(start: pointer, count: count))
+        case .owned(let address): try body(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: address), count: count))
         case .array(let array): try array.withUnsafeBytes(body)
         }
     }
@@ -58,7 +60,7 @@ public final class MessageBody: @unchecked Sendable {
     /// A copy of the bytes.
     public var bytes: [UInt8] {
         switch storage {
-        case .owned(let pointer): Array(UnsafeRawBufferPointer(start: pointer, count: count))
+        case .owned(let address): Array(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: address), count: count))
         case .array(let array): array
         }
     }

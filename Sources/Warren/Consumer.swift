@@ -1,6 +1,7 @@
 import AMQP
 import Glibc
 import Logging
+import Synchronization
 
 /// One `[consumer.NAME]`: its buffer and `concurrency` workers in one task
 /// group. Workers outlive connections: each delivery is settled on the
@@ -14,6 +15,10 @@ final class Consumer: Sendable {
     let handler: any MessageHandler
     let buffer = DeliveryBuffer()
     let shortage = ResourceShortage()
+    /// Messages a worker has taken and not yet settled (handler running,
+    /// or its retry or dead-letter copy awaiting the broker's confirm):
+    /// with the buffer's count, what this consumer has in flight.
+    let busy = Atomic<Int>(0)
     let metrics: ConsumerMetrics
     let logger: Logger
 
@@ -68,39 +73,47 @@ final class Consumer: Sendable {
             var next = buffer.tryNext()
             if next == nil { next = await buffer.next() }
             guard let received = next else { break }
-            let delivery = received.delivery
-            let connection = received.connection
-            let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
-                                  attempt: Message.attempt(of: delivery))
-            if delivery.payload.count > settings.maxBody {
-                await refuseOversized(message, connection: connection, watchdog: watchdog)
-                continue
-            }
-            // One clock reading serves the watchdog and the duration metric.
-            let started = monotonicNanoseconds()
-            guard let id = watchdog.start(timeout: settings.timeout, consumer: settings.name, delivery: delivery,
-                                          attempt: message.attempt, handle: handle, now: started / 1_000_000) else {
-                // Terminating: nothing new starts.
-                await settle(message, outcome: .retry(Failure(reason: "not started")), stop: .shutdown,
-                             connection: connection, watchdog: watchdog)
-                continue
-            }
-            var watched = message
-            watched.processWatch = ProcessWatch(watchdog: watchdog, id: id)
-            let outcome = await handler.handle(watched)
-            metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - started)
-            let stop = watchdog.finish(id)
-            if stop == nil, case .ack = outcome {
-                // The hot path, without a suspension point.
-                ack(message, on: connection)
-            } else {
-                await settle(message, outcome: outcome, stop: stop, connection: connection, watchdog: watchdog)
-            }
+            busy.add(1, ordering: .relaxed)
+            let stopped = await process(received, watchdog: watchdog, handle: handle)
+            busy.subtract(1, ordering: .relaxed)
             // The watchdog has cancelled this task, or is about to: its next
             // message belongs to a fresh worker, never to a cancelled one.
-            if stop != nil || Task.isCancelled { return .cancelled }
+            if stopped || Task.isCancelled { return .cancelled }
         }
         return Task.isCancelled ? .cancelled : .bufferClosed
+    }
+
+    /// Handles and settles one delivery; true when the watchdog stopped its handler.
+    private func process(_ received: Received, watchdog: Watchdog, handle: WorkerHandle) async -> Bool {
+        let delivery = received.delivery
+        let connection = received.connection
+        let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
+                              attempt: Message.attempt(of: delivery))
+        if delivery.payload.count > settings.maxBody {
+            await refuseOversized(message, connection: connection, watchdog: watchdog)
+            return false
+        }
+        // One clock reading serves the watchdog and the duration metric.
+        let started = monotonicNanoseconds()
+        guard let id = watchdog.start(timeout: settings.timeout, consumer: settings.name, delivery: delivery,
+                                      attempt: message.attempt, handle: handle, now: started / 1_000_000) else {
+            // Terminating: nothing new starts.
+            await settle(message, outcome: .retry(Failure(reason: "not started")), stop: .shutdown,
+                         connection: connection, watchdog: watchdog)
+            return false
+        }
+        var watched = message
+        watched.processWatch = ProcessWatch(watchdog: watchdog, id: id)
+        let outcome = await handler.handle(watched)
+        metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - started)
+        let stop = watchdog.finish(id)
+        if stop == nil, case .ack = outcome {
+            // The hot path, without a suspension point.
+            ack(message, on: connection)
+        } else {
+            await settle(message, outcome: outcome, stop: stop, connection: connection, watchdog: watchdog)
+        }
+        return stop != nil
     }
 
     /// Settles a message as its outcome says. Retry and dead-letter copies

@@ -127,10 +127,12 @@ public final class WarrenRuntime: Sendable {
     public var state: Lifecycle.State { status.state }
 
     /// Messages in flight now: waiting in a consumer's buffer for a free
-    /// worker, or in a running handler. Counted on demand from the buffers
-    /// and the watchdog, which hold those facts anyway.
+    /// worker, or taken by a worker and not yet settled (its handler
+    /// running, or its retry or dead-letter copy awaiting a confirm).
+    /// Asked on demand, for a gauge: nothing waits on this number, the
+    /// drain ends when the workers return.
     public var inFlight: Int {
-        consumers.reduce(0) { $0 + $1.buffer.count } + (watchdog?.report().count ?? 0)
+        consumers.reduce(0) { $0 + $1.buffer.count + $1.busy.load(ordering: .relaxed) }
     }
 
     /// Brings `warren_in_flight` up to date (it is computed on demand, not
