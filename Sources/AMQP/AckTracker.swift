@@ -42,9 +42,28 @@ struct AckTracker {
     /// Delivered tags the application has not settled yet.
     private(set) var outstanding = 0
 
-    mutating func delivered(_ tag: UInt64) {
+    /// The last tag delivered on this channel (they count up from 1).
+    private var lastDelivered: UInt64 = 0
+
+    /// Returns how many tags before this one never arrived. A `multiple`
+    /// ack would settle those unseen messages as done, so each is nacked
+    /// (requeued) at the next flush instead, ahead of any ack; the list
+    /// stays consecutive. Tags are never skipped by the broker: only a
+    /// frame lost on the client side makes a gap.
+    @discardableResult
+    mutating func delivered(_ tag: UInt64) -> Int {
+        var skipped = 0
+        if tag > lastDelivered + 1 {
+            for missing in (lastDelivered + 1)..<tag {
+                unsettled.append(Entry(tag: missing, state: .sent))
+                nacks.append((missing, true))
+                skipped += 1
+            }
+        }
+        lastDelivered = max(lastDelivered, tag)
         unsettled.append(Entry(tag: tag, state: .running))
         outstanding += 1
+        return skipped
     }
 
     /// Settles a delivered tag. A tag that is not (or no longer) waiting

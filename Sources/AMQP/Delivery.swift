@@ -55,8 +55,9 @@ public final class Delivery: Sendable {
     /// The body in place: read it with `withUnsafeBytes`, size it with `count`.
     public let payload: MessageBody
 
-    /// A copy of the body. Each read copies it: code that only reads it
-    /// (or its size) uses `payload`.
+    /// The body as an array, copied out of the buffer on the first read
+    /// (then kept while the delivery lives): code that only reads it, or
+    /// its size, uses `payload` and copies nothing.
     public var body: [UInt8] { payload.bytes }
 
     public convenience init(channel: UInt16, deliveryTag: UInt64, consumerTag: String, exchange: String,

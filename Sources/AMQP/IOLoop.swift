@@ -211,7 +211,12 @@ final class IOLoop {
     }
 
     private func flushSettlements(all: Bool = true) {
-        if all { lastFullFlush = monotonicMilliseconds() }
+        if all {
+            // A flush with nothing to send starts no hold: the first ack
+            // after a quiet spell then finds the hold over, and goes at once.
+            guard channels.values.contains(where: { $0.acks.hasPending }) else { return }
+            lastFullFlush = monotonicMilliseconds()
+        }
         for (channel, state) in channels where state.acks.hasPending && (all || state.acks.isDue(batch: state.ackBatch)) {
             flushSettlements(of: channel, state)
             if isLost { return }
@@ -256,7 +261,8 @@ final class IOLoop {
     private func readAvailableFrames(limit: Int) -> Bool {
         guard let connection else { return false }
         bodyBytesThisTurn = 0
-        for _ in 0..<limit where bodyBytesThisTurn < Self.bodyBytesPerTurn {
+        for _ in 0..<limit {
+            if bodyBytesThisTurn >= Self.bodyBytesPerTurn { break }
             var frame = amqp_frame_t()
             var zero = timeval(tv_sec: 0, tv_usec: 0)
             let status = amqp_simple_wait_frame_noblock(connection.state, &frame, &zero)
@@ -286,6 +292,8 @@ final class IOLoop {
             var message = amqp_message_t()
             let reply = amqp_read_message(connection.state, channel, &message, 0)
             if let error = connection.error(from: reply, channel: channel, doing: "reading a delivery") {
+                // On failure the library has freed what it allocated, and
+                // may leave `message.body` pointing at it: never touch it.
                 markLost(error)
                 return
             }
@@ -302,7 +310,10 @@ final class IOLoop {
             // until released: recycle it after each message, or a burst of
             // large ones costs their whole size a second time.
             amqp_maybe_release_buffers_on_channel(connection.state, channel)
-            channels[channel]?.acks.delivered(delivery.deliveryTag)
+            if let skipped = channels[channel]?.acks.delivered(delivery.deliveryTag), skipped > 0 {
+                logger.error("deliveries were lost between the broker and warren (rabbitmq-c dropped their frames); they are requeued, never covered by an ack",
+                             metadata: ["channel": "\(channel)", "count": "\(skipped)", "before_tag": "\(delivery.deliveryTag)"])
+            }
             bodyBytesThisTurn += payload.count
             events?.emit(.delivery(delivery))
 

@@ -1,5 +1,6 @@
 import CRabbitMQ
 import Glibc
+import Synchronization
 
 /// A message body, read in place.
 ///
@@ -11,8 +12,8 @@ import Glibc
 /// thus lives exactly as long as the delivery is in flight, so a consumer
 /// holds at most about prefetch x body size.
 ///
-/// Sendable as checked by the compiler, with no lock: it holds only
-/// constants. The owned buffer is kept as its address, so no pointer that
+/// Sendable as checked by the compiler: it holds constants, and the one
+/// thing made later (an array copy, on demand) behind a lock. The owned buffer is kept as its address, so no pointer that
 /// could write is stored; the bytes were written before the body existed,
 /// and every access hands out a read-only view.
 public final class MessageBody: Sendable {
@@ -24,6 +25,8 @@ public final class MessageBody: Sendable {
 
     private let storage: Storage
     public let count: Int
+    /// Guards the array copy of an owned buffer, made on the first `bytes`.
+    private let copy = Mutex<[UInt8]?>(nil)
 
     /// Takes over a buffer from `malloc` (as `amqp_read_message` makes);
     /// the caller must no longer free it.
@@ -57,11 +60,20 @@ public final class MessageBody: Sendable {
         }
     }
 
-    /// A copy of the bytes.
+    /// The bytes as an array: copied out of the buffer on the first read
+    /// only, so code written for `[UInt8]` (`message.body[i]` in a loop)
+    /// pays for one copy, not one per access.
     public var bytes: [UInt8] {
         switch storage {
-        case .owned(let address): Array(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: address), count: count))
-        case .array(let array): array
+        case .array(let array):
+            return array
+        case .owned(let address):
+            return copy.withLock { copy in
+                if let copy { return copy }
+                let made = Array(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: address), count: count))
+                copy = made
+                return made
+            }
         }
     }
 }
