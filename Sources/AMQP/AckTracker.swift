@@ -105,7 +105,12 @@ struct AckTracker {
         }
         if let last { out.append(.ack(tag: last, multiple: covered > 1)) }
 
-        // Behind a running tag: one by one, in tag order.
+        // Behind a running tag: one by one, in tag order. Usually the run
+        // above covered every one of them, and there is nothing to sort.
+        if covered == acked.count {
+            acked.removeAll(keepingCapacity: true)
+            return out
+        }
         acked.sort()
         for tag in acked {
             guard let index = index(of: tag), unsettled[index].state == .acked else { continue }

@@ -58,23 +58,25 @@ extension FieldValue {
 }
 
 extension MessageProperties {
+    /// Built in one memberwise call: assigning field by field to `self`
+    /// after `self.init()` made the compiler copy and destroy the whole
+    /// value, on the I/O thread, for every delivery.
     init(_ p: amqp_basic_properties_t) {
-        self.init()
         let flags = p._flags
         func has(_ flag: Int32) -> Bool { flags & amqp_flags_t(flag) != 0 }
-        if has(AMQP_BASIC_CONTENT_TYPE_FLAG) { contentType = p.content_type.string }
-        if has(AMQP_BASIC_CONTENT_ENCODING_FLAG) { contentEncoding = p.content_encoding.string }
-        if has(AMQP_BASIC_HEADERS_FLAG) { headers = FieldTable(p.headers) }
-        if has(AMQP_BASIC_DELIVERY_MODE_FLAG) { deliveryMode = p.delivery_mode }
-        if has(AMQP_BASIC_PRIORITY_FLAG) { priority = p.priority }
-        if has(AMQP_BASIC_CORRELATION_ID_FLAG) { correlationId = p.correlation_id.string }
-        if has(AMQP_BASIC_REPLY_TO_FLAG) { replyTo = p.reply_to.string }
-        if has(AMQP_BASIC_EXPIRATION_FLAG) { expiration = p.expiration.string }
-        if has(AMQP_BASIC_MESSAGE_ID_FLAG) { messageId = p.message_id.string }
-        if has(AMQP_BASIC_TIMESTAMP_FLAG) { timestamp = p.timestamp }
-        if has(AMQP_BASIC_TYPE_FLAG) { type = p.type.string }
-        if has(AMQP_BASIC_USER_ID_FLAG) { userId = p.user_id.string }
-        if has(AMQP_BASIC_APP_ID_FLAG) { appId = p.app_id.string }
+        self.init(contentType: has(AMQP_BASIC_CONTENT_TYPE_FLAG) ? p.content_type.string : nil,
+                  contentEncoding: has(AMQP_BASIC_CONTENT_ENCODING_FLAG) ? p.content_encoding.string : nil,
+                  headers: has(AMQP_BASIC_HEADERS_FLAG) ? FieldTable(p.headers) : nil,
+                  deliveryMode: has(AMQP_BASIC_DELIVERY_MODE_FLAG) ? p.delivery_mode : nil,
+                  priority: has(AMQP_BASIC_PRIORITY_FLAG) ? p.priority : nil,
+                  correlationId: has(AMQP_BASIC_CORRELATION_ID_FLAG) ? p.correlation_id.string : nil,
+                  replyTo: has(AMQP_BASIC_REPLY_TO_FLAG) ? p.reply_to.string : nil,
+                  expiration: has(AMQP_BASIC_EXPIRATION_FLAG) ? p.expiration.string : nil,
+                  messageId: has(AMQP_BASIC_MESSAGE_ID_FLAG) ? p.message_id.string : nil,
+                  timestamp: has(AMQP_BASIC_TIMESTAMP_FLAG) ? p.timestamp : nil,
+                  type: has(AMQP_BASIC_TYPE_FLAG) ? p.type.string : nil,
+                  userId: has(AMQP_BASIC_USER_ID_FLAG) ? p.user_id.string : nil,
+                  appId: has(AMQP_BASIC_APP_ID_FLAG) ? p.app_id.string : nil)
     }
 }
 

@@ -261,8 +261,16 @@ final class IOLoop {
     private func readAvailableFrames(limit: Int) -> Bool {
         guard let connection else { return false }
         bodyBytesThisTurn = 0
-        for _ in 0..<limit {
+        for read in 0..<limit {
             if bodyBytesThisTurn >= Self.bodyBytesPerTurn { break }
+            // Once the library holds nothing more, asking again would only
+            // make it recv(2) EAGAIN and poll(2) with timeout 0: two system
+            // calls per turn for nothing. The loop's own poll says when
+            // more has come. (The first call of a turn always goes in: it
+            // reads the socket, sends a due heartbeat, notices a silent broker.)
+            if read > 0 && amqp_data_in_buffer(connection.state) == 0 && amqp_frames_enqueued(connection.state) == 0 {
+                return true
+            }
             var frame = amqp_frame_t()
             var zero = timeval(tv_sec: 0, tv_usec: 0)
             let status = amqp_simple_wait_frame_noblock(connection.state, &frame, &zero)

@@ -21,6 +21,9 @@ final class Consumer: Sendable {
     let busy = Atomic<Int>(0)
     let metrics: ConsumerMetrics
     let logger: Logger
+    /// `logger.logLevel <= .debug`, read once: asking the logger copies its
+    /// handler, and a success asks for every message.
+    private let debugLogging: Bool
 
     init(settings: ConsumerSettings, index: Int, handler: any MessageHandler, publisher: Publisher, logger: Logger) {
         self.settings = settings
@@ -32,6 +35,7 @@ final class Consumer: Sendable {
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.name)"
         self.logger = logger
+        debugLogging = logger.logLevel <= .debug
     }
 
     func consumerTag(channel: UInt16) -> String { "warren.\(settings.name).\(channel)" }
@@ -236,7 +240,7 @@ final class Consumer: Sendable {
 
     /// Success: no log line unless debugging, so no metadata built.
     private func ack(_ message: Message, on connection: AMQPConnection) {
-        if logger.logLevel <= .debug {
+        if debugLogging {
             logger.debug("handler succeeded; message acked", metadata: ["message_id": "\(message.logID)"])
         }
         connection.ack(message.delivery)
