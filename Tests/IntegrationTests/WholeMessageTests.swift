@@ -1,0 +1,182 @@
+import AMQP
+import Foundation
+import Glibc
+import Testing
+
+/// The whole message reaches a command handler: every property and every
+/// header type through the real broker, in the environment and in the
+/// envelope (`input = envelope`), read by a Python handler that knows the
+/// values only from this file; and messages built to break either arrive
+/// handled, with the daemon unharmed.
+@Suite(.serialized) struct WholeMessageTests {
+    static let body = "{\"order\":7}\n\ttail é ✓"
+
+    /// Every basic property, and a header of every AMQP field type the broker carries.
+    static func everything(id: String) -> MessageProperties {
+        MessageProperties(
+            contentType: "application/json", contentEncoding: "identity",
+            headers: FieldTable([
+                ("t-bool", .bool(true)), ("t-i8", .int8(-8)), ("t-u8", .uint8(200)), ("t-i16", .int16(-1600)),
+                ("t-u16", .uint16(60000)), ("t-i32", .int32(-2_000_000_000)), ("t-u32", .uint32(4_000_000_000)),
+                ("t-i64", .int64(-9_000_000_000_000)), ("t-f32", .float(1.5)), ("t-f64", .double(-0.125)),
+                ("t-decimal", .decimal(scale: 2, value: 12345)), ("t-string", .string("acme é")),
+                ("t-bytes", .bytes([0, 1, 2, 255])), ("t-timestamp", .timestamp(1_700_000_000)),
+                ("t-table", .table(FieldTable([("a", .int32(1)), ("b", .array([.string("x"), .bool(false)]))]))),
+                ("t-array", .array([.int32(1), .string("two"), .table(FieldTable([("three", .int8(3))]))])),
+                ("t-void", .void), ("t-control", .string("tab\there\nnewline\u{1}soh")),
+                ("t-latin1", .string([0x63, 0x61, 0x66, 0xE9])),
+                ("traceparent", .string("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")),
+            ]),
+            deliveryMode: 2, priority: 7, correlationId: "corr-é-1", replyTo: "replies.here", expiration: "3600000",
+            messageId: id, timestamp: 1_700_000_000, type: "order.created", userId: "guest", appId: "shop")
+    }
+
+    /// The handler: checks every value it was given against the values
+    /// written here, writes `ok` or what differed, and exits 0 only if all matched.
+    static let checker = #"""
+        import base64, json, os, sys, time
+
+        QUEUE = "{queue}"
+        SOURCE = QUEUE + ".reject-me"
+        BROKER_URL = "{url}".encode()
+        BODY = "{\"order\":7}\n\ttail é ✓"
+        raw = sys.stdin.buffer.read()
+        env = os.environb
+        problems = []
+
+        def check(what, got, want):
+            if got != want or type(got) is not type(want):
+                problems.append(f"{what}: got {got!r}, want {want!r}")
+
+        check("one line", raw.count(b"\n"), 1)
+        check("ends with a newline", raw.endswith(b"\n"), True)
+        e = json.loads(raw, parse_constant=lambda c: problems.append(f"non-JSON constant {c}"))
+        p = e["properties"]
+        mid = p["message_id"]
+        dead = mid == "whole-dead"
+        check("keys", list(e), ["id", "queue", "consumer", "exchange", "routing_key", "redelivered", "attempt", "body", "properties"])
+        check("property keys", list(p), ["message_id", "correlation_id", "reply_to", "content_type", "content_encoding",
+              "delivery_mode", "priority", "expiration", "timestamp", "type", "user_id", "app_id", "headers"])
+        check("id is digits", e["id"].isdigit(), True)
+        check("queue", e["queue"], QUEUE)
+        check("consumer", e["consumer"], "test")
+        check("exchange", e["exchange"], "")
+        check("routing_key", e["routing_key"], QUEUE)
+        check("redelivered", e["redelivered"], False)
+        check("attempt", e["attempt"], 1)
+        check("body", e["body"], BODY)
+        expected = {"correlation_id": "corr-é-1", "reply_to": "replies.here", "content_type": "application/json",
+                    "content_encoding": "identity", "delivery_mode": 2, "priority": 7,
+                    # The broker drops the expiration of a message it dead-letters (and keeps it in x-death).
+                    "expiration": None if dead else "3600000",
+                    "timestamp": 1700000000, "type": "order.created", "user_id": "guest", "app_id": "shop"}
+        for key, want in expected.items():
+            check(f"properties.{key}", p[key], want)
+        headers = dict(p["headers"])
+        want_headers = {
+            "t-bool": True, "t-i8": -8, "t-u8": 200, "t-i16": -1600, "t-u16": 60000, "t-i32": -2000000000,
+            "t-u32": 4000000000, "t-i64": -9000000000000, "t-f32": 1.5, "t-f64": -0.125, "t-decimal": 123.45,
+            "t-string": "acme é", "t-bytes": base64.b64encode(bytes([0, 1, 2, 255])).decode(), "t-timestamp": 1700000000,
+            "t-table": {"a": 1, "b": ["x", False]}, "t-array": [1, "two", {"three": 3}], "t-void": None,
+            "t-control": "tab\there\nnewline\x01soh", "t-latin1": "caf\ufffd",
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        }
+        want_env = {
+            b"WARREN_QUEUE": QUEUE.encode(), b"WARREN_CONSUMER": b"test", b"WARREN_EXCHANGE": b"",
+            b"WARREN_ROUTING_KEY": QUEUE.encode(), b"WARREN_MESSAGE_ID": mid.encode(),
+            b"WARREN_CORRELATION_ID": "corr-é-1".encode(), b"WARREN_REPLY_TO": b"replies.here",
+            b"WARREN_CONTENT_TYPE": b"application/json", b"WARREN_CONTENT_ENCODING": b"identity",
+            b"WARREN_DELIVERY_MODE": b"2", b"WARREN_PRIORITY": b"7", b"WARREN_EXPIRATION": b"" if dead else b"3600000",
+            b"WARREN_TIMESTAMP": b"1700000000", b"WARREN_TYPE": b"order.created", b"WARREN_USER_ID": b"guest",
+            b"WARREN_APP_ID": b"shop", b"WARREN_REDELIVERED": b"0", b"WARREN_ATTEMPT": b"1",
+            b"WARREN_HEADER_T_BOOL": b"true", b"WARREN_HEADER_T_I8": b"-8", b"WARREN_HEADER_T_U8": b"200",
+            b"WARREN_HEADER_T_I16": b"-1600", b"WARREN_HEADER_T_U16": b"60000", b"WARREN_HEADER_T_I32": b"-2000000000",
+            b"WARREN_HEADER_T_U32": b"4000000000", b"WARREN_HEADER_T_I64": b"-9000000000000",
+            b"WARREN_HEADER_T_F32": b"1.5", b"WARREN_HEADER_T_F64": b"-0.125", b"WARREN_HEADER_T_DECIMAL": b"123.45",
+            b"WARREN_HEADER_T_STRING": "acme é".encode(), b"WARREN_HEADER_T_BYTES": b'"AAEC/w=="',
+            b"WARREN_HEADER_T_TIMESTAMP": b"1700000000", b"WARREN_HEADER_T_TABLE": b'{"a":1,"b":["x",false]}',
+            b"WARREN_HEADER_T_ARRAY": b'[1,"two",{"three":3}]', b"WARREN_HEADER_T_VOID": b"null",
+            b"WARREN_HEADER_T_CONTROL": b"tab\there\nnewline\x01soh", b"WARREN_HEADER_T_LATIN1": "caf\ufffd".encode(),
+            b"WARREN_HEADER_TRACEPARENT": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            b"TRACEPARENT": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        }
+        if dead:
+            # A real x-death, as the broker wrote it when a consumer of SOURCE rejected the message.
+            deaths = headers.pop("x-death", None)
+            check("x-death is a list of one table", isinstance(deaths, list) and len(deaths) == 1, True)
+            death = dict(deaths[0]) if deaths else {}
+            when = death.pop("time", None)
+            check("x-death time is a number of seconds near now", isinstance(when, int) and abs(when - time.time()) < 3600, True)
+            check("x-death", death, {"count": 1, "reason": "rejected", "queue": SOURCE, "exchange": "",
+                                     "routing-keys": [SOURCE], "original-expiration": "3600000"})
+            check("x-death in the environment", json.loads(env.get(b"WARREN_HEADER_X_DEATH", b"null")), deaths)
+            for name, want in [("x-first-death-exchange", ""), ("x-first-death-queue", SOURCE),
+                               ("x-first-death-reason", "rejected")]:
+                check(name, headers.pop(name, None), want)
+                want_env[b"WARREN_HEADER_" + name.upper().replace("-", "_").encode()] = want.encode()
+        check("header names", sorted(headers), sorted(want_headers))
+        for name, want in want_headers.items():
+            check(f"header {name}", headers.get(name), want)
+        for name, want in want_env.items():
+            check(f"${name.decode()}", env.get(name), want)
+        for name, value in env.items():
+            if BROKER_URL in value:
+                problems.append(f"${name.decode()} holds the broker URL")
+        with open(f"{dir}/result-{mid}", "w") as out:
+            out.write("\n".join(problems) if problems else "ok")
+        sys.exit(65 if problems else 0)
+        """#
+
+    /// Takes one message off `queue` and rejects it, so the broker dead-letters it.
+    static func rejectOne(from queue: String) async throws {
+        let connection = try await TestBroker.connect()
+        try await connection.openChannel(9, prefetch: 1)
+        let tag = try await connection.consume(queue: queue, on: 9)
+        for await event in connection.events {
+            guard case .delivery(let delivery) = event else { continue }
+            connection.nack(delivery, requeue: false)
+            break
+        }
+        try await connection.cancel(consumerTag: tag, on: 9)
+        await connection.close()
+    }
+
+    static func script(_ text: String, queue: String, directory: String) -> String {
+        text.replacingOccurrences(of: "{queue}", with: queue).replacingOccurrences(of: "{url}", with: TestBroker.url)
+            .replacingOccurrences(of: "{dir}", with: directory)
+    }
+
+    @Test func everyPropertyAndEveryHeaderTypeReachTheHandlerInItsEnvironmentAndItsEnvelope() async throws {
+        try await withTestQueue { client, queue in
+            let source = queue + ".reject-me"
+            try await client.connection.declareQueue(source, on: 1, arguments: FieldTable([
+                ("x-dead-letter-exchange", .string("")), ("x-dead-letter-routing-key", .string(queue)),
+            ]))
+            try await client.connection.publish(Array(Self.body.utf8), routingKey: queue, on: 1,
+                                                properties: Self.everything(id: "whole-direct"))
+            try await client.connection.publish(Array(Self.body.utf8), routingKey: source, on: 1,
+                                                properties: Self.everything(id: "whole-dead"))
+            try await Self.rejectOne(from: source)
+            try await eventually("the broker dead-lettered the rejected message") { try await client.count(queue) == 2 }
+            try await client.connection.deleteQueue(source, on: 1)
+
+            let directory = try WarrenBinary.makeDirectory()
+            try Self.script(Self.checker, queue: queue, directory: directory)
+                .write(toFile: directory + "/check.py", atomically: true, encoding: .utf8)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: "/usr/bin/python3 \(directory)/check.py", concurrency: 1, extra: "input = envelope"))
+            let results = ["whole-direct", "whole-dead"].map { directory + "/result-\($0)" }
+            try await eventually("both messages handled") {
+                let settled = try await client.count(queue) == 0
+                return settled && results.allSatisfy { FileManager.default.fileExists(atPath: $0) }
+            }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            for result in results {
+                let text = try String(contentsOfFile: result, encoding: .utf8)
+                #expect(text == "ok", "\(result):\n\(text)")
+            }
+            #expect(try await client.count(queue + ".dead") == 0, "a check failed, so the handler dead-lettered it")
+        }
+    }
+}
