@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Glibc
+import Logging
 import Testing
 
 /// The whole message reaches a command handler: every property and every
@@ -177,6 +178,126 @@ import Testing
                 #expect(text == "ok", "\(result):\n\(text)")
             }
             #expect(try await client.count(queue + ".dead") == 0, "a check failed, so the handler dead-lettered it")
+        }
+    }
+
+    /// What the broker delivers is written exactly: the line on stdin is
+    /// these bytes, to the last one (the first delivery of a fresh warren has id 1).
+    @Test func theEnvelopeOnStdinIsExactlyTheExpectedLine() async throws {
+        try await withTestQueue { client, queue in
+            let properties = MessageProperties(
+                contentType: "text/plain",
+                headers: FieldTable([
+                    ("x-death-like", .array([.table(FieldTable([("count", .int64(2)), ("queue", .string("orders"))]))])),
+                    ("tenant", .string("acme")), ("at", .timestamp(1_700_000_000)), ("price", .decimal(scale: 3, value: 5)),
+                    ("raw", .bytes([0xDE, 0xAD])), ("quote\"key", .string("line\nbreak\u{7}")),
+                ]),
+                deliveryMode: 1, correlationId: "c-9", messageId: "exact-1", appId: "shop")
+            try await client.connection.publish(Array("he said \"hi\"\r\n\u{0}".utf8), routingKey: queue, on: 1,
+                                                properties: properties)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: "sh -c 'cat > {dir}/envelope'", concurrency: 1, extra: "input = envelope"))
+            try await eventually("the message was handled") {
+                try await client.count(queue) == 0 && !warren.lines("envelope").isEmpty
+            }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            let written = try #require(FileManager.default.contents(atPath: warren.file("envelope")))
+            let expected = #"{"id":"1","queue":"\#(queue)","consumer":"test","exchange":"","routing_key":"\#(queue)","#
+                + #""redelivered":false,"attempt":1,"body":"he said \"hi\"\r\n\u0000","properties":{"message_id":"exact-1","#
+                + #""correlation_id":"c-9","reply_to":null,"content_type":"text/plain","content_encoding":null,"#
+                + #""delivery_mode":1,"priority":null,"expiration":null,"timestamp":null,"type":null,"user_id":null,"#
+                + #""app_id":"shop","headers":{"x-death-like":[{"count":2,"queue":"orders"}],"tenant":"acme","#
+                + #""at":1700000000,"price":0.005,"raw":"3q0=","quote\"key":"line\nbreak\u0007"}}}"# + "\n"
+            #expect(String(decoding: written, as: UTF8.self) == expected)
+            #expect(Array(written) == Array(expected.utf8))
+        }
+    }
+
+    /// The handler for the hostile messages: checks that each arrived whole
+    /// in the envelope, and that the environment held what fit.
+    static let hostileChecker = #"""
+        import base64, json, os, sys
+
+        raw = sys.stdin.buffer.read()
+        e = json.loads(raw)
+        env = os.environb
+        mid = e["properties"]["message_id"]
+        headers = e["properties"]["headers"] or {}
+        problems = []
+        if raw.count(b"\n") != 1:
+            problems.append("not one line")
+        if mid == "not-utf8":
+            if "body" in e:
+                problems.append("a body that is not UTF-8 came as text")
+            if base64.b64decode(e.get("body_base64", "")) != bytes([0xFF, 0xFE, 0x00, 0x41, 0xC3]):
+                problems.append(f"body_base64 is {e.get('body_base64')!r}")
+        elif mid == "many-headers":
+            if len(headers) != 10000 or any(headers.get(f"h{i}") is not True for i in range(10000)):
+                problems.append(f"the envelope holds {len(headers)} headers")
+            passed = [name for name in env if name.startswith(b"WARREN_HEADER_H")]
+            if not 0 < len(passed) < 10000 or env.get(b"WARREN_HEADER_H0") != b"true":
+                problems.append(f"{len(passed)} header variables")
+        elif mid == "big-header":
+            if headers.get("big") != "x" * (1 << 20):
+                problems.append("the megabyte header is not whole in the envelope")
+            if b"WARREN_HEADER_BIG" in env:
+                problems.append("the megabyte header is in the environment")
+            if env.get(b"WARREN_HEADER_SMALL") != b"kept":
+                problems.append("the small header beside it is missing")
+        else:
+            problems.append(f"unexpected message {mid}")
+        with open(f"{dir}/result-{mid}", "w") as out:
+            out.write("\n".join(problems) if problems else "ok")
+        sys.exit(65 if problems else 0)
+        """#
+
+    /// A body that is not UTF-8, 10,000 headers, a megabyte header: each is
+    /// handled and acked, the environment stays within its budget (so the
+    /// spawn never fails with E2BIG), what was left out is named once in
+    /// the log, and warren goes on to a clean stop.
+    @Test func hostileMessagesAreHandledWholeAndTheDaemonGoesOn() async throws {
+        try await withTestQueue { client, queue in
+            // A connection allowed frames big enough for a megabyte of headers
+            // (the test broker allows 4 MiB; a message's headers travel in one frame).
+            var options = try TestBroker.options
+            options.frameMax = 4 << 20
+            let publisher = try await AMQPConnection.connect(options, logger: Logger(label: "test"))
+            try await publisher.openChannel(1)
+            try await publisher.enableConfirms(on: 1)
+            try await publisher.publish([0xFF, 0xFE, 0x00, 0x41, 0xC3], routingKey: queue, on: 1,
+                                        properties: MessageProperties(messageId: "not-utf8"))
+            let many = FieldTable((0..<10_000).map { (key: "h\($0)", value: FieldValue.bool(true)) })
+            try await publisher.publish(Array("many".utf8), routingKey: queue, on: 1,
+                                        properties: MessageProperties(headers: many, messageId: "many-headers"))
+            let big = FieldTable([("big", .string(String(repeating: "x", count: 1 << 20))), ("small", .string("kept"))])
+            try await publisher.publish(Array("big".utf8), routingKey: queue, on: 1,
+                                        properties: MessageProperties(headers: big, messageId: "big-header"))
+            await publisher.close()
+
+            let directory = try WarrenBinary.makeDirectory()
+            try Self.script(Self.hostileChecker, queue: queue, directory: directory)
+                .write(toFile: directory + "/check.py", atomically: true, encoding: .utf8)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: "/usr/bin/python3 \(directory)/check.py", concurrency: 1, extra: "input = envelope"))
+            let ids = ["not-utf8", "many-headers", "big-header"]
+            try await eventually("every message handled") {
+                let settled = try await client.count(queue) == 0
+                return settled && ids.allSatisfy { FileManager.default.fileExists(atPath: directory + "/result-\($0)") }
+            }
+            #expect(!isGone(warren.pid), "warren is still running")
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            for id in ids {
+                let text = try String(contentsOfFile: directory + "/result-\(id)", encoding: .utf8)
+                #expect(text == "ok", "\(id):\n\(text)")
+            }
+            #expect(try await client.count(queue + ".dead") == 0)
+            let notes = warren.log.split(separator: "\n").filter { $0.contains("headers left out of the handler's environment") }
+            #expect(notes.count == 2, "one note for each message with too much in its headers:\n\(warren.log)")
+            #expect(notes.contains { $0.contains("message_id=big-header") && $0.contains("headers=big ") }, "\(notes)")
+            #expect(notes.contains { $0.contains("message_id=many-headers") && $0.contains(" more\"") }, "\(notes)")
+            #expect(!warren.log.contains("reconnecting"), "warren lost its connection:\n\(warren.log)")
         }
     }
 }
