@@ -300,4 +300,40 @@ import Testing
             #expect(!warren.log.contains("reconnecting"), "warren lost its connection:\n\(warren.log)")
         }
     }
+
+    /// RabbitMQ refuses a publish whose `user_id` is not the publishing
+    /// user. A message another user published must still be retried and
+    /// dead-lettered (not requeued and handled again forever); its copies
+    /// carry the `user_id` in `x-warren-user-id`.
+    @Test func aMessageFromAnotherUserIsRetriedAndDeadLetteredWithItsUserIDInAHeader() async throws {
+        try await withTestQueue { client, queue in
+            let user = "producer-\(UInt32.random(in: 0...UInt32.max))"
+            try FaultTests.rabbitmqctl("add_user", user, "pw")
+            try FaultTests.rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+            defer { try? FaultTests.rabbitmqctl("delete_user", user) }
+            var options = try TestBroker.options
+            options.user = user
+            options.password = "pw"
+            let producer = try await AMQPConnection.connect(options, logger: Logger(label: "test"))
+            try await producer.openChannel(1)
+            try await producer.enableConfirms(on: 1)
+            try await producer.publish(Array("hi".utf8), routingKey: queue, on: 1,
+                                       properties: MessageProperties(messageId: "from-\(user)", userId: user))
+            await producer.close()
+
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue,
+                command: #"sh -c 'echo "$WARREN_ATTEMPT $WARREN_USER_ID/$WARREN_HEADER_X_WARREN_USER_ID" >> {dir}/seen; [ "$WARREN_ATTEMPT" -ge 2 ] && exit 65; exit 75'"#,
+                concurrency: 1, extra: "max_attempts = 5\nretry_delay = 100ms\ninput = envelope"))
+            try await eventually("the message was dead-lettered on its second attempt") {
+                try await client.count(queue + ".dead") == 1
+            }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(warren.lines("seen") == ["1 \(user)/", "2 /\(user)"], "\(warren.log)")
+            let dead = try await client.drain(queue + ".dead")
+            #expect(dead.first?.headers?["x-warren-user-id"]?.stringValue == user)
+            #expect(!warren.log.contains("refused"), "\(warren.log)")
+        }
+    }
 }
