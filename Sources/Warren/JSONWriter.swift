@@ -83,48 +83,68 @@ struct JSONWriter {
         let n = input.count
         var runStart = 0
         var i = 0
-        func flush(_ self: inout JSONWriter, _ end: Int) {
-            if end > runStart { self.bytes.append(contentsOf: UnsafeBufferPointer(rebasing: input[runStart..<end])) }
-        }
         while i < n {
+            // Eight plain bytes at a time, the common case in text and JSON bodies.
+            if i &+ 8 <= n, let base = input.baseAddress,
+               Self.plainWord(UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)) {
+                i &+= 8
+                continue
+            }
             let b = input[i]
-            if b >= 0x20 && b < 0x7F {
-                if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") {
-                    flush(&self, i)
-                    bytes.append(UInt8(ascii: "\\"))
-                    bytes.append(b)
-                    runStart = i + 1
-                }
+            // Printable ASCII other than `"` and `\`: copied with its run.
+            if b >= 0x20 && b < 0x7F && b != 0x22 && b != 0x5C {
                 i += 1
                 continue
             }
             if b < 0x80 {
-                // U+0000-U+001F and DEL.
-                flush(&self, i)
-                escapeControl(UInt32(b))
+                appendRun(input, from: runStart, to: i)
+                if b == 0x22 || b == 0x5C {
+                    bytes.append(UInt8(ascii: "\\"))
+                    bytes.append(b)
+                } else {
+                    // U+0000-U+001F and DEL.
+                    escapeControl(UInt32(b))
+                }
                 i += 1
                 runStart = i
                 continue
             }
             let length = validate ? Self.sequenceLength(input, at: i) : Self.leadLength(b)
             guard length > 0 else {
-                flush(&self, i)
+                appendRun(input, from: runStart, to: i)
                 return false
             }
             if b == 0xC2 && input[i + 1] <= 0x9F {
                 // C1 controls U+0080-U+009F (NEL among them).
-                flush(&self, i)
+                appendRun(input, from: runStart, to: i)
                 escapeControl(UInt32(input[i + 1]))
                 runStart = i + 2
             } else if b == 0xE2 && input[i + 1] == 0x80 && (input[i + 2] == 0xA8 || input[i + 2] == 0xA9) {
-                flush(&self, i)
+                appendRun(input, from: runStart, to: i)
                 escapeControl(input[i + 2] == 0xA8 ? 0x2028 : 0x2029)
                 runStart = i + 3
             }
             i += length
         }
-        flush(&self, n)
+        appendRun(input, from: runStart, to: n)
         return true
+    }
+
+    /// True when none of the eight bytes needs more than copying: no
+    /// control character, DEL, `"`, `\` or byte of a multi-byte sequence.
+    /// (The bit tricks find a byte below a bound, or equal to one, in a word.)
+    @inline(__always)
+    private static func plainWord(_ w: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        func hasZero(_ v: UInt64) -> Bool { (v &- ones) & ~v & highs != 0 }
+        func hasBelow(_ v: UInt64, _ bound: UInt64) -> Bool { (v &- ones &* bound) & ~v & highs != 0 }
+        return w & highs == 0 && !hasBelow(w, 0x20) && !hasZero(w ^ (ones &* 0x22)) && !hasZero(w ^ (ones &* 0x5C))
+            && !hasZero(w ^ (ones &* 0x7F))
+    }
+
+    private mutating func appendRun(_ input: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int) {
+        if end > start { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: input[start..<end])) }
     }
 
     private mutating func escapeControl(_ scalar: UInt32) {
@@ -150,6 +170,7 @@ struct JSONWriter {
     }
 
     /// The length of the well-formed UTF-8 sequence at `i`, or 0 if there is none.
+    @inline(__always)
     private static func sequenceLength(_ s: UnsafeBufferPointer<UInt8>, at i: Int) -> Int {
         let b = s[i]
         let n = s.count
@@ -171,29 +192,31 @@ struct JSONWriter {
     /// Standard base64 with padding, as a quoted JSON string.
     mutating func base64(_ input: UnsafeRawBufferPointer) {
         raw(UInt8(ascii: "\""))
-        let alphabet = Self.base64Alphabet
-        bytes.reserveCapacity(bytes.count + (input.count + 2) / 3 * 4 + 1)
-        var i = 0
         let n = input.count
-        while i + 3 <= n {
-            let v = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
-            bytes.append(alphabet[Int(v >> 18)])
-            bytes.append(alphabet[Int(v >> 12 & 0x3F)])
-            bytes.append(alphabet[Int(v >> 6 & 0x3F)])
-            bytes.append(alphabet[Int(v & 0x3F)])
-            i += 3
-        }
-        if n - i == 1 {
-            let v = UInt32(input[i]) << 16
-            bytes.append(alphabet[Int(v >> 18)])
-            bytes.append(alphabet[Int(v >> 12 & 0x3F)])
-            raw("==")
-        } else if n - i == 2 {
-            let v = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8
-            bytes.append(alphabet[Int(v >> 18)])
-            bytes.append(alphabet[Int(v >> 12 & 0x3F)])
-            bytes.append(alphabet[Int(v >> 6 & 0x3F)])
-            raw(UInt8(ascii: "="))
+        let start = bytes.count
+        // Sized once, then filled in place.
+        bytes.append(contentsOf: repeatElement(UInt8(ascii: "="), count: (n + 2) / 3 * 4))
+        Self.base64Alphabet.withUnsafeBufferPointer { alphabet in
+            bytes.withUnsafeMutableBufferPointer { out in
+                var o = start
+                var i = 0
+                while i + 3 <= n {
+                    let v = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
+                    out[o] = alphabet[Int(v >> 18)]
+                    out[o + 1] = alphabet[Int(v >> 12 & 0x3F)]
+                    out[o + 2] = alphabet[Int(v >> 6 & 0x3F)]
+                    out[o + 3] = alphabet[Int(v & 0x3F)]
+                    i += 3
+                    o += 4
+                }
+                if n - i >= 1 {
+                    // One or two bytes left: the "==" or "=" already there stay as padding.
+                    let v = UInt32(input[i]) << 16 | (n - i == 2 ? UInt32(input[i + 1]) << 8 : 0)
+                    out[o] = alphabet[Int(v >> 18)]
+                    out[o + 1] = alphabet[Int(v >> 12 & 0x3F)]
+                    if n - i == 2 { out[o + 2] = alphabet[Int(v >> 6 & 0x3F)] }
+                }
+            }
         }
         raw(UInt8(ascii: "\""))
     }

@@ -100,6 +100,30 @@ import Testing
         #expect(Self.json(.string("\u{A0}\u{2027}\u{202A}é€😀")) == "\"\u{A0}\u{2027}\u{202A}é€😀\"")
     }
 
+    /// Plain text is scanned eight bytes at a time: a byte that needs
+    /// escaping, or starts a multi-byte character, is found at every offset.
+    @Test func aSpecialByteIsFoundAtEveryOffsetOfALongPlainRun() {
+        let cases: [([UInt8], String)] = [
+            ([0x00], #"\u0000"#), ([0x1F], #"\u001f"#), ([0x0A], #"\n"#), ([0x22], #"\""#), ([0x5C], #"\\"#),
+            ([0x7F], #"\u007f"#), ([0xC2, 0x85], #"\u0085"#), ([0xC3, 0xA9], "é"), ([0x20], " "), ([0x7E], "~"),
+            ([0x21], "!"), ([0x5B], "["), ([0x5D], "]"),
+        ]
+        for (special, written) in cases {
+            for offset in 0..<24 {
+                var input = [UInt8](repeating: UInt8(ascii: "a"), count: 24)
+                input.replaceSubrange(offset..<offset + 1, with: special)
+                let expected = String(repeating: "a", count: offset) + written + String(repeating: "a", count: 23 - offset)
+                #expect(Self.json(.string(input)) == "\"\(expected)\"", "\(special) at \(offset)")
+            }
+        }
+        // A bad byte anywhere in a long body sends the whole body to base64.
+        for offset in 0..<24 {
+            var body = [UInt8](repeating: UInt8(ascii: "a"), count: 24)
+            body[offset] = 0xFF
+            #expect(Self.line(Self.message(body: body)).contains("\"body_base64\":"), "0xFF at \(offset)")
+        }
+    }
+
     @Test func quotesAndBackslashesAreEscaped() {
         #expect(Self.json(.string(#"say "hi" \ bye"#)) == #""say \"hi\" \\ bye""#)
     }
