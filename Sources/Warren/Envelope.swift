@@ -22,7 +22,7 @@ import AMQP
 /// of the body, and writes the line only when asked.
 public struct Envelope: Sendable {
     public let message: Message
-    /// `id`: warren's id for this delivery, unique within a worker's lifetime.
+    /// The line's `id`.
     public let id: String
 
     /// `id`: warren's id for this delivery, unique within a worker's lifetime.
