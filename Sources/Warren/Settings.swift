@@ -32,6 +32,14 @@ public enum QueueType: String, Sendable, Equatable, CaseIterable {
     case classic, quorum
 }
 
+/// What a command handler reads on stdin (`input`).
+public enum HandlerInput: String, Sendable, Equatable, CaseIterable {
+    /// The body, as it came.
+    case body
+    /// The whole message as one JSON line (`Envelope`).
+    case envelope
+}
+
 /// One `[consumer.NAME]` section: a queue, its workers and its handler.
 public struct ConsumerSettings: Sendable, Equatable {
     public var name: String
@@ -53,12 +61,15 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var queueType: QueueType
     /// Bytes; a larger body is dead-lettered (`body too large`), never handed to a handler.
     public var maxBody: Int
+    /// What the handler command reads on stdin.
+    public var input: HandlerInput
 
     public init(name: String, queue: String, prefetch: UInt16 = 16, concurrency: Int = 4, command: [String] = [],
                 timeout: Duration? = .seconds(300), maxAttempts: Int = 5, retryDelay: Duration = .seconds(1),
                 retryDelayMax: Duration = .seconds(300), deadLetterQueue: String? = nil,
                 exitAck: Set<Int32> = [0], exitRetry: Set<Int32> = [75], exitDeadLetter: Set<Int32> = [65],
-                declare: Bool = true, queueType: QueueType = .classic, maxBody: Int = 16 << 20) {
+                declare: Bool = true, queueType: QueueType = .classic, maxBody: Int = 16 << 20,
+                input: HandlerInput = .body) {
         self.name = name
         self.queue = queue
         self.prefetch = prefetch
@@ -75,6 +86,7 @@ public struct ConsumerSettings: Sendable, Equatable {
         self.declare = declare
         self.queueType = queueType
         self.maxBody = maxBody
+        self.input = input
     }
 }
 

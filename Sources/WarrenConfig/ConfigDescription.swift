@@ -37,6 +37,7 @@ public enum ConfigDescription {
             out += "declare = \(consumer.declare)\n"
             out += "queue_type = \(consumer.queueType.rawValue)\n"
             out += "max_body = \(SizeParser.format(consumer.maxBody))\n"
+            out += "input = \(consumer.input.rawValue)\n"
         }
         if let metrics = config.metrics {
             out += "\n[metrics]\nlisten = \(metrics.host.contains(":") ? "[\(metrics.host)]" : metrics.host):\(metrics.port)\n"

@@ -26,6 +26,7 @@
 /// | consumer.NAME | declare | boolean | true false yes no on off 1 0 |
 /// | consumer.NAME | queue_type | classic or quorum |  |
 /// | consumer.NAME | max_body | size: 16MB, 512KB, 1GB or bytes (units of 1024) | 1 byte to 1024GB |
+/// | consumer.NAME | input | body or envelope |  |
 /// | metrics | listen | host:port |  |
 /// | log | level | trace debug info notice warning error critical |  |
 /// | log | format | text or json |  |
@@ -36,6 +37,7 @@ enum ConfigKeys {
         "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "retry_delay", "retry_delay_max",
         "dead_letter_queue", "exit_ack", "exit_retry", "exit_dead_letter", "declare", "queue_type",
         "max_body",
+        "input",
     ]
     static let metrics: Set<String> = ["listen"]
     static let log: Set<String> = ["level", "format"]

@@ -269,12 +269,13 @@ struct Reader {
         let declare = boolean(values["declare"], default: d.declare)
         let queueType = choice(values["queue_type"], QueueType.self) ?? d.queueType
         let maxBody = size(values["max_body"], default: d.maxBody) ?? d.maxBody
+        let input = choice(values["input"], HandlerInput.self) ?? d.input
         guard problems.count == before, let queue else { return nil }
         return ConsumerSettings(name: name, queue: queue, prefetch: UInt16(prefetch), concurrency: concurrency, command: command,
                                 timeout: timeout == .zero ? nil : timeout, maxAttempts: maxAttempts, retryDelay: retryDelay,
                                 retryDelayMax: retryDelayMax, deadLetterQueue: deadLetter, exitAck: exitAck, exitRetry: exitRetry,
                                 exitDeadLetter: exitDeadLetter, declare: declare, queueType: queueType,
-                                maxBody: maxBody)
+                                maxBody: maxBody, input: input)
     }
 
     /// The system bundle, or nil after one problem saying how to set `tls_ca`.
