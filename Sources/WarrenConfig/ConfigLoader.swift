@@ -274,13 +274,6 @@ struct Reader {
             ?? d.startupTimeout
         let maxMessages = integer(values["max_messages"], default: d.maxMessages, range: 0...1_000_000_000) ?? d.maxMessages
         let maxMemory = values["max_memory"] == nil ? d.maxMemory : size(values["max_memory"], default: 0)
-        if mode != .persistent {
-            for key in ["startup_timeout", "max_messages", "max_memory"] {
-                if let at = values[key] {
-                    problem(at, "\(key) applies to persistent workers only: add 'mode = persistent' or remove it")
-                }
-            }
-        }
         guard problems.count == before, let queue else { return nil }
         return ConsumerSettings(name: name, queue: queue, prefetch: UInt16(prefetch), concurrency: concurrency, command: command,
                                 timeout: timeout == .zero ? nil : timeout, maxAttempts: maxAttempts, retryDelay: retryDelay,
