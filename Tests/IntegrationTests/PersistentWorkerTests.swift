@@ -304,6 +304,83 @@ import Testing
         }
     }
 
+    // MARK: Reloads and second signals
+
+    @Test func aReloadStartsWorkersRunningTheNewCodeAndDrainsTheOldOnesLosingNothing() async throws {
+        let v1 = try Self.worker(handle: "time.sleep(0.2)\nnote(\"finished\", \"v1 \" + mid)\nanswer()")
+        let v2 = try Self.worker(handle: "note(\"finished\", \"v2 \" + mid)\nanswer()")
+        try await withTestQueue { client, queue in
+            func config(_ command: String) throws -> String {
+                try warrenConfig(queue: queue, command: command, prefetch: 4, concurrency: 2, extra: Self.persistent())
+            }
+            let warren = try WarrenBinary(config: try config(v1))
+            let first = (1...20).map { "a\($0)" }
+            try await client.publish(ids: first, to: queue)
+            try await eventually("v1 is working") { warren.lines("finished").count >= 2 }
+            let old = Self.pids(warren)
+            #expect(old.count == 2)
+            try config(v2).replacingOccurrences(of: "{dir}", with: warren.directory)
+                .write(toFile: warren.configPath, atomically: true, encoding: .utf8)
+            warren.signal(SIGHUP)
+            try await eventually("reloaded") { warren.log.contains("reloaded: the new consumers consume") }
+            let second = (1...10).map { "b\($0)" }
+            try await client.publish(ids: second, to: queue)
+            try await eventually("everything processed", timeout: .seconds(40)) { warren.lines("finished").count >= 30 }
+            try await eventually("the old consumers drained") { warren.log.contains("the replaced consumers have drained") }
+            for pid in old { #expect(isGone(pid), "old worker \(pid) survived the reload") }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            let finished = warren.lines("finished")
+            let ids = finished.map { String($0.split(separator: " ")[1]) }
+            #expect(ids.count == Set(ids).count, "a message ran twice: \(finished)")
+            #expect(Set(ids) == Set(first + second), "a message was lost")
+            #expect(second.allSatisfy { finished.contains("v2 \($0)") }, "messages published after the reload go to the new workers")
+            #expect(try await client.count(queue) == 0)
+            for pid in Self.pids(warren) { #expect(isGone(pid), "worker \(pid) survived") }
+        }
+    }
+
+    @Test func aStopRightAfterAReloadLetsTheOldWorkersFinishTheirMessagesWithinTheGrace() async throws {
+        let v1 = try Self.worker(handle: "time.sleep(3)\nnote(\"finished\", mid)\nanswer()")
+        let v2 = try Self.worker()
+        try await withTestQueue { client, queue in
+            func config(_ command: String) throws -> String {
+                try warrenConfig(queue: queue, command: command, concurrency: 2, grace: "30s", extra: Self.persistent())
+            }
+            let warren = try WarrenBinary(config: try config(v1))
+            try await eventually("two workers ready") { Self.logLines(warren, "worker ready").count == 2 }
+            try await client.publish(ids: ["x1", "x2"], to: queue)
+            try await eventually("both in hand") { warren.lines("started").count == 2 }
+            try config(v2).replacingOccurrences(of: "{dir}", with: warren.directory)
+                .write(toFile: warren.configPath, atomically: true, encoding: .utf8)
+            warren.signal(SIGHUP)
+            try await eventually("reloaded") { warren.log.contains("reloaded: the new consumers consume") }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(Set(warren.lines("finished")) == ["x1", "x2"], "the old workers' messages finished within the grace")
+            #expect(try await client.count(queue) == 0)
+            for pid in Self.pids(warren) { #expect(isGone(pid), "worker \(pid) survived") }
+        }
+    }
+
+    @Test func aSecondStopSignalTerminatesWorkersHoldingMessagesAndRequeuesThem() async throws {
+        let command = try Self.worker(handle: "time.sleep(300)\nanswer()")
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["s1", "s2"], to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: command, concurrency: 2, grace: "60s", killAfter: "1s", extra: Self.persistent()))
+            try await eventually("both in hand") { warren.lines("started").count == 2 }
+            let workers = Self.pids(warren)
+            warren.signal(SIGTERM)
+            try await eventually("draining") { warren.log.contains("stop requested: draining") }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit(timeout: .seconds(15)) == 0, "\(warren.log)")
+            for pid in workers { #expect(isGone(pid), "worker \(pid) survived") }
+            #expect(Set(try await client.drain(queue).map(\.id)) == ["s1", "s2"], "both requeued, none retried")
+            #expect(try await client.count(queue + ".retry.1") == 0)
+        }
+    }
+
     // MARK: Recycling and floods
 
     @Test func maxMessagesReplacesAWorkerAfterThatManyAnswersAndEveryMessageRunsOnce() async throws {
