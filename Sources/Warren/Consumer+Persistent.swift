@@ -65,7 +65,6 @@ extension Consumer {
         let sink: AsyncStream<SlotEvent>.Continuation
         let requester: AsyncStream<Void>.Continuation
         var machine: WorkerSlot
-        let tag = WorkerTag()
         /// The worker process of the moment: its supervisor request id.
         var request: Int? = nil
         var pid: Int32? = nil
@@ -113,7 +112,6 @@ extension Consumer {
                         let status = Self.describe(termination)
                         request = nil
                         pid = nil
-                        tag.set(pid: nil)
                         await perform(machine.exited(status), arm: arm)
                     }
                 case .message(let received):
@@ -224,7 +222,7 @@ extension Consumer {
                 return [.requestMessage]
             }
             inHand = InHand(received: received, message: message, watchdogID: nil, started: monotonicNanoseconds())
-            return machine.messageTaken()
+            return machine.messageTaken(id: DeliveryID.next())
         }
 
         private mutating func send(_ id: String) -> [WorkerSlot.Action] {
@@ -240,15 +238,14 @@ extension Consumer {
             if let pid { watchdog.setPID(watchdogID, pid) }
             hand.watchdogID = watchdogID
             inHand = hand
-            tag.set(message: hand.message.logID)
-            workers.supervisor.write(MessageBody(Envelope(message: hand.message, id: id).jsonLine()), to: request)
+            workers.supervisor.write(MessageBody(Envelope(message: hand.message, id: id).jsonLine()), to: request,
+                                     tag: hand.message.logID)
             return []
         }
 
         private mutating func settle(_ outcome: Outcome) async {
             guard let hand = inHand else { return }
             inHand = nil
-            tag.set(message: nil)
             let stop = hand.watchdogID.flatMap { watchdog.finish($0) }
             consumer.metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - hand.started)
             if stop == nil, case .ack = outcome {
@@ -271,14 +268,12 @@ extension Consumer {
             generation += 1
             let generation = generation
             let sink = sink
-            let tag = tag
             let lineLog = log
             let link = ProcessSupervisor.WorkerLink(
                 id: workers.supervisor.newRequestID(),
                 events: { sink.yield(.worker(generation: generation, $0)) },
-                stderr: { line in
-                    let (pid, message) = tag.current
-                    lineLog.notice("\(line)", metadata: ["stream": "stderr", "pid": "\(pid.map(String.init) ?? "-")",
+                stderr: { line, pid, message in
+                    lineLog.notice("\(line)", metadata: ["stream": "stderr", "pid": "\(pid)",
                                                         "message_id": "\(message ?? "-")"])
                 })
             do throws(ProcessSupervisor.SpawnError) {
@@ -286,7 +281,6 @@ extension Consumer {
                     workers.argv, environment: HandlerEnvironment.forWorker(consumer.settings), link: link)
                 request = link.id
                 self.pid = pid
-                tag.set(pid: pid)
                 log.debug("worker started", metadata: ["pid": "\(pid)"])
                 return machine.spawned()
             } catch {

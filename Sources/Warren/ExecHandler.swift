@@ -3,8 +3,8 @@ public import Logging
 
 /// Runs a command per message: the contract in README ("Handler commands").
 ///
-/// The body goes to stdin, the message is described in `WARREN_*`
-/// variables, the command runs in its own process group without a shell,
+/// The body goes to stdin (or, with `input = envelope`, the whole message
+/// as one JSON line), the message is described in `WARREN_*` variables, the command runs in its own process group without a shell,
 /// and its exit code picks the outcome. stdout and stderr are logged line by
 /// line with the message id.
 public struct ExecHandler: MessageHandler {
@@ -13,16 +13,19 @@ public struct ExecHandler: MessageHandler {
     public let exitAck: Set<Int32>
     public let exitRetry: Set<Int32>
     public let exitDeadLetter: Set<Int32>
+    public let input: HandlerInput
     private let supervisor: ProcessSupervisor
     private let logger: Logger
 
     public init(argv: [String], killAfter: Duration, exitAck: Set<Int32> = [0], exitRetry: Set<Int32> = [75],
-                exitDeadLetter: Set<Int32> = [65], supervisor: ProcessSupervisor, logger: Logger) {
+                exitDeadLetter: Set<Int32> = [65], input: HandlerInput = .body, supervisor: ProcessSupervisor,
+                logger: Logger) {
         self.argv = argv
         self.killAfter = killAfter
         self.exitAck = exitAck
         self.exitRetry = exitRetry
         self.exitDeadLetter = exitDeadLetter
+        self.input = input
         self.supervisor = supervisor
         self.logger = logger
     }
@@ -37,9 +40,18 @@ public struct ExecHandler: MessageHandler {
         if let watch = message.processWatch {
             onStart = { pid in watch.started(pid) }
         }
+        let environment = HandlerEnvironment.forMessage(message)
+        if !environment.skippedHeaders.isEmpty {
+            log.notice("headers left out of the handler's environment: over the budget of \(HandlerEnvironment.headerVariableLimit) bytes a variable, \(HandlerEnvironment.headerBudget) in all; the envelope (input = envelope) still has them",
+                       metadata: ["headers": "\(Self.names(environment.skippedHeaders))"])
+        }
+        let stdin = switch input {
+        case .body: message.payload
+        case .envelope: MessageBody(Envelope(message: message, id: DeliveryID.next()).jsonLine())
+        }
         do {
             let termination = try await supervisor.run(
-                argv, environment: HandlerEnvironment.forMessage(message), input: message.payload, killAfter: killAfter,
+                argv, environment: environment.variables, input: stdin, killAfter: killAfter,
                 onStart: onStart
             ) { stream, line in
                 if stream == .stderr {
@@ -57,6 +69,12 @@ public struct ExecHandler: MessageHandler {
             log.error("handler did not start: \(error.description)")
             return .retry(Failure(reason: error.description))
         }
+    }
+
+    /// The first ten names, then how many more: one log line, however many headers.
+    static func names(_ keys: [String]) -> String {
+        let shown = keys.prefix(10).joined(separator: ", ")
+        return keys.count > 10 ? "\(shown) and \(keys.count - 10) more" : shown
     }
 
     /// Exit code -> outcome: the configured sets, anything else retries.

@@ -33,6 +33,20 @@ public struct Message: Sendable {
         delivery.properties.messageId ?? "tag-\(delivery.deliveryTag)"
     }
 
+    /// The exchange and routing key the message was first published with.
+    /// A retried message arrives from its delay queue; warren's copy keeps
+    /// where it first came from in `x-warren-exchange` and
+    /// `x-warren-routing-key`, used when they look like real names (AMQP
+    /// short strings: at most 255 bytes), so a hostile header cannot pose as
+    /// a megabyte-long exchange.
+    public var origin: (exchange: String, routingKey: String) {
+        let headers = delivery.properties.headers
+        guard let exchange = headers?["x-warren-exchange"]?.stringValue, exchange.utf8.count <= 255,
+              let routingKey = headers?["x-warren-routing-key"]?.stringValue, routingKey.utf8.count <= 255
+        else { return (delivery.exchange, delivery.routingKey) }
+        return (exchange, routingKey)
+    }
+
     /// The attempt number a delivery carries: warren's own `x-warren-attempt`
     /// header if present and sane, otherwise the broker's `x-delivery-count`
     /// (quorum queues) plus one, otherwise 1.

@@ -35,17 +35,6 @@ final class PersistentWorkers: Sendable {
     }
 }
 
-/// Ties a worker's stderr lines to its pid and the message it holds, for
-/// the log: written by the slot's task, read on the supervisor thread.
-final class WorkerTag: Sendable {
-    /// Guards the pid and the log id of the message in hand.
-    private let state = Mutex<(pid: Int32?, message: String?)>((nil, nil))
-
-    func set(pid: Int32?) { state.withLock { $0.pid = pid } }
-    func set(message: String?) { state.withLock { $0.message = message } }
-    var current: (pid: Int32?, message: String?) { state.withLock { $0 } }
-}
-
 /// The watchdog's handle on a message a persistent worker holds: a cancel
 /// becomes an event for the slot, which terminates the worker.
 final class WorkerStop: Cancellable {

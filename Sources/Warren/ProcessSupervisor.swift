@@ -75,8 +75,9 @@ public final class ProcessSupervisor: Sendable {
         case spawn(ChildSpec, Job)
         /// A persistent worker: `started` gets its pid or why it did not start.
         case startWorker(ChildSpec, WorkerLink, started: @Sendable (Result<pid_t, SpawnError>) -> Void)
-        /// More for a worker's stdin, after what is already queued.
-        case write(request: Int, MessageBody)
+        /// A message for a worker's stdin, after what is already queued;
+        /// its stderr lines are tagged with `tag` from now on.
+        case write(request: Int, MessageBody, tag: String)
         /// End of file on a worker's stdin, once what is queued is written.
         case closeInput(request: Int)
         case terminate(request: Int, killAfterMs: Int64)
@@ -123,10 +124,12 @@ public final class ProcessSupervisor: Sendable {
         let id: Int
         /// Called on the supervisor thread, in order; `.exited` is the last.
         let events: @Sendable (WorkerEvent) -> Void
-        /// stderr, line by line, for the log.
-        let stderr: @Sendable (String) -> Void
+        /// stderr, line by line, for the log, with the worker's pid and the
+        /// tag of the last message written (nil before the first).
+        let stderr: @Sendable (String, pid_t, String?) -> Void
 
-        init(id: Int, events: @escaping @Sendable (WorkerEvent) -> Void, stderr: @escaping @Sendable (String) -> Void) {
+        init(id: Int, events: @escaping @Sendable (WorkerEvent) -> Void,
+             stderr: @escaping @Sendable (String, pid_t, String?) -> Void) {
             self.id = id
             self.events = events
             self.stderr = stderr
@@ -270,8 +273,10 @@ public final class ProcessSupervisor: Sendable {
         return try result.get()
     }
 
-    /// Queues `bytes` for the worker's stdin.
-    func write(_ bytes: MessageBody, to request: Int) { inbox.push(.write(request: request, bytes)) }
+    /// Queues a message's `bytes` for the worker's stdin. The worker's
+    /// stderr is read up to then, and what it writes afterwards is tagged
+    /// `tag` (the message's id for the log).
+    func write(_ bytes: MessageBody, to request: Int, tag: String) { inbox.push(.write(request: request, bytes, tag: tag)) }
 
     /// End of file on the worker's stdin (its signal to exit), after what is queued.
     func closeInput(of request: Int) { inbox.push(.closeInput(request: request)) }

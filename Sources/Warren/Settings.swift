@@ -40,6 +40,14 @@ public enum HandlerMode: String, Sendable, Equatable, CaseIterable {
     case persistent
 }
 
+/// What a command handler reads on stdin (`input`).
+public enum HandlerInput: String, Sendable, Equatable, CaseIterable {
+    /// The body, as it came.
+    case body
+    /// The whole message as one JSON line (`Envelope`).
+    case envelope
+}
+
 /// One `[consumer.NAME]` section: a queue, its workers and its handler.
 public struct ConsumerSettings: Sendable, Equatable {
     public var name: String
@@ -69,6 +77,8 @@ public struct ConsumerSettings: Sendable, Equatable {
     /// Persistent mode: bytes of RSS (the worker's whole process group)
     /// past which it is replaced after its message; nil = no limit.
     public var maxMemory: Int?
+    /// What the handler command reads on stdin.
+    public var input: HandlerInput
 
     public init(name: String, queue: String, prefetch: UInt16 = 16, concurrency: Int = 4, command: [String] = [],
                 timeout: Duration? = .seconds(300), maxAttempts: Int = 5, retryDelay: Duration = .seconds(1),
@@ -76,7 +86,7 @@ public struct ConsumerSettings: Sendable, Equatable {
                 exitAck: Set<Int32> = [0], exitRetry: Set<Int32> = [75], exitDeadLetter: Set<Int32> = [65],
                 declare: Bool = true, queueType: QueueType = .classic, maxBody: Int = 16 << 20,
                 mode: HandlerMode = .exec, startupTimeout: Duration = .seconds(30), maxMessages: Int = 0,
-                maxMemory: Int? = nil) {
+                maxMemory: Int? = nil, input: HandlerInput = .body) {
         self.name = name
         self.queue = queue
         self.prefetch = prefetch
@@ -97,6 +107,7 @@ public struct ConsumerSettings: Sendable, Equatable {
         self.startupTimeout = startupTimeout
         self.maxMessages = maxMessages
         self.maxMemory = maxMemory
+        self.input = input
     }
 }
 

@@ -41,6 +41,8 @@ final class SupervisorLoop {
         var outputs: [Output]
         /// A worker's stdout: protocol lines, not logged.
         var protocolLines: WorkerLineSplitter?
+        /// A worker's message in hand, for its stderr lines.
+        var tag: String? = nil
         var phase = ChildPhase()
         let request: Int
         let sink: ProcessSupervisor.LineSink
@@ -62,7 +64,8 @@ final class SupervisorLoop {
             case .worker(let link):
                 request = link.id
                 let stderr = link.stderr
-                sink = { _, line in stderr(line) }
+                let pid = spawned.pid
+                sink = { _, line in stderr(line, pid, nil) }
                 closeWhenWritten = false
                 protocolLines = WorkerLineSplitter(limit: ProcessSupervisor.workerLineLimit)
             }
@@ -234,10 +237,14 @@ final class SupervisorLoop {
             _ = ProcessSupervisor.leaders.withLock { $0.insert(spawned.pid) }
             started(.success(spawned.pid))
             adopt(spawned, spec: spec, owner: .worker(link))
-        case .write(let request, let bytes):
+        case .write(let request, let bytes, let tag):
             guard let pid = pidOf[request], let child = children[pid], child.stdinFD >= 0, !child.closeWhenWritten else { return }
+            // What the worker wrote on stderr before this message is its previous message's.
+            var reads = 0
+            while reads < Self.finalReads, readOutput(child, index: 1) { reads += 1 }
             child.inputs.append(bytes)
             child.outputs[1].lines.renewBudget()
+            child.tag = tag
         case .closeInput(let request):
             guard let pid = pidOf[request], let child = children[pid] else { return }
             child.closeWhenWritten = true
@@ -384,7 +391,8 @@ final class SupervisorLoop {
         let stream = child.outputs[index].stream
         let limit = outputLimit
         let emit: (String?) -> Void = { line in
-            child.sink(stream, line ?? OutputLineSplitter.notice(stream.rawValue, limit: limit))
+            let text = line ?? OutputLineSplitter.notice(stream.rawValue, limit: limit)
+            if case .worker(let link) = child.owner { link.stderr(text, child.pid, child.tag) } else { child.sink(stream, text) }
         }
         if count > 0 {
             if stream == .stdout, case .worker(let link) = child.owner {
@@ -425,7 +433,8 @@ final class SupervisorLoop {
                 let stream = child.outputs[index].stream
                 let limit = outputLimit
                 child.outputs[index].lines.finish { line in
-                    child.sink(stream, line ?? OutputLineSplitter.notice(stream.rawValue, limit: limit))
+                    let text = line ?? OutputLineSplitter.notice(stream.rawValue, limit: limit)
+                    if case .worker(let link) = child.owner { link.stderr(text, child.pid, child.tag) } else { child.sink(stream, text) }
                 }
                 close(child.outputs[index].fd)
                 child.outputs[index].fd = -1

@@ -110,7 +110,8 @@ public final class WarrenRuntime: Sendable {
             }
             resolved[consumer.name] = ExecHandler(
                 argv: consumer.command, killAfter: settings.shutdown.killAfter, exitAck: consumer.exitAck,
-                exitRetry: consumer.exitRetry, exitDeadLetter: consumer.exitDeadLetter, supervisor: supervisor,
+                exitRetry: consumer.exitRetry, exitDeadLetter: consumer.exitDeadLetter, input: consumer.input,
+                supervisor: supervisor,
                 logger: logger)
         }
         return (resolved, workers, owned)

@@ -100,8 +100,6 @@ struct WorkerSlot: Equatable {
     private(set) var draining = false
     /// The one timer that counts; older alarms are ignored.
     private(set) var timer = 0
-    /// Envelope ids, unique within the slot (and so within a worker's life).
-    private var nextID = 0
 
     init(maxMessages: Int) { self.maxMessages = maxMessages }
 
@@ -201,11 +199,10 @@ struct WorkerSlot: Equatable {
         return [.closeInput, arm(.escalation)]
     }
 
-    /// A message for the ready worker.
-    mutating func messageTaken() -> [Action] {
+    /// A message for the ready worker; `id` is warren's id for this
+    /// delivery (`DeliveryID`), the envelope's `id`.
+    mutating func messageTaken(id: String) -> [Action] {
         precondition(state == .ready, "WorkerSlot: messageTaken in state \(state)")
-        nextID += 1
-        let id = "\(nextID)"
         state = .busy(id: id)
         inHand = id
         return [.send(id: id)]

@@ -43,6 +43,7 @@ public enum ConfigDescription {
                 out += "max_messages = \(consumer.maxMessages)\n"
                 if let maxMemory = consumer.maxMemory { out += "max_memory = \(SizeParser.format(maxMemory))\n" }
             }
+            out += "input = \(consumer.input.rawValue)\n"
         }
         if let metrics = config.metrics {
             out += "\n[metrics]\nlisten = \(metrics.host.contains(":") ? "[\(metrics.host)]" : metrics.host):\(metrics.port)\n"

@@ -30,6 +30,7 @@
 /// | consumer.NAME | startup_timeout | duration | > 0; persistent only |
 /// | consumer.NAME | max_messages | integer | 0 (never) to 1000000000; persistent only |
 /// | consumer.NAME | max_memory | size | 1 byte to 1024GB; persistent only |
+/// | consumer.NAME | input | body or envelope |  |
 /// | metrics | listen | host:port |  |
 /// | log | level | trace debug info notice warning error critical |  |
 /// | log | format | text or json |  |
@@ -40,6 +41,7 @@ enum ConfigKeys {
         "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "retry_delay", "retry_delay_max",
         "dead_letter_queue", "exit_ack", "exit_retry", "exit_dead_letter", "declare", "queue_type",
         "max_body", "mode", "startup_timeout", "max_messages", "max_memory",
+        "input",
     ]
     static let metrics: Set<String> = ["listen"]
     static let log: Set<String> = ["level", "format"]

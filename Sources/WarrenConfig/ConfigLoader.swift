@@ -274,13 +274,14 @@ struct Reader {
             ?? d.startupTimeout
         let maxMessages = integer(values["max_messages"], default: d.maxMessages, range: 0...1_000_000_000) ?? d.maxMessages
         let maxMemory = values["max_memory"] == nil ? d.maxMemory : size(values["max_memory"], default: 0)
+        let input = choice(values["input"], HandlerInput.self) ?? d.input
         guard problems.count == before, let queue else { return nil }
         return ConsumerSettings(name: name, queue: queue, prefetch: UInt16(prefetch), concurrency: concurrency, command: command,
                                 timeout: timeout == .zero ? nil : timeout, maxAttempts: maxAttempts, retryDelay: retryDelay,
                                 retryDelayMax: retryDelayMax, deadLetterQueue: deadLetter, exitAck: exitAck, exitRetry: exitRetry,
                                 exitDeadLetter: exitDeadLetter, declare: declare, queueType: queueType,
                                 maxBody: maxBody, mode: mode, startupTimeout: startupTimeout, maxMessages: maxMessages,
-                                maxMemory: maxMemory)
+                                maxMemory: maxMemory, input: input)
     }
 
     /// The system bundle, or nil after one problem saying how to set `tls_ca`.

@@ -29,7 +29,7 @@ import Testing
     }
 
     @Test func perMessageVariablesAreStillSetForEachMessage() {
-        let env = HandlerEnvironment.forMessage(HandlerContractTests().message())
+        let env = HandlerEnvironment.forMessage(HandlerContractTests().message()).variables
         for expected in ["WARREN_QUEUE=orders", "WARREN_MESSAGE_ID=m-1", "WARREN_ATTEMPT=1", "WARREN_REDELIVERED=0"] {
             #expect(env.contains(expected), "\(expected)")
         }

@@ -8,7 +8,7 @@ import Testing
     typealias S = WorkerSlot.State
 
     enum Event {
-        case begin, spawned, spawnFailed(String), line(WorkerLine), take, withdrawn, watchdog, exited(String)
+        case begin, spawned, spawnFailed(String), line(WorkerLine), take(String), withdrawn, watchdog, exited(String)
         case alarm(Int), drain, shutdown, overMemory
     }
 
@@ -29,7 +29,7 @@ import Testing
             case .spawned: actions = slot.spawned()
             case .spawnFailed(let why): actions = slot.spawnFailed(why)
             case .line(let line): actions = slot.line(line)
-            case .take: actions = slot.messageTaken()
+            case .take(let id): actions = slot.messageTaken(id: id)
             case .withdrawn: actions = slot.messageWithdrawn()
             case .watchdog: actions = slot.watchdogStopped()
             case .exited(let status): actions = slot.exited(status)
@@ -49,9 +49,9 @@ import Testing
             (.begin, [.spawn], .starting),
             (.spawned, [.arm(.startup, token: 1)], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
-            (.take, [.send(id: "1")], .busy(id: "1")),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
-            (.take, [.send(id: "2")], .busy(id: "2")),
+            (.take("2"), [.send(id: "2")], .busy(id: "2")),
             (.line(Self.answer("2", .dead_letter, reason: "bad order")),
              [.settle(.deadLetter(Failure(reason: "bad order"))), .requestMessage], .ready),
         ])
@@ -63,7 +63,7 @@ import Testing
             (.spawned, [.arm(.startup, token: 1)], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.alarm(1), [], .ready),
-            (.take, [.send(id: "1")], .busy(id: "1")),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
             (.exited("exit code 0"), [.exitedIdle("exit code 0"), .spawn], .starting),
             // The first worker's startup timer, late, must not end the second's start.
@@ -113,9 +113,9 @@ import Testing
         play([
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
-            (.take, [.send(id: "1")], .busy(id: "1")),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
-            (.take, [.send(id: "2")], .busy(id: "2")),
+            (.take("2"), [.send(id: "2")], .busy(id: "2")),
             (.exited("killed by signal 9"), [Self.retried("the worker died holding message 2 (killed by signal 9)"), .spawn], .starting),
         ])
     }
@@ -124,7 +124,7 @@ import Testing
         play([
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
-            (.take, [.send(id: "1")], .busy(id: "1")),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.exited("exit code 3"), [Self.retried("the worker died holding message 1 (exit code 3)"),
                                       .startFailed("exited before finishing a message (exit code 3)"),
                                       .arm(.backoff(attempt: 0), token: 2)], .backingOff),
@@ -136,7 +136,7 @@ import Testing
         play([
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
-            (.take, [.send(id: "1")], .busy(id: "1")),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.line(Self.answer("7")), [.protocolError(why), Self.retried("protocol error: \(why)"), .terminate], .ending(.replace)),
             // Its last words are ignored; the message was settled once.
             (.line(Self.answer("1")), [], .ending(.replace)),
@@ -173,9 +173,9 @@ import Testing
         play([
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
-            (.take, [.send(id: "1")], .busy(id: "1")),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
-            (.take, [.send(id: "2")], .busy(id: "2")),
+            (.take("2"), [.send(id: "2")], .busy(id: "2")),
             (.watchdog, [.terminate], .ending(.replace)),
             (.exited("killed by signal 15"),
              [.settle(.retry(Failure(reason: "the worker was terminated holding the message (killed by signal 15)", timedOut: true))), .spawn],
@@ -187,13 +187,13 @@ import Testing
         play(maxMessages: 2, [
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
-            (.take, [.send(id: "1")], .busy(id: "1")),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
-            (.take, [.send(id: "2")], .busy(id: "2")),
+            (.take("2"), [.send(id: "2")], .busy(id: "2")),
             (.line(Self.answer("2")), [.settle(.ack), .closeInput, .arm(.escalation, token: 2)], .ending(.recycle)),
             (.exited("exit code 0"), [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
-            (.take, [.send(id: "3")], .busy(id: "3")),
+            (.take("3"), [.send(id: "3")], .busy(id: "3")),
         ])
     }
 
@@ -201,7 +201,7 @@ import Testing
         play([
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
-            (.take, [.send(id: "1")], .busy(id: "1")),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
             (.overMemory, [.closeInput, .arm(.escalation, token: 2)], .ending(.recycle)),
             (.alarm(2), [.terminate], .ending(.recycle)),
@@ -213,7 +213,7 @@ import Testing
         play([
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
-            (.take, [.send(id: "1")], .busy(id: "1")),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.drain, [], .busy(id: "1")),
             (.line(Self.answer("1")), [.settle(.ack), .closeInput, .arm(.escalation, token: 2)], .ending(.drain)),
             (.exited("exit code 0"), [.finish], .done),
@@ -245,7 +245,7 @@ import Testing
         play([
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
-            (.take, [.send(id: "1")], .busy(id: "1")),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.shutdown, [], .busy(id: "1")),
             (.watchdog, [.terminate], .ending(.replace)),
             (.exited("killed by signal 15"),
@@ -272,7 +272,7 @@ import Testing
         play([
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
-            (.take, [.send(id: "1")], .busy(id: "1")),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.withdrawn, [], .ready),
             (.shutdown, [.closeInput, .arm(.escalation, token: 2), .terminate], .ending(.drain)),
         ])
