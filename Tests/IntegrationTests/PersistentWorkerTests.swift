@@ -401,6 +401,32 @@ import Testing
         }
     }
 
+    @Test func aWorkerOverMaxMemoryIsReplacedAfterItsAnswerAndTheMessageIsAckedOnce() async throws {
+        // "big" leaves 96 MiB resident (touched, so it counts in RSS) in the worker.
+        let command = try Self.worker(setup: "hoard = []", handle: """
+            if body == "big":
+                hoard.append(bytearray(b"x" * (96 << 20)))
+            note("served", mid + " " + str(os.getpid()))
+            answer()
+            """)
+        try await withTestQueue { client, queue in
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: command, concurrency: 1, extra: Self.persistent("max_memory = 64MB")))
+            try await eventually("the worker is ready") { Self.logLines(warren, "worker ready").count == 1 }
+            try await client.publish(ids: ["small1", "big", "small2"], to: queue)
+            try await eventually("all served") { warren.lines("served").count == 3 }
+            try await eventually("a new worker is ready") { Self.logLines(warren, "worker ready").count == 2 }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            #expect(Self.logLines(warren, "worker over max_memory").count == 1)
+            let served = warren.lines("served").map { $0.split(separator: " ") }
+            #expect(served.map { String($0[0]) } == ["small1", "big", "small2"])
+            #expect(served[0][1] == served[1][1] && served[2][1] != served[1][1], "replaced after big, not before: \(served)")
+            #expect(try await client.count(queue) == 0)
+            for pid in Self.pids(warren) { #expect(isGone(pid)) }
+        }
+    }
+
     @Test func aWorkerFloodingStderrIsBoundedPerMessageAndStallsNobody() async throws {
         let command = try Self.worker(handle: """
             if body == "flood":
