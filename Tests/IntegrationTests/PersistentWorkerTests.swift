@@ -450,3 +450,11 @@ import Testing
         }
     }
 }
+
+/// The parent pid of `pid`, from /proc.
+func parent(of pid: pid_t) -> pid_t? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+    return fields.count > 1 ? pid_t(fields[1]) : nil
+}
