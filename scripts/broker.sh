@@ -68,6 +68,9 @@ log.console = false
 log.file.level = warning
 # handlers in tests may legitimately run for minutes
 consumer_timeout = 3600000
+# frames up to 4 MiB (the default is 128 KiB), so tests can publish a message
+# whose headers alone are a megabyte
+frame_max = 4194304
 $tls_conf
 CONF
     if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1; then

@@ -15,6 +15,15 @@ public struct ConnectionOptions: Sendable, Equatable {
     public var tlsCA: String?
     public var tlsCert: String?
     public var tlsKey: String?
+    /// The largest frame asked for at login; the broker's `frame_max`
+    /// (128 KiB unless configured) caps it, so this takes whatever the
+    /// broker allows, up to 16 MiB. A message's properties and headers
+    /// travel in one frame, and rabbitmq-c drops the connection on a frame
+    /// over the size agreed: asking for less than the broker allows would
+    /// let one message with large headers, which the broker accepted, cut
+    /// the connection at every delivery. rabbitmq-c keeps an outgoing
+    /// buffer of the agreed size per connection.
+    public var frameMax: Int = 16 << 20
 
     public init(host: String = "127.0.0.1", port: Int = 5672, virtualHost: String = "/",
                 user: String = "guest", password: String = "guest", heartbeat: Int = 30,

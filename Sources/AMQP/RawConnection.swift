@@ -55,7 +55,7 @@ final class RawConnection {
         amqp_set_rpc_timeout(state, &rpcTimeout)
         amqp_set_handshake_timeout(state, &timeout)
 
-        let reply = warren_login(state, options.virtualHost, 0, 131_072, Int32(options.heartbeat),
+        let reply = warren_login(state, options.virtualHost, 0, Int32(clamping: options.frameMax), Int32(options.heartbeat),
                                  options.user, options.password, options.connectionName)
         if let error = connection.error(from: reply, channel: 0, doing: "logging in") {
             if error.replyCode == 403 || error.code == .connectionClosedByBroker {

@@ -26,6 +26,8 @@ final class Publisher: Sendable {
 
     private struct State {
         var connection: AMQPConnection? = nil
+        /// The user the connection logged in as.
+        var user = ""
         /// Counts connections, so a late confirm of an old one frees nothing on the new one.
         var generation = 0
         /// Channels with no copy awaiting a confirm.
@@ -78,6 +80,7 @@ final class Publisher: Sendable {
                 }
                 let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
                     state.connection = connection
+                    state.user = options.user
                     state.idle = []
                     state.nextChannel = 1
                     defer { state.waiters = [:] }
@@ -187,11 +190,11 @@ final class Publisher: Sendable {
     /// once, with an error, if the task is cancelled.
     private func send(_ body: MessageBody, to queue: String, properties: MessageProperties) async -> AMQPError? {
         let gaveUp = AMQPError(.publishRejected, "gave up waiting")
-        var taken: (connection: AMQPConnection, channel: UInt16, generation: Int)? = nil
+        var taken: (connection: AMQPConnection, channel: UInt16, generation: Int, user: String)? = nil
         while taken == nil {
             switch takeChannel() {
-            case .use(let connection, let channel, let generation):
-                taken = (connection, channel, generation)
+            case .use(let connection, let channel, let generation, let user):
+                taken = (connection, channel, generation, user)
             case .refuse(let error):
                 return error
             case .waitForConnection:
@@ -199,8 +202,9 @@ final class Publisher: Sendable {
                 if Task.isCancelled { return gaveUp }
             }
         }
-        guard let (connection, channel, generation) = taken else { return gaveUp }
+        guard let (connection, channel, generation, user) = taken else { return gaveUp }
         let answer = OneShot<Result<Void, AMQPError>>()
+        let properties = Self.publishable(properties, by: user)
         connection.publishConfirmed(body, routingKey: queue, on: channel, properties: properties, mandatory: true) { result in
             // The channel takes the next copy only once this one is answered.
             self.release(channel, generation: generation)
@@ -212,8 +216,25 @@ final class Publisher: Sendable {
         }
     }
 
+    /// RabbitMQ refuses a publish whose `user_id` names another user than
+    /// the one publishing (unless that one is an `impersonator`), closing
+    /// the channel: the copy of a message another user published would be
+    /// refused at every attempt, and its original requeued and handled again
+    /// forever. So such a copy goes without `user_id` and carries it in
+    /// `x-warren-user-id`. That is a header, which any publisher can set:
+    /// only the property is the broker's word on who published.
+    static func publishable(_ properties: MessageProperties, by user: String) -> MessageProperties {
+        guard let claimed = properties.userId, claimed != user else { return properties }
+        var properties = properties
+        var headers = properties.headers ?? FieldTable()
+        headers["x-warren-user-id"] = .string(claimed)
+        properties.headers = headers
+        properties.userId = nil
+        return properties
+    }
+
     private enum Checkout {
-        case use(AMQPConnection, UInt16, generation: Int)
+        case use(AMQPConnection, UInt16, generation: Int, user: String)
         case waitForConnection
         case refuse(AMQPError)
     }
@@ -226,12 +247,14 @@ final class Publisher: Sendable {
             if let reason = state.blocked {
                 return .refuse(AMQPError(.publishRejected, "not sent: the broker blocks publishing (\(reason))"))
             }
-            if let channel = state.idle.popLast() { return .use(connection, channel, generation: state.generation) }
+            if let channel = state.idle.popLast() {
+                return .use(connection, channel, generation: state.generation, user: state.user)
+            }
             guard state.nextChannel <= Self.maxChannels else {
                 return .refuse(AMQPError(.publishRejected, "every publishing channel still awaits a confirm"))
             }
             defer { state.nextChannel += 1 }
-            return .use(connection, state.nextChannel, generation: state.generation)
+            return .use(connection, state.nextChannel, generation: state.generation, user: state.user)
         }
     }
 
