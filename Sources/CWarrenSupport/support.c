@@ -13,6 +13,8 @@
 #include <sys/un.h>
 #include <string.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <sys/wait.h>
 
 int warren_pidfd_open(pid_t pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
@@ -63,6 +65,102 @@ int warren_spawn(pid_t *pid, const char *path, char *const argv[], char *const e
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attr);
     return rc;
+}
+
+/* Finds `name` on the parent's PATH, as posix_spawnp would; done before
+ * the fork, since the child may only make async-signal-safe calls. */
+static int resolve_program(const char *name, char *out, size_t size) {
+    if (strchr(name, '/') != NULL) {
+        if (strlen(name) >= size) return ENAMETOOLONG;
+        strcpy(out, name);
+        return 0;
+    }
+    const char *path = getenv("PATH");
+    if (path == NULL || *path == 0) path = "/usr/local/bin:/usr/bin:/bin";
+    int found_error = ENOENT;
+    while (*path) {
+        const char *end = strchr(path, ':');
+        size_t length = end ? (size_t)(end - path) : strlen(path);
+        if (length == 0) {
+            if (strlen(name) + 1 < size) { strcpy(out, name); }
+        } else if (length + 1 + strlen(name) < size) {
+            memcpy(out, path, length);
+            out[length] = '/';
+            strcpy(out + length + 1, name);
+        } else {
+            out[0] = 0;
+        }
+        if (out[0] != 0) {
+            if (access(out, X_OK) == 0) return 0;
+            if (errno == EACCES) found_error = EACCES;
+        }
+        if (!end) break;
+        path = end + 1;
+    }
+    return found_error;
+}
+
+int warren_spawn_worker(pid_t *pid, const char *program, char *const argv[], char *const envp[],
+                        int stdin_fd, int stdout_fd, int stderr_fd) {
+    char path[4096];
+    int rc = resolve_program(program, path, sizeof(path));
+    if (rc != 0) return rc;
+    /* The child reports a failed exec through this pipe; a successful exec
+     * closes it (O_CLOEXEC), so the parent reads end of file. */
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return errno;
+    sigset_t all, old;
+    sigfillset(&all);
+    /* No signal handler of the parent may run in the child. */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t parent = getpid();
+    pid_t child = fork();
+    if (child == 0) {
+        close(report[0]);
+        setpgid(0, 0);
+        /* Killed with the thread that spawned it: a worker never outlives warren, even a SIGKILLed one. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (getppid() != parent) _exit(127);  /* warren died before the prctl */
+        for (int signal = 1; signal < NSIG; signal++) {
+            if (signal == SIGKILL || signal == SIGSTOP) continue;
+            struct sigaction action;
+            memset(&action, 0, sizeof(action));
+            action.sa_handler = SIG_DFL;
+            sigaction(signal, &action, NULL);
+        }
+        if (dup2(stdin_fd, 0) < 0 || dup2(stdout_fd, 1) < 0 || dup2(stderr_fd, 2) < 0) {
+            int error = errno;
+            (void)!write(report[1], &error, sizeof(error));
+            _exit(127);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execve(path, argv, envp);
+        int error = errno;
+        (void)!write(report[1], &error, sizeof(error));
+        _exit(127);
+    }
+    int fork_error = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(report[1]);
+    if (child < 0) {
+        close(report[0]);
+        return fork_error;
+    }
+    /* Also from the parent, so the group exists before anyone signals it. */
+    setpgid(child, child);
+    int error = 0;
+    ssize_t got;
+    do { got = read(report[0], &error, sizeof(error)); } while (got < 0 && errno == EINTR);
+    close(report[0]);
+    if (got == (ssize_t)sizeof(error)) {
+        int status;
+        while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+        return error;
+    }
+    *pid = child;
+    return 0;
 }
 
 void warren_set_thread_name(const char *name) {

@@ -13,6 +13,8 @@ final class Consumer: Sendable {
     let publisher: Publisher
     let topology: Topology
     let handler: any MessageHandler
+    /// `mode = persistent`: the workers that take the messages instead of `handler`.
+    let workers: PersistentWorkers?
     let buffer = DeliveryBuffer()
     let shortage = ResourceShortage()
     /// Messages a worker has taken and not yet settled (handler running,
@@ -25,13 +27,15 @@ final class Consumer: Sendable {
     /// handler, and a success asks for every message.
     private let debugLogging: Bool
 
-    init(settings: ConsumerSettings, index: Int, handler: any MessageHandler, publisher: Publisher, logger: Logger) {
+    init(settings: ConsumerSettings, index: Int, handler: any MessageHandler, workers: PersistentWorkers? = nil,
+         publisher: Publisher, logger: Logger) {
         self.settings = settings
         self.index = index
         self.publisher = publisher
         self.topology = Topology(settings)
         self.metrics = ConsumerMetrics(settings)
         self.handler = handler
+        self.workers = workers
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.name)"
         self.logger = logger
@@ -56,7 +60,13 @@ final class Consumer: Sendable {
     /// connection, where their deliveries arrive (see `LoopExecutor`).
     func runWorkers(watchdog: Watchdog, executor: LoopExecutor) async {
         await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<max(1, settings.concurrency) {
+            for slot in 0..<max(1, settings.concurrency) {
+                if let workers {
+                    group.addTask(executorPreference: executor) {
+                        await self.runPersistentSlot(slot, workers: workers, watchdog: watchdog, executor: executor)
+                    }
+                    continue
+                }
                 group.addTask(executorPreference: executor) {
                     while !Task.isCancelled {
                         let handle = WorkerHandle()
@@ -127,7 +137,7 @@ final class Consumer: Sendable {
     ///
     /// A plain success does not come here: `work` acks it without a
     /// suspension point.
-    private func settle(_ message: Message, outcome: Outcome, stop: Watchdog.Reason?, connection: AMQPConnection,
+    func settle(_ message: Message, outcome: Outcome, stop: Watchdog.Reason?, connection: AMQPConnection,
                         watchdog: Watchdog) async {
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
@@ -182,7 +192,7 @@ final class Consumer: Sendable {
     /// `max_body`: a body this large never reaches a handler (a command
     /// would get it on stdin, an in-process handler in memory); it goes to
     /// the dead-letter queue whole, its size in `x-warren-body-size`.
-    private func refuseOversized(_ message: Message, connection: AMQPConnection, watchdog: Watchdog) async {
+    func refuseOversized(_ message: Message, connection: AMQPConnection, watchdog: Watchdog) async {
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
@@ -239,7 +249,7 @@ final class Consumer: Sendable {
     }
 
     /// Success: no log line unless debugging, so no metadata built.
-    private func ack(_ message: Message, on connection: AMQPConnection) {
+    func ack(_ message: Message, on connection: AMQPConnection) {
         if debugLogging {
             logger.debug("handler succeeded; message acked", metadata: ["message_id": "\(message.logID)"])
         }

@@ -24,6 +24,9 @@ final class DeliveryBuffer: Sendable {
 
     /// Guards the waiting deliveries, the idle workers and the closed flag.
     private let state = Mutex(State())
+    /// Thrown by `close`: persistent workers that are not waiting for a
+    /// delivery (starting, backing off) learn of the drain here.
+    let closedSignal = TerminationSignal()
 
     /// Hands over a burst: idle workers are woken (one resume each), the
     /// rest queued. Returns false, taking nothing, when closed.
@@ -117,6 +120,7 @@ final class DeliveryBuffer: Sendable {
             return (Array(state.items), Array(state.waiters))
         }
         for waiter in waiters { waiter.continuation.resume(returning: nil) }
+        closedSignal.fire()
         return items
     }
 }

@@ -58,6 +58,14 @@ struct OutputLineSplitter {
         }
     }
 
+    /// A new budget, for a long-lived worker's next message: its stderr is
+    /// bounded per message, not once for its whole life.
+    mutating func renewBudget() {
+        logged = 0
+        truncated = false
+        tail = []
+    }
+
     /// The stream ended: logs a last unterminated line and settles `lastLine`.
     mutating func finish(emit: (String?) -> Void) {
         if !truncated, !pending.isEmpty {

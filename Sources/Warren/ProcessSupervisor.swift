@@ -73,6 +73,13 @@ public final class ProcessSupervisor: Sendable {
 
     enum Command: Sendable {
         case spawn(ChildSpec, Job)
+        /// A persistent worker: `started` gets its pid or why it did not start.
+        case startWorker(ChildSpec, WorkerLink, started: @Sendable (Result<pid_t, SpawnError>) -> Void)
+        /// A message for a worker's stdin, after what is already queued;
+        /// its stderr lines are tagged with `tag` from now on.
+        case write(request: Int, MessageBody, tag: String)
+        /// End of file on a worker's stdin, once what is queued is written.
+        case closeInput(request: Int)
         case terminate(request: Int, killAfterMs: Int64)
         /// Kill and reap everything, close the inbox, end the thread; then
         /// `done` with the thread's id.
@@ -85,6 +92,8 @@ public final class ProcessSupervisor: Sendable {
     struct ChildSpec: Sendable {
         var argv: [String]
         var environment: [String]
+        /// A persistent worker: spawned to die with warren (PR_SET_PDEATHSIG).
+        var worker = false
     }
 
     /// The message a child has in hand, and who waits for the end of it.
@@ -99,6 +108,36 @@ public final class ProcessSupervisor: Sendable {
         var onStart: (@Sendable (Int32) -> Void)?
         var continuation: CheckedContinuation<Result<Termination, SpawnError>, Never>
     }
+
+    /// What a persistent worker's owner hears from the supervisor thread.
+    enum WorkerEvent: Sendable, Equatable {
+        /// A piece of stdout: a protocol line, or one too long to be one.
+        case stdout(WorkerLineSplitter.Piece)
+        /// Its process group is gone.
+        case exited(Termination)
+    }
+
+    /// A long-lived worker: one child handed many messages over its stdin,
+    /// answering on its stdout (README, "Writing a persistent worker").
+    final class WorkerLink: Sendable {
+        /// What `write`, `closeInput` and `terminate` name.
+        let id: Int
+        /// Called on the supervisor thread, in order; `.exited` is the last.
+        let events: @Sendable (WorkerEvent) -> Void
+        /// stderr, line by line, for the log, with the worker's pid and the
+        /// tag of the last message written (nil before the first).
+        let stderr: @Sendable (String, pid_t, String?) -> Void
+
+        init(id: Int, events: @escaping @Sendable (WorkerEvent) -> Void,
+             stderr: @escaping @Sendable (String, pid_t, String?) -> Void) {
+            self.id = id
+            self.events = events
+            self.stderr = stderr
+        }
+    }
+
+    /// Bytes of one worker answer line, past which it is a protocol error.
+    static let workerLineLimit = 1 << 20
 
     struct Spawned {
         var pid: pid_t
@@ -218,10 +257,40 @@ public final class ProcessSupervisor: Sendable {
         return try result.get()
     }
 
+    /// An id for `startWorker`'s link: unique among this supervisor's requests.
+    func newRequestID() -> Int { nextRequest.add(1, ordering: .relaxed).newValue }
+
+    /// Starts a persistent worker (spawned on the supervisor thread, with
+    /// PR_SET_PDEATHSIG, so it dies with warren); returns its pid. Its
+    /// output and its end reach `link`.
+    func startWorker(_ argv: [String], environment: [String], link: WorkerLink) async throws(SpawnError) -> pid_t {
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<pid_t, SpawnError>, Never>) in
+            let started: @Sendable (Result<pid_t, SpawnError>) -> Void = { continuation.resume(returning: $0) }
+            if !inbox.push(.startWorker(ChildSpec(argv: argv, environment: environment, worker: true), link, started: started)) {
+                continuation.resume(returning: .failure(Self.shutDown))
+            }
+        }
+        return try result.get()
+    }
+
+    /// Queues a message's `bytes` for the worker's stdin. The worker's
+    /// stderr is read up to then, and what it writes afterwards is tagged
+    /// `tag` (the message's id for the log).
+    func write(_ bytes: MessageBody, to request: Int, tag: String) { inbox.push(.write(request: request, bytes, tag: tag)) }
+
+    /// End of file on the worker's stdin (its signal to exit), after what is queued.
+    func closeInput(of request: Int) { inbox.push(.closeInput(request: request)) }
+
+    /// SIGTERM to the worker's group, SIGKILL after `killAfter`.
+    func terminate(_ request: Int, killAfter: Duration) {
+        inbox.push(.terminate(request: request, killAfterMs: killAfter.milliseconds))
+    }
+
     /// Starts `argv`. Every failure is an error, never an abort: a child
     /// already started when its pidfd cannot be had is still returned, to be
     /// watched without one.
-    static func spawn(_ argv: [String], environment: [String], openPidfd: PidfdOpener) throws(SpawnError) -> Spawned {
+    static func spawn(_ argv: [String], environment: [String], worker: Bool = false,
+                      openPidfd: PidfdOpener) throws(SpawnError) -> Spawned {
         guard let program = argv.first else { throw SpawnError(description: "empty command") }
         var input: [Int32] = [-1, -1], output: [Int32] = [-1, -1], errors: [Int32] = [-1, -1]
         guard warren_pipe_cloexec(&input) == 0, warren_pipe_cloexec(&output) == 0, warren_pipe_cloexec(&errors) == 0 else {
@@ -237,7 +306,8 @@ public final class ProcessSupervisor: Sendable {
             for pointer in cEnv { free(pointer) }
         }
         var pid: pid_t = 0
-        let rc = warren_spawn(&pid, program, cArgv, cEnv, input[0], output[1], errors[1])
+        let rc = worker ? warren_spawn_worker(&pid, program, cArgv, cEnv, input[0], output[1], errors[1])
+                        : warren_spawn(&pid, program, cArgv, cEnv, input[0], output[1], errors[1])
         close(input[0])
         close(output[1])
         close(errors[1])

@@ -32,6 +32,14 @@ public enum QueueType: String, Sendable, Equatable, CaseIterable {
     case classic, quorum
 }
 
+/// How a consumer's `command` runs.
+public enum HandlerMode: String, Sendable, Equatable, CaseIterable {
+    /// A process per message; its exit code is the outcome.
+    case exec
+    /// `concurrency` long-lived workers, a message at a time each, over stdin and stdout (README, "Writing a persistent worker").
+    case persistent
+}
+
 /// What a command handler reads on stdin (`input`).
 public enum HandlerInput: String, Sendable, Equatable, CaseIterable {
     /// The body, as it came.
@@ -61,6 +69,14 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var queueType: QueueType
     /// Bytes; a larger body is dead-lettered (`body too large`), never handed to a handler.
     public var maxBody: Int
+    public var mode: HandlerMode
+    /// Persistent mode: how long a worker may take to say it is ready.
+    public var startupTimeout: Duration
+    /// Persistent mode: a worker is replaced after this many messages; 0 = never.
+    public var maxMessages: Int
+    /// Persistent mode: bytes of RSS (the worker's whole process group)
+    /// past which it is replaced after its message; nil = no limit.
+    public var maxMemory: Int?
     /// What the handler command reads on stdin.
     public var input: HandlerInput
 
@@ -69,7 +85,8 @@ public struct ConsumerSettings: Sendable, Equatable {
                 retryDelayMax: Duration = .seconds(300), deadLetterQueue: String? = nil,
                 exitAck: Set<Int32> = [0], exitRetry: Set<Int32> = [75], exitDeadLetter: Set<Int32> = [65],
                 declare: Bool = true, queueType: QueueType = .classic, maxBody: Int = 16 << 20,
-                input: HandlerInput = .body) {
+                mode: HandlerMode = .exec, startupTimeout: Duration = .seconds(30), maxMessages: Int = 0,
+                maxMemory: Int? = nil, input: HandlerInput = .body) {
         self.name = name
         self.queue = queue
         self.prefetch = prefetch
@@ -86,6 +103,10 @@ public struct ConsumerSettings: Sendable, Equatable {
         self.declare = declare
         self.queueType = queueType
         self.maxBody = maxBody
+        self.mode = mode
+        self.startupTimeout = startupTimeout
+        self.maxMessages = maxMessages
+        self.maxMemory = maxMemory
         self.input = input
     }
 }

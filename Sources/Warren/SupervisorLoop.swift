@@ -1,5 +1,6 @@
 import AMQP
 import CWarrenSupport
+import DequeModule
 import Glibc
 
 /// The process supervisor's thread and its state. Touched only by that thread.
@@ -16,31 +17,58 @@ final class SupervisorLoop {
         var lines: OutputLineSplitter
     }
 
-    /// A running child: its description, the job in its hands, and what the
+    /// Who waits for a child: a handler command's one job, or the owner of
+    /// a persistent worker.
+    enum Owner {
+        case job(ProcessSupervisor.Job)
+        case worker(ProcessSupervisor.WorkerLink)
+    }
+
+    /// A running child: its description, who waits for it, and what the
     /// running process has.
     final class Child {
         let spec: ProcessSupervisor.ChildSpec
-        let job: ProcessSupervisor.Job
+        let owner: Owner
         let pid: pid_t
         var pidfd: Int32
         var stdinFD: Int32
-        let input: MessageBody
+        /// What is still to be written to stdin, in order; `inputOffset` into the first.
+        var inputs = Deque<MessageBody>()
         var inputOffset = 0
+        /// Close stdin once `inputs` is written: at once for a job (its one
+        /// message), on `closeInput` for a worker.
+        var closeWhenWritten: Bool
         var outputs: [Output]
+        /// A worker's stdout: protocol lines, not logged.
+        var protocolLines: WorkerLineSplitter?
+        /// A worker's message in hand, for its stderr lines.
+        var tag: String? = nil
         var phase = ChildPhase()
+        let request: Int
+        let sink: ProcessSupervisor.LineSink
 
-        var request: Int { job.id }
-        var sink: ProcessSupervisor.LineSink { job.sink }
-
-        init(spec: ProcessSupervisor.ChildSpec, job: ProcessSupervisor.Job, spawned: ProcessSupervisor.Spawned, outputLimit: Int) {
+        init(spec: ProcessSupervisor.ChildSpec, owner: Owner, spawned: ProcessSupervisor.Spawned, outputLimit: Int) {
             self.spec = spec
-            self.job = job
+            self.owner = owner
             pid = spawned.pid
             pidfd = spawned.pidfd
             stdinFD = spawned.stdin
-            input = job.input
             outputs = [Output(fd: spawned.stdout, stream: .stdout, lines: OutputLineSplitter(limit: outputLimit)),
                        Output(fd: spawned.stderr, stream: .stderr, lines: OutputLineSplitter(limit: outputLimit))]
+            switch owner {
+            case .job(let job):
+                request = job.id
+                sink = job.sink
+                inputs.append(job.input)
+                closeWhenWritten = true
+            case .worker(let link):
+                request = link.id
+                let stderr = link.stderr
+                let pid = spawned.pid
+                sink = { _, line in stderr(line, pid, nil) }
+                closeWhenWritten = false
+                protocolLines = WorkerLineSplitter(limit: ProcessSupervisor.workerLineLimit)
+            }
         }
     }
 
@@ -149,7 +177,7 @@ final class SupervisorLoop {
         if stopping == nil { set.add(inbox.readFD, POLLIN, .wake) }
         for child in children.values {
             if child.pidfd >= 0 { set.add(child.pidfd, POLLIN, .leader(child)) }
-            if child.stdinFD >= 0 { set.add(child.stdinFD, POLLOUT, .stdin(child)) }
+            if child.stdinFD >= 0, !child.inputs.isEmpty { set.add(child.stdinFD, POLLOUT, .stdin(child)) }
             for (index, output) in child.outputs.enumerated() where output.fd >= 0 {
                 set.add(output.fd, POLLIN, .output(child, index))
             }
@@ -195,14 +223,32 @@ final class SupervisorLoop {
             }
             _ = ProcessSupervisor.leaders.withLock { $0.insert(spawned.pid) }
             job.onStart?(spawned.pid)
-            let child = Child(spec: spec, job: job, spawned: spawned, outputLimit: outputLimit)
-            if spawned.pidfd < 0 {
-                child.sink(.stderr, "[warren: no pidfd for this handler (\(String(cString: strerror(spawned.pidfdError)))); watching it by polling]")
-            }
-            children[spawned.pid] = child
-            pidOf[job.id] = spawned.pid
+            let child = adopt(spawned, spec: spec, owner: .job(job))
             if job.input.isEmpty { closeInput(child) }
-            if let killAfter = earlyTerminations.removeValue(forKey: job.id) { terminate(child, killAfterMs: killAfter) }
+        case .startWorker(let spec, let link, let started):
+            let spawned: ProcessSupervisor.Spawned
+            do throws(ProcessSupervisor.SpawnError) {
+                spawned = try ProcessSupervisor.spawn(spec.argv, environment: spec.environment, worker: true, openPidfd: openPidfd)
+            } catch {
+                earlyTerminations[link.id] = nil
+                started(.failure(error))
+                return
+            }
+            _ = ProcessSupervisor.leaders.withLock { $0.insert(spawned.pid) }
+            started(.success(spawned.pid))
+            adopt(spawned, spec: spec, owner: .worker(link))
+        case .write(let request, let bytes, let tag):
+            guard let pid = pidOf[request], let child = children[pid], child.stdinFD >= 0, !child.closeWhenWritten else { return }
+            // What the worker wrote on stderr before this message is its previous message's.
+            var reads = 0
+            while reads < Self.finalReads, readOutput(child, index: 1) { reads += 1 }
+            child.inputs.append(bytes)
+            child.outputs[1].lines.renewBudget()
+            child.tag = tag
+        case .closeInput(let request):
+            guard let pid = pidOf[request], let child = children[pid] else { return }
+            child.closeWhenWritten = true
+            if child.inputs.isEmpty { closeInput(child) }
         case .terminate(let request, let killAfterMs):
             if let pid = pidOf[request], let child = children[pid] {
                 terminate(child, killAfterMs: killAfterMs)
@@ -225,6 +271,19 @@ final class SupervisorLoop {
         }
     }
 
+    /// Enters a spawned child in the loop's records.
+    @discardableResult
+    private func adopt(_ spawned: ProcessSupervisor.Spawned, spec: ProcessSupervisor.ChildSpec, owner: Owner) -> Child {
+        let child = Child(spec: spec, owner: owner, spawned: spawned, outputLimit: outputLimit)
+        if spawned.pidfd < 0 {
+            child.sink(.stderr, "[warren: no pidfd for this handler (\(String(cString: strerror(spawned.pidfdError)))); watching it by polling]")
+        }
+        children[spawned.pid] = child
+        pidOf[child.request] = spawned.pid
+        if let killAfter = earlyTerminations.removeValue(forKey: child.request) { terminate(child, killAfterMs: killAfter) }
+        return child
+    }
+
     /// The shutdown's wait is over and something would not die: it is
     /// named in the log, and whoever waits for a child is answered.
     private func abandonUnreaped() {
@@ -242,7 +301,8 @@ final class SupervisorLoop {
     private func refuse(_ command: ProcessSupervisor.Command) {
         switch command {
         case .spawn(_, let job): job.continuation.resume(returning: .failure(ProcessSupervisor.shutDown))
-        case .terminate: break  // its child, if any, is being killed
+        case .startWorker(_, _, let started): started(.failure(ProcessSupervisor.shutDown))
+        case .terminate, .write, .closeInput: break  // its child, if any, is being killed
         case .shutdown(let done): stopping?.append(done)
         }
     }
@@ -296,21 +356,29 @@ final class SupervisorLoop {
     }
 
     private func writeInput(_ child: Child) {
-        let input = child.input
-        while child.inputOffset < input.count {
-            let written = input.withUnsafeBytes { raw in
-                write(child.stdinFD, raw.baseAddress! + child.inputOffset, input.count - child.inputOffset)
+        while let input = child.inputs.first {
+            while child.inputOffset < input.count {
+                let written = input.withUnsafeBytes { raw in
+                    write(child.stdinFD, raw.baseAddress! + child.inputOffset, input.count - child.inputOffset)
+                }
+                if written > 0 { child.inputOffset += written; continue }
+                if written < 0 && (errno == EAGAIN || errno == EINTR) { return }
+                // EPIPE: the command does not want the rest.
+                child.inputs.removeAll()
+                child.inputOffset = 0
+                closeInput(child)
+                return
             }
-            if written > 0 { child.inputOffset += written; continue }
-            if written < 0 && (errno == EAGAIN || errno == EINTR) { return }
-            break  // EPIPE: the command does not want the rest
+            child.inputs.removeFirst()
+            child.inputOffset = 0
         }
-        closeInput(child)
+        if child.closeWhenWritten { closeInput(child) }
     }
 
     private func closeInput(_ child: Child) {
         if child.stdinFD >= 0 { close(child.stdinFD) }
         child.stdinFD = -1
+        child.inputs.removeAll()
     }
 
     /// One read of one pipe; at end of stream, the last line and the close.
@@ -323,10 +391,15 @@ final class SupervisorLoop {
         let stream = child.outputs[index].stream
         let limit = outputLimit
         let emit: (String?) -> Void = { line in
-            child.sink(stream, line ?? OutputLineSplitter.notice(stream.rawValue, limit: limit))
+            let text = line ?? OutputLineSplitter.notice(stream.rawValue, limit: limit)
+            if case .worker(let link) = child.owner { link.stderr(text, child.pid, child.tag) } else { child.sink(stream, text) }
         }
         if count > 0 {
-            child.outputs[index].lines.feed(scratch[0..<count], emit: emit)
+            if stream == .stdout, case .worker(let link) = child.owner {
+                child.protocolLines?.feed(scratch[0..<count]) { link.events(.stdout($0)) }
+            } else {
+                child.outputs[index].lines.feed(scratch[0..<count], emit: emit)
+            }
             return true
         }
         if count < 0 && (errno == EAGAIN || errno == EINTR) { return false }
@@ -360,7 +433,8 @@ final class SupervisorLoop {
                 let stream = child.outputs[index].stream
                 let limit = outputLimit
                 child.outputs[index].lines.finish { line in
-                    child.sink(stream, line ?? OutputLineSplitter.notice(stream.rawValue, limit: limit))
+                    let text = line ?? OutputLineSplitter.notice(stream.rawValue, limit: limit)
+                    if case .worker(let link) = child.owner { link.stderr(text, child.pid, child.tag) } else { child.sink(stream, text) }
                 }
                 close(child.outputs[index].fd)
                 child.outputs[index].fd = -1
@@ -379,8 +453,12 @@ final class SupervisorLoop {
             leftover.owners.remove(child.request)
             if leftover.owners.isEmpty { killLeftover(leftover) }
         }
-        child.job.continuation.resume(returning: .success(ProcessSupervisor.Termination(
-            status: status, lastErrorLine: child.outputs[1].lines.lastLine, terminated: terminated)))
+        let termination = ProcessSupervisor.Termination(status: status, lastErrorLine: child.outputs[1].lines.lastLine,
+                                                        terminated: terminated)
+        switch child.owner {
+        case .job(let job): job.continuation.resume(returning: .success(termination))
+        case .worker(let link): link.events(.exited(termination))
+        }
     }
 
     // MARK: Leftovers

@@ -58,13 +58,14 @@ public final class WarrenRuntime: Sendable {
             watchdog = nil
             watchdogProblem = error.description
         }
-        let (resolved, owned) = Self.resolve(handlers, for: settings, supervisor: supervisor, logger: logger)
+        let (resolved, workers, owned) = Self.resolve(handlers, for: settings, supervisor: supervisor, logger: logger)
         ownSupervisor = owned
         self.logger = logger
         let publisher = Publisher(broker: settings.broker, logger: logger)
         self.publisher = publisher
         consumers = settings.consumers.enumerated().map { index, consumer in
-            Consumer(settings: consumer, index: index, handler: resolved[consumer.name]!, publisher: publisher, logger: logger)
+            Consumer(settings: consumer, index: index, handler: resolved[consumer.name]!, workers: workers[consumer.name],
+                     publisher: publisher, logger: logger)
         }
         self.observer = observer
         (events, eventSink) = AsyncStream<ControlLoop.Event>.makeStream()
@@ -73,13 +74,15 @@ public final class WarrenRuntime: Sendable {
         resubscribes = ResubscribeTimer(broker: settings.broker, drainStarted: drainStarted)
     }
 
-    /// Every consumer's handler: the in-process one given, or its `command`;
-    /// and the supervisor made for them when none was given (the runtime's own).
+    /// Every consumer's handler: the in-process one given, or its `command`
+    /// (run per message, or by persistent workers); and the supervisor made
+    /// for them when none was given (the runtime's own).
     private static func resolve(_ handlers: [String: any MessageHandler], for settings: WarrenSettings,
                                 supervisor: ProcessSupervisor?, logger: Logger)
-        -> (handlers: [String: any MessageHandler], owned: ProcessSupervisor?) {
+        -> (handlers: [String: any MessageHandler], workers: [String: PersistentWorkers], owned: ProcessSupervisor?) {
         var resolved = handlers
-        guard settings.consumers.contains(where: { handlers[$0.name] == nil }) else { return (resolved, nil) }
+        var workers: [String: PersistentWorkers] = [:]
+        guard settings.consumers.contains(where: { handlers[$0.name] == nil }) else { return (resolved, workers, nil) }
         // A daemon passes its own (and stops if it cannot have one); an
         // embedder that lacks one gets every message requeued with a warning.
         var available = supervisor
@@ -97,13 +100,21 @@ public final class WarrenRuntime: Sendable {
                 resolved[consumer.name] = ClosureHandler { _ in .retry(Failure(reason: reason, resourceShortage: true)) }
                 continue
             }
+            if consumer.mode == .persistent {
+                workers[consumer.name] = PersistentWorkers(
+                    argv: consumer.command, killAfter: settings.shutdown.killAfter, supervisor: supervisor,
+                    backoff: Backoff(minimum: settings.broker.reconnectMin, maximum: settings.broker.reconnectMax))
+                // Never called: the workers take this consumer's messages.
+                resolved[consumer.name] = ClosureHandler { _ in .retry(Failure(reason: "persistent workers handle this consumer")) }
+                continue
+            }
             resolved[consumer.name] = ExecHandler(
                 argv: consumer.command, killAfter: settings.shutdown.killAfter, exitAck: consumer.exitAck,
                 exitRetry: consumer.exitRetry, exitDeadLetter: consumer.exitDeadLetter, input: consumer.input,
                 supervisor: supervisor,
                 logger: logger)
         }
-        return (resolved, owned)
+        return (resolved, workers, owned)
     }
 
     /// For the systemd watchdog: false when the I/O loop of the current
@@ -123,6 +134,16 @@ public final class WarrenRuntime: Sendable {
 
     /// Ready for `/readyz`: every consumer is consuming.
     public var isReady: Bool { state == .running }
+
+    /// Why a consumer takes no messages although it consumes: its
+    /// persistent workers fail to start (and are restarted with backoff).
+    /// nil when none; `/readyz` answers 503 with it.
+    public var workerProblem: String? {
+        let problems = consumers.compactMap { consumer in
+            consumer.workers?.problem.map { "consumer \(consumer.settings.name): \($0)" }
+        }
+        return problems.isEmpty ? nil : problems.joined(separator: "; ")
+    }
 
     /// The lifecycle state the control loop last reported.
     public var state: Lifecycle.State { status.state }

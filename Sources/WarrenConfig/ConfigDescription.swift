@@ -37,6 +37,12 @@ public enum ConfigDescription {
             out += "declare = \(consumer.declare)\n"
             out += "queue_type = \(consumer.queueType.rawValue)\n"
             out += "max_body = \(SizeParser.format(consumer.maxBody))\n"
+            out += "mode = \(consumer.mode.rawValue)\n"
+            if consumer.mode == .persistent {
+                out += "startup_timeout = \(seconds(consumer.startupTimeout))\n"
+                out += "max_messages = \(consumer.maxMessages)\n"
+                if let maxMemory = consumer.maxMemory { out += "max_memory = \(SizeParser.format(maxMemory))\n" }
+            }
             out += "input = \(consumer.input.rawValue)\n"
         }
         if let metrics = config.metrics {

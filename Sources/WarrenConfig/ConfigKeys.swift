@@ -26,6 +26,10 @@
 /// | consumer.NAME | declare | boolean | true false yes no on off 1 0 |
 /// | consumer.NAME | queue_type | classic or quorum |  |
 /// | consumer.NAME | max_body | size: 16MB, 512KB, 1GB or bytes (units of 1024) | 1 byte to 1024GB |
+/// | consumer.NAME | mode | exec or persistent |  |
+/// | consumer.NAME | startup_timeout | duration | > 0; persistent only |
+/// | consumer.NAME | max_messages | integer | 0 (never) to 1000000000; persistent only |
+/// | consumer.NAME | max_memory | size | 1 byte to 1024GB; persistent only |
 /// | consumer.NAME | input | body or envelope |  |
 /// | metrics | listen | host:port |  |
 /// | log | level | trace debug info notice warning error critical |  |
@@ -36,7 +40,7 @@ enum ConfigKeys {
     static let consumer: Set<String> = [
         "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "retry_delay", "retry_delay_max",
         "dead_letter_queue", "exit_ack", "exit_retry", "exit_dead_letter", "declare", "queue_type",
-        "max_body",
+        "max_body", "mode", "startup_timeout", "max_messages", "max_memory",
         "input",
     ]
     static let metrics: Set<String> = ["listen"]

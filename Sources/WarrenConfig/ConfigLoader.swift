@@ -269,13 +269,19 @@ struct Reader {
         let declare = boolean(values["declare"], default: d.declare)
         let queueType = choice(values["queue_type"], QueueType.self) ?? d.queueType
         let maxBody = size(values["max_body"], default: d.maxBody) ?? d.maxBody
+        let mode = choice(values["mode"], HandlerMode.self) ?? d.mode
+        let startupTimeout = duration(values["startup_timeout"], default: d.startupTimeout, min: .milliseconds(1))
+            ?? d.startupTimeout
+        let maxMessages = integer(values["max_messages"], default: d.maxMessages, range: 0...1_000_000_000) ?? d.maxMessages
+        let maxMemory = values["max_memory"] == nil ? d.maxMemory : size(values["max_memory"], default: 0)
         let input = choice(values["input"], HandlerInput.self) ?? d.input
         guard problems.count == before, let queue else { return nil }
         return ConsumerSettings(name: name, queue: queue, prefetch: UInt16(prefetch), concurrency: concurrency, command: command,
                                 timeout: timeout == .zero ? nil : timeout, maxAttempts: maxAttempts, retryDelay: retryDelay,
                                 retryDelayMax: retryDelayMax, deadLetterQueue: deadLetter, exitAck: exitAck, exitRetry: exitRetry,
                                 exitDeadLetter: exitDeadLetter, declare: declare, queueType: queueType,
-                                maxBody: maxBody, input: input)
+                                maxBody: maxBody, mode: mode, startupTimeout: startupTimeout, maxMessages: maxMessages,
+                                maxMemory: maxMemory, input: input)
     }
 
     /// The system bundle, or nil after one problem saying how to set `tls_ca`.

@@ -42,6 +42,9 @@ enum MetricsServer {
             guard runtime().isReady else {
                 throw HTTPError(.serviceUnavailable, message: "not consuming (starting, reconnecting or draining)")
             }
+            if let problem = runtime().workerProblem {
+                throw HTTPError(.serviceUnavailable, message: problem)
+            }
             // Retries and dead letters cannot go out: failed messages go round
             // and round, so this warren makes no progress on them.
             if let reason = runtime().brokerBlocked {

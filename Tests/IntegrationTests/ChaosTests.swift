@@ -46,7 +46,21 @@ import Testing
         #expect(total.lost == 0)
     }
 
-    func runRound(_ round: Int, faults: [Fault]) async throws -> Ledger {
+    @Test func randomFaultsUnderLoadLoseNothingWithPersistentWorkers() async throws {
+        var total = Ledger()
+        var generator = SystemRandomNumberGenerator()
+        for round in 1...Self.rounds {
+            let faults = (0..<2).map { _ in Fault.allCases.randomElement(using: &generator)! }
+            let ledger = try await runRound(round, faults: faults, persistent: true)
+            print("chaos round \(round), persistent workers [\(faults.map(\.rawValue).joined(separator: ", "))]: \(ledger)")
+            #expect(ledger.lost == 0, "round \(round) lost messages")
+            total = total + ledger
+        }
+        print("chaos total over \(Self.rounds) rounds, persistent workers: \(total)")
+        #expect(total.lost == 0)
+    }
+
+    func runRound(_ round: Int, faults: [Fault], persistent: Bool = false) async throws -> Ledger {
         var ledger = Ledger()
         let proxy = try TestProxy(targetPort: UInt16(try TestBroker.options.port))
         defer { proxy.stop() }
@@ -54,9 +68,13 @@ import Testing
             let ids = (1...200).map { "c\(round)-\($0)" }
             try await client.publish(ids: ids, to: queue)
             let ledgerDirectory = try WarrenBinary.makeDirectory()
+            let command = persistent
+                ? try PersistentWorkerTests.worker(handle: "time.sleep(0.01 * (os.getpid() % 3))\nnote(\"finished\", mid)\nanswer()")
+                    .replacingOccurrences(of: "{dir}", with: ledgerDirectory)
+                : #"sh -c 'sleep 0.0$(($$ % 3)); echo "$WARREN_MESSAGE_ID" >> \#(ledgerDirectory)/finished'"#
             let config = try warrenConfig(
-                queue: queue, command: #"sh -c 'sleep 0.0$(($$ % 3)); echo "$WARREN_MESSAGE_ID" >> \#(ledgerDirectory)/finished'"#,
-                prefetch: 10, concurrency: 4, grace: "5s", killAfter: "1s", extra: "retry_delay = 100ms")
+                queue: queue, command: command, prefetch: 10, concurrency: 4, grace: "5s", killAfter: "1s",
+                extra: "retry_delay = 100ms" + (persistent ? "\nmode = persistent" : ""))
                 .replacingOccurrences(of: "url = \(TestBroker.url)", with: "url = amqp://guest:guest@127.0.0.1:\(proxy.port)/%2f")
                 .replacingOccurrences(of: "heartbeat = 5s", with: "heartbeat = 1s\nreconnect_min = 100ms\nreconnect_max = 1s")
             var warren = try WarrenBinary(config: config)
@@ -104,6 +122,16 @@ import Testing
             let left = try await checker.drain(queue).map(\.id)
             await checker.close()
             let done = finished()
+            if persistent {
+                let workers = ((try? String(contentsOfFile: ledgerDirectory + "/pids", encoding: .utf8)) ?? "")
+                    .split(separator: "\n").compactMap { pid_t($0) }
+                #expect(!workers.isEmpty)
+                // Those of a SIGKILLed warren die with it, then wait for init to reap them.
+                try? await eventually("every worker is gone", timeout: .seconds(10)) { workers.allSatisfy(isGone) }
+                for pid in workers where !isGone(pid) {
+                    Issue.record("worker \(pid) outlived its warren (state \(state(of: pid) ?? "-"), parent \(parent(of: pid) ?? 0))")
+                }
+            }
             var counts: [String: Int] = [:]
             for id in done { counts[id, default: 0] += 1 }
             ledger.published = ids.count

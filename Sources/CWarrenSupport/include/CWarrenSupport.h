@@ -31,6 +31,14 @@ int warren_set_nonblocking(int fd);
 int warren_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
                  int stdin_fd, int stdout_fd, int stderr_fd);
 
+/* For a persistent worker: like warren_spawn (new process group, signals
+ * reset, the three descriptors), plus PR_SET_PDEATHSIG = SIGKILL, so the
+ * worker dies with the thread that spawned it, even when warren is
+ * SIGKILLed. fork + execve (posix_spawn cannot set it); the program is
+ * looked up on warren's PATH first. Returns 0 or an errno value. */
+int warren_spawn_worker(pid_t *pid, const char *program, char *const argv[], char *const envp[],
+                        int stdin_fd, int stdout_fd, int stderr_fd);
+
 /* Names the calling thread (shows in top -H, gdb). */
 void warren_set_thread_name(const char *name);
 

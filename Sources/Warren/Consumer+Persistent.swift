@@ -1,0 +1,298 @@
+import AMQP
+import Logging
+
+/// `mode = persistent`: each of the consumer's `concurrency` slots keeps a
+/// long-lived worker process and hands it one message at a time. What
+/// happens when is `WorkerSlot`'s to decide; this file carries its actions
+/// out: processes through the `ProcessSupervisor` (never blocking here),
+/// timers as child tasks, messages through the buffer and `settle`.
+extension Consumer {
+    /// Everything a slot waits for, on one stream, handled in order.
+    enum SlotEvent: Sendable {
+        /// From the supervisor thread: the worker of `generation` wrote or exited.
+        case worker(generation: Int, ProcessSupervisor.WorkerEvent)
+        /// The buffer's answer to a request: a delivery, or nil once closed.
+        case message(Received?)
+        case alarm(Int)
+        /// The watchdog stopped the message with this envelope id.
+        case watchdog(id: String)
+        /// The buffer was closed: drain.
+        case drain
+        /// The watchdog fired: grace over, second stop, quit.
+        case shutdown
+    }
+
+    /// The message a slot's worker holds.
+    private struct InHand {
+        var received: Received
+        var message: Message
+        var watchdogID: Int?
+        var started: Int64
+    }
+
+    /// Runs one slot until the drain is over and its worker has gone.
+    func runPersistentSlot(_ slot: Int, workers: PersistentWorkers, watchdog: Watchdog, executor: LoopExecutor) async {
+        let (events, sink) = AsyncStream<SlotEvent>.makeStream()
+        let (requests, requester) = AsyncStream<Void>.makeStream()
+        await withDiscardingTaskGroup { group in
+            // Takes a delivery from the buffer only when asked: a worker
+            // that is not ready never has a message waiting on it.
+            group.addTask(executorPreference: executor) {
+                for await _ in requests { sink.yield(.message(await self.buffer.next())) }
+            }
+            group.addTask { if await self.buffer.closedSignal.wait() { sink.yield(.drain) } }
+            group.addTask { if await watchdog.shutdown.wait() { sink.yield(.shutdown) } }
+            var driver = SlotDriver(consumer: self, slot: slot, workers: workers, watchdog: watchdog, sink: sink,
+                                    requester: requester)
+            await driver.run(events) { token, delay in
+                group.addTask {
+                    try? await Task.sleep(for: delay)
+                    sink.yield(.alarm(token))
+                }
+            }
+            requester.finish()
+            group.cancelAll()
+        }
+    }
+
+    /// The state of one slot's task: its `WorkerSlot`, the process, the
+    /// message in hand. Lives on that task only.
+    private struct SlotDriver {
+        let consumer: Consumer
+        let slot: Int
+        let workers: PersistentWorkers
+        let watchdog: Watchdog
+        let sink: AsyncStream<SlotEvent>.Continuation
+        let requester: AsyncStream<Void>.Continuation
+        var machine: WorkerSlot
+        /// The worker process of the moment: its supervisor request id.
+        var request: Int? = nil
+        var pid: Int32? = nil
+        var generation = 0
+        var inHand: InHand? = nil
+        /// A delivery the buffer gave while no worker was ready.
+        var held: Received? = nil
+        /// The buffer has been asked and has not answered yet.
+        var asked = false
+        var log: Logger
+
+        init(consumer: Consumer, slot: Int, workers: PersistentWorkers, watchdog: Watchdog,
+             sink: AsyncStream<SlotEvent>.Continuation, requester: AsyncStream<Void>.Continuation) {
+            self.consumer = consumer
+            self.slot = slot
+            self.workers = workers
+            self.watchdog = watchdog
+            self.sink = sink
+            self.requester = requester
+            machine = WorkerSlot(maxMessages: consumer.settings.maxMessages)
+            log = consumer.logger
+            log[metadataKey: "slot"] = "\(slot)"
+        }
+
+        mutating func run(_ events: AsyncStream<SlotEvent>, arm: (Int, Duration) -> Void) async {
+            await perform(machine.begin(), arm: arm)
+            for await event in events {
+                switch event {
+                case .worker(let generation, let event):
+                    guard generation == self.generation else { continue }
+                    switch event {
+                    case .stdout(.line(let bytes)):
+                        await perform(machine.line(WorkerLine(bytes)), arm: arm)
+                        if machine.state == .ready, let limit = consumer.settings.maxMemory, let pid,
+                           let rss = ProcessMemory.groupRSS(pid), rss > limit {
+                            log.notice("worker over max_memory; replacing it after its message",
+                                       metadata: ["pid": "\(pid)", "rss": "\(rss)", "max_memory": "\(limit)"])
+                            await perform(machine.overMemory(), arm: arm)
+                        }
+                    case .stdout(.tooLong(let prefix)):
+                        let line = WorkerLine.invalid(why: "longer than \(ProcessSupervisor.workerLineLimit) bytes",
+                                                      excerpt: WorkerLine.excerpt(prefix))
+                        await perform(machine.line(line), arm: arm)
+                    case .exited(let termination):
+                        let status = Self.describe(termination)
+                        request = nil
+                        pid = nil
+                        await perform(machine.exited(status), arm: arm)
+                    }
+                case .message(let received):
+                    asked = false
+                    guard let received else {
+                        await perform(machine.drain(), arm: arm)
+                        break
+                    }
+                    // In flight from here until settled or released.
+                    consumer.busy.add(1, ordering: .relaxed)
+                    if machine.state == .ready {
+                        await take(received, arm: arm)
+                    } else {
+                        held = received
+                    }
+                case .alarm(let token):
+                    await perform(machine.alarm(token), arm: arm)
+                case .watchdog(let id):
+                    guard machine.inHand == id else { continue }
+                    await perform(machine.watchdogStopped(), arm: arm)
+                case .drain:
+                    await perform(machine.drain(), arm: arm)
+                case .shutdown:
+                    await perform(machine.shutdown(), arm: arm)
+                }
+                if machine.state == .done { break }
+            }
+            // Taken from the buffer but never handed to a worker: back to the queue.
+            if let held {
+                release(held)
+                self.held = nil
+            }
+        }
+
+        private mutating func perform(_ actions: [WorkerSlot.Action], arm: (Int, Duration) -> Void) async {
+            var pending = actions[...]
+            while let action = pending.popFirst() {
+                pending += await carryOut(action, arm: arm)
+            }
+        }
+
+        /// One action; returns the machine's answer to it, if any.
+        private mutating func carryOut(_ action: WorkerSlot.Action, arm: (Int, Duration) -> Void) async -> [WorkerSlot.Action] {
+            switch action {
+            case .spawn:
+                return await spawn()
+            case .arm(let timer, let token):
+                switch timer {
+                case .startup: arm(token, consumer.settings.startupTimeout)
+                case .backoff(let attempt):
+                    let delay = workers.backoff.delay(attempt, random: Double.random(in: 0..<1))
+                    log.notice("starting a new worker", metadata: ["in": "\(delay)", "failed_starts": "\(attempt + 1)"])
+                    arm(token, delay)
+                case .escalation: arm(token, workers.killAfter)
+                }
+            case .becameReady:
+                workers.failing(slot, nil)
+                log.info("worker ready", metadata: ["pid": "\(pid.map(String.init) ?? "-")"])
+            case .requestMessage:
+                if let held {
+                    self.held = nil
+                    return await take(held)
+                }
+                if !asked {
+                    asked = true
+                    requester.yield()
+                }
+            case .send(let id):
+                return send(id)
+            case .settle(let outcome):
+                await settle(outcome)
+            case .closeInput:
+                if let request { workers.supervisor.closeInput(of: request) }
+            case .terminate:
+                if let request { workers.supervisor.terminate(request, killAfter: workers.killAfter) }
+            case .protocolError(let why):
+                log.error("worker protocol error; replacing the worker", metadata: [
+                    "pid": "\(pid.map(String.init) ?? "-")", "problem": "\(why)",
+                    "message_id": "\(inHand?.message.logID ?? "-")"])
+            case .startFailed(let why):
+                workers.failing(slot, why)
+                log.error("worker did not start: \(why); check the command and its stderr above",
+                          metadata: ["command": "\(workers.argv.joined(separator: " "))"])
+                // Not kept waiting through a backoff: other workers may take it.
+                if let held {
+                    self.held = nil
+                    release(held)
+                }
+            case .exitedIdle(let status):
+                log.warning("worker exited while waiting for a message", metadata: ["status": "\(status)"])
+            case .finish:
+                break
+            }
+            return []
+        }
+
+        /// `take` for the run loop, whose actions are performed at once.
+        private mutating func take(_ received: Received, arm: (Int, Duration) -> Void) async {
+            await perform(await take(received), arm: arm)
+        }
+
+        private mutating func take(_ received: Received) async -> [WorkerSlot.Action] {
+            let message = Message(delivery: received.delivery, consumer: consumer.settings.name,
+                                  queue: consumer.settings.queue, attempt: Message.attempt(of: received.delivery))
+            if received.delivery.payload.count > consumer.settings.maxBody {
+                await consumer.refuseOversized(message, connection: received.connection, watchdog: watchdog)
+                consumer.busy.subtract(1, ordering: .relaxed)
+                return [.requestMessage]
+            }
+            inHand = InHand(received: received, message: message, watchdogID: nil, started: monotonicNanoseconds())
+            return machine.messageTaken(id: DeliveryID.next())
+        }
+
+        private mutating func send(_ id: String) -> [WorkerSlot.Action] {
+            guard var hand = inHand, let request else { return [] }
+            guard let watchdogID = watchdog.start(timeout: consumer.settings.timeout, consumer: consumer.settings.name,
+                                                  delivery: hand.received.delivery, attempt: hand.message.attempt,
+                                                  handle: WorkerStop(sink: sink, id: id), now: hand.started / 1_000_000) else {
+                // Terminating: nothing new starts; the shutdown event follows.
+                inHand = nil
+                release(hand.received)
+                return machine.messageWithdrawn()
+            }
+            if let pid { watchdog.setPID(watchdogID, pid) }
+            hand.watchdogID = watchdogID
+            inHand = hand
+            workers.supervisor.write(MessageBody(Envelope(message: hand.message, id: id).jsonLine()), to: request,
+                                     tag: hand.message.logID)
+            return []
+        }
+
+        private mutating func settle(_ outcome: Outcome) async {
+            guard let hand = inHand else { return }
+            inHand = nil
+            let stop = hand.watchdogID.flatMap { watchdog.finish($0) }
+            consumer.metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - hand.started)
+            if stop == nil, case .ack = outcome {
+                consumer.ack(hand.message, on: hand.received.connection)
+            } else {
+                await consumer.settle(hand.message, outcome: outcome, stop: stop, connection: hand.received.connection,
+                                      watchdog: watchdog)
+            }
+            consumer.busy.subtract(1, ordering: .relaxed)
+        }
+
+        /// A delivery no worker got: back to the queue, no attempt spent.
+        private func release(_ received: Received) {
+            received.connection.nack(received.delivery, requeue: true)
+            consumer.metrics.requeued.increment()
+            consumer.busy.subtract(1, ordering: .relaxed)
+        }
+
+        private mutating func spawn() async -> [WorkerSlot.Action] {
+            generation += 1
+            let generation = generation
+            let sink = sink
+            let lineLog = log
+            let link = ProcessSupervisor.WorkerLink(
+                id: workers.supervisor.newRequestID(),
+                events: { sink.yield(.worker(generation: generation, $0)) },
+                stderr: { line, pid, message in
+                    lineLog.notice("\(line)", metadata: ["stream": "stderr", "pid": "\(pid)",
+                                                        "message_id": "\(message ?? "-")"])
+                })
+            do throws(ProcessSupervisor.SpawnError) {
+                let pid = try await workers.supervisor.startWorker(
+                    workers.argv, environment: HandlerEnvironment.forWorker(consumer.settings), link: link)
+                request = link.id
+                self.pid = pid
+                log.debug("worker started", metadata: ["pid": "\(pid)"])
+                return machine.spawned()
+            } catch {
+                return machine.spawnFailed(error.description)
+            }
+        }
+
+        static func describe(_ termination: ProcessSupervisor.Termination) -> String {
+            switch termination.status {
+            case .exited(let code): "exit code \(code)"
+            case .signaled(let signal): "killed by signal \(signal)"
+            }
+        }
+    }
+}
