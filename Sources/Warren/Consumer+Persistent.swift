@@ -144,6 +144,19 @@ extension Consumer {
                 release(held)
                 self.held = nil
             }
+            // The stream ended before the slot was done: its task was
+            // cancelled (a runtime that gave up, an embedder's cancel), and
+            // the drain events will never come. Nothing may outlive the
+            // slot: the message in hand goes back, the worker is ended.
+            if let hand = inHand {
+                inHand = nil
+                if let id = hand.watchdogID { _ = watchdog.finish(id) }
+                release(hand.received)
+            }
+            if let request {
+                workers.supervisor.terminate(request, killAfter: workers.killAfter)
+                self.request = nil
+            }
         }
 
         private mutating func perform(_ actions: [WorkerSlot.Action], arm: (Int, Duration) -> Void) async {

@@ -70,6 +70,8 @@ enum JSONValue: Equatable, Sendable {
                 skipBlanks()
                 try expect(":")
                 skipBlanks()
+                // `{"outcome":"ack","outcome":"retry"}` has no one meaning: refused, not last-wins.
+                guard result[key] == nil else { throw fail("duplicate key \"\(key)\"") }
                 result[key] = try value(depth: depth + 1)
                 skipBlanks()
                 guard index < bytes.count else { throw fail("unexpected end") }

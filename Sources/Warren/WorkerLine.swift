@@ -12,6 +12,10 @@ enum WorkerLine: Equatable, Sendable {
 
     /// Bytes of a line quoted in the log.
     static let excerptLimit = 200
+    /// A `reason` travels in a header of the retry or dead-letter copy, and
+    /// a message's headers must fit one frame (128 KiB by default): a longer
+    /// one would make every copy fail, and the message come back forever.
+    static let reasonLimit = 4096
 
     init(_ bytes: [UInt8]) {
         let excerpt = Self.excerpt(bytes)
@@ -42,7 +46,13 @@ enum WorkerLine: Equatable, Sendable {
         for key in ["reason", "reply"] {
             switch fields[key] {
             case nil, .null?: continue
-            case .string(let text)?: if key == "reason" { answer.reason = text } else { answer.reply = text }
+            case .string(let text)?:
+                if key == "reason" {
+                    answer.reason = text.utf8.count <= Self.reasonLimit
+                        ? text : String(decoding: text.utf8.prefix(Self.reasonLimit), as: UTF8.self) + "…"
+                } else {
+                    answer.reply = text
+                }
             default:
                 self = .invalid(why: "\"\(key)\" must be a string", excerpt: excerpt)
                 return

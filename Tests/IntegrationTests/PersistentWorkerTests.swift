@@ -340,6 +340,36 @@ import Testing
         }
     }
 
+    /// The new runtime of a reload starts its workers before its broker
+    /// answers; when the broker never does, the runtime gives up, and its
+    /// workers must go with it rather than idle until warren exits.
+    @Test func aReloadWhoseBrokerCannotBeReachedLeavesNoWorkerBehind() async throws {
+        let command = try Self.worker()
+        try await withTestQueue { client, queue in
+            let good = try warrenConfig(queue: queue, command: command, concurrency: 2, extra: Self.persistent())
+            let warren = try WarrenBinary(config: good)
+            try await eventually("two workers ready") { Self.logLines(warren, "worker ready").count == 2 }
+            let old = Self.pids(warren)
+            #expect(old.count == 2)
+            let unreachable = good.replacingOccurrences(of: TestBroker.url, with: "amqp://guest:guest@127.0.0.1:1/%2f")
+            #expect(unreachable != good)
+            try unreachable.replacingOccurrences(of: "{dir}", with: warren.directory)
+                .write(toFile: warren.configPath, atomically: true, encoding: .utf8)
+            warren.signal(SIGHUP)
+            try await eventually("the reload failed", timeout: .seconds(60)) { warren.log.contains("reload failed") }
+            try await eventually("the failed reload's workers are gone", timeout: .seconds(20)) {
+                Self.pids(warren).filter { !old.contains($0) }.allSatisfy { isGone($0) }
+            }
+            for pid in old { #expect(!isGone(pid), "a running worker \(pid) was stopped by the failed reload") }
+            try await client.publish(ids: ["r1", "r2", "r3"], to: queue)
+            try await eventually("the running workers still work") { warren.lines("started").count == 3 }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(try await client.count(queue) == 0)
+            for pid in Self.pids(warren) { #expect(isGone(pid), "worker \(pid) survived") }
+        }
+    }
+
     @Test func aStopRightAfterAReloadLetsTheOldWorkersFinishTheirMessagesWithinTheGrace() async throws {
         let v1 = try Self.worker(handle: "time.sleep(3)\nnote(\"finished\", mid)\nanswer()")
         let v2 = try Self.worker()

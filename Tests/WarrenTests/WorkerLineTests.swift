@@ -29,6 +29,7 @@ import Testing
             (#"{"id":"1","outcome":"ack""#, "not JSON"),
             ("{\"id\":\"a\u{01}\",\"outcome\":\"ack\"}", "not JSON"),
             (#"{"n":01}"#, "not JSON"),
+            (#"{"id":"1","outcome":"ack","outcome":"retry"}"#, "not JSON"),
             (String(repeating: "[", count: 100) + String(repeating: "]", count: 100), "not JSON"),
         ]
         for (text, why) in cases {
@@ -38,6 +39,19 @@ import Testing
             }
             #expect(said.hasPrefix(why), "\(text): \(said)")
         }
+    }
+
+    /// A reason rides in a header of the retry copy: unbounded, it could
+    /// outgrow a frame and make the copy, and so the message, fail forever.
+    @Test func aLongReasonIsCutToFitAHeader() {
+        let long = String(repeating: "é", count: 100_000)
+        guard case .answer(let answer) = read(#"{"id":"1","outcome":"retry","reason":""# + long + #""}"#) else {
+            Issue.record("a long reason made the answer invalid")
+            return
+        }
+        let reason = answer.reason ?? ""
+        #expect(reason.utf8.count <= WorkerLine.reasonLimit + 3)
+        #expect(reason.hasPrefix("éé") && reason.hasSuffix("…"))
     }
 
     @Test func numbersAndNestingParse() throws {
