@@ -97,8 +97,11 @@ extension Consumer {
                     guard generation == self.generation else { continue }
                     switch event {
                     case .stdout(.line(let bytes)):
-                        await perform(machine.line(WorkerLine(bytes)), arm: arm)
-                        if machine.state == .ready, let limit = consumer.settings.maxMemory, let pid,
+                        let line = WorkerLine(bytes)
+                        await perform(machine.line(line), arm: arm)
+                        // After an answer only: a worker is never recycled
+                        // for its size at start-up, before any message.
+                        if case .answer = line, machine.state == .ready, let limit = consumer.settings.maxMemory, let pid,
                            let rss = ProcessMemory.groupRSS(pid), rss > limit {
                             log.notice("worker over max_memory; replacing it after its message",
                                        metadata: ["pid": "\(pid)", "rss": "\(rss)", "max_memory": "\(limit)"])

@@ -475,7 +475,13 @@ final class SupervisorLoop {
         for pid in found where children[pid] == nil && leftovers[pid] == nil && !leaders.contains(pid) {
             let group = getpgid(pid)
             if group > 0, group != pid, leaders.contains(group) { continue }  // reaped and killed with its group
-            let leftover = Leftover(pid: pid, pidfd: openPidfd(pid), owners: Set(pidOf.keys))
+            // Only handler commands can be waited for: they end. A persistent
+            // worker lives on, and counting it as an owner would spare every
+            // escaped process for as long as it runs.
+            let owners = children.values.compactMap { child -> Int? in
+                if case .job = child.owner { child.request } else { nil }
+            }
+            let leftover = Leftover(pid: pid, pidfd: openPidfd(pid), owners: Set(owners))
             leftovers[pid] = leftover
             if leftover.owners.isEmpty { killLeftover(leftover) }
         }
