@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <sys/resource.h>
 
 int warren_pidfd_open(pid_t pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
@@ -56,6 +57,13 @@ int warren_spawn(pid_t *pid, const char *path, char *const argv[], char *const e
     posix_spawn_file_actions_adddup2(&actions, stdin_fd, 0);
     posix_spawn_file_actions_adddup2(&actions, stdout_fd, 1);
     posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
+    /* Nothing else warren holds or inherited (its parent's descriptors, a
+     * library's socket opened without O_CLOEXEC) reaches a handler. */
+    if ((rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3)) != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        posix_spawnattr_destroy(&attr);
+        return rc;
+    }
 
     if (path[0] == '/' || path[0] == '.') {
         rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
@@ -100,6 +108,19 @@ static int resolve_program(const char *name, char *out, size_t size) {
     return found_error;
 }
 
+/* Marks every descriptor from 3 up close-on-exec, in a forked child
+ * (async-signal-safe calls only). close_range(2) with CLOSE_RANGE_CLOEXEC
+ * needs Linux 5.11; before it, each possible descriptor is marked. */
+static void close_inherited_descriptors(void) {
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+#endif
+    struct rlimit limit;
+    long highest = (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) ? (long)limit.rlim_cur : 65536;
+    if (highest > 1048576) highest = 1048576;
+    for (long fd = 3; fd < highest; fd++) fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+}
+
 int warren_spawn_worker(pid_t *pid, const char *program, char *const argv[], char *const envp[],
                         int stdin_fd, int stdout_fd, int stderr_fd) {
     char path[4096];
@@ -128,11 +149,21 @@ int warren_spawn_worker(pid_t *pid, const char *program, char *const argv[], cha
             action.sa_handler = SIG_DFL;
             sigaction(signal, &action, NULL);
         }
-        if (dup2(stdin_fd, 0) < 0 || dup2(stdout_fd, 1) < 0 || dup2(stderr_fd, 2) < 0) {
-            int error = errno;
-            (void)!write(report[1], &error, sizeof(error));
-            _exit(127);
+        /* A pipe end may itself be 0, 1 or 2 (warren started with one of
+         * them closed): moved above 2 first, so no dup2 overwrites another
+         * end, and so each dup2 below makes a new descriptor, which never
+         * carries O_CLOEXEC (dup2(fd, fd) would keep it). */
+        int ends[3] = {stdin_fd, stdout_fd, stderr_fd};
+        for (int target = 0; target < 3; target++) {
+            if (ends[target] < 3) ends[target] = fcntl(ends[target], F_DUPFD_CLOEXEC, 3);
+            if (ends[target] < 0 || dup2(ends[target], target) < 0) {
+                int error = errno;
+                (void)!write(report[1], &error, sizeof(error));
+                _exit(127);
+            }
         }
+        /* Nothing else warren holds or inherited reaches the worker. */
+        close_inherited_descriptors();
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);

@@ -72,4 +72,47 @@ import Testing
             #expect(try await client.count(queue) == 0, "every message acked")
         }
     }
+
+    /// A descriptor is a capability: the broker's socket, warren's log, the
+    /// metrics listener, or whatever warren's own parent left open (a shell's
+    /// `exec 7<`, systemd's sockets) must not reach handler code.
+    @Test(arguments: ["exec", "persistent"])
+    func aHandlerGetsOnlyStdinStdoutAndStderrNeverADescriptorWarrenHoldsOrInherited(_ mode: String) async throws {
+        let directory = try WarrenBinary.makeDirectory()
+        let script = """
+            import json, os, sys
+            def note():
+                fds = []
+                for fd in range(3, 1024):
+                    try:
+                        os.fstat(fd)
+                        fds.append(fd)
+                    except OSError:
+                        pass
+                with open(os.path.join(sys.argv[1], "fds"), "a") as f:
+                    f.write(json.dumps(fds) + "\\n")
+            note()
+            if sys.argv[2] == "persistent":
+                print(json.dumps({"ready": True}), flush=True)
+                for line in sys.stdin:
+                    note()
+                    print(json.dumps({"id": json.loads(line)["id"], "outcome": "ack"}), flush=True)
+            """
+        try script.write(toFile: directory + "/fds.py", atomically: true, encoding: .utf8)
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["fd-1", "fd-2"], to: queue)
+            let warren = try WarrenBinary(
+                config: try warrenConfig(queue: queue, command: "python3 \(directory)/fds.py {dir} \(mode)", concurrency: 1,
+                                         extra: mode == "persistent" ? "mode = persistent" : ""),
+                shell: "exec 7</etc/hostname 9>>\(directory)/inherited")
+            try await eventually("both messages handled") {
+                try await client.count(queue) == 0 && warren.lines("fds").count >= 2
+            }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            let seen = warren.lines("fds")
+            #expect(!seen.isEmpty)
+            for line in seen { #expect(line == "[]", "the handler holds descriptors beyond 0, 1 and 2: \(line)") }
+        }
+    }
 }

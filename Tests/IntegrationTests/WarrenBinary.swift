@@ -20,14 +20,22 @@ final class WarrenBinary: @unchecked Sendable {
     private let exited = DispatchSemaphore(value: 0)
 
     /// Writes `config` (a `{dir}` in it becomes the test's own directory) and starts warren on it.
-    init(config: String, arguments: [String]? = nil, environment: [String: String] = [:]) throws {
+    /// `shell`, if given, runs first in `sh`, which then becomes warren
+    /// (same pid): `exec 7</etc/hostname` hands warren a descriptor.
+    init(config: String, arguments: [String]? = nil, environment: [String: String] = [:], shell: String? = nil) throws {
         directory = try Self.makeDirectory()
         configPath = directory + "/warren.ini"
         logPath = directory + "/warren.log"
         try config.replacingOccurrences(of: "{dir}", with: directory).write(toFile: configPath, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: Self.path)
-        process.arguments = arguments ?? ["--config", configPath]
+        let warrenArguments = arguments ?? ["--config", configPath]
+        if let shell {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", shell + "\nexec \"$0\" \"$@\"", Self.path] + warrenArguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: Self.path)
+            process.arguments = warrenArguments
+        }
         let log = FileHandle(forWritingAtPath: logPath)!
         process.standardError = log
         process.standardOutput = log
