@@ -111,6 +111,8 @@ extension Consumer {
                         let line = WorkerLine.invalid(why: "longer than \(ProcessSupervisor.workerLineLimit) bytes",
                                                       excerpt: WorkerLine.excerpt(prefix))
                         await perform(machine.line(line), arm: arm)
+                    case .closedPipe(let pipe):
+                        await perform(machine.closedPipe(pipe), arm: arm)
                     case .exited(let termination):
                         let status = Self.describe(termination)
                         request = nil

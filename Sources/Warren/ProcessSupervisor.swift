@@ -113,6 +113,10 @@ public final class ProcessSupervisor: Sendable {
     enum WorkerEvent: Sendable, Equatable {
         /// A piece of stdout: a protocol line, or one too long to be one.
         case stdout(WorkerLineSplitter.Piece)
+        /// It closed its stdin or stdout (`pipe` names which) and was still
+        /// alive `SupervisorLoop.pipeGraceMs` later: it can no longer take a
+        /// message, or no longer answer one.
+        case closedPipe(String)
         /// Its process group is gone.
         case exited(Termination)
     }

@@ -43,6 +43,10 @@ final class SupervisorLoop {
         var protocolLines: WorkerLineSplitter?
         /// A worker's message in hand, for its stderr lines.
         var tag: String? = nil
+        /// A worker closed its stdin or stdout (which, and when): reported
+        /// once, if its leader is still alive `pipeGraceMs` later.
+        var closedPipe: (pipe: String, at: Int64)? = nil
+        var closedPipeReported = false
         var phase = ChildPhase()
         let request: Int
         let sink: ProcessSupervisor.LineSink
@@ -96,6 +100,10 @@ final class SupervisorLoop {
     static let finalReads = 64
     /// Poll interval for whatever has no pidfd, and for groups being emptied.
     static let pollMs: Int64 = 10
+    /// How long a worker that closed a pipe may take to exit before that
+    /// counts as a broken protocol: an exiting process closes its pipes
+    /// before the kernel reports its exit, and a crash should read as one.
+    static let pipeGraceMs: Int64 = 200
 
     let outputLimit: Int
     let inbox: WakeableInbox<ProcessSupervisor.Command>
@@ -335,6 +343,7 @@ final class SupervisorLoop {
             if let deadline = child.phase.deadline { consider(deadline) }
             // Stragglers of a finished leader, and leaders without a pidfd, are checked by polling.
             if child.phase.waitingForGroup || child.pidfd < 0 { consider(now + Self.pollMs) }
+            if let closed = child.closedPipe, !child.closedPipeReported { consider(closed.at + Self.pipeGraceMs) }
         }
         if lookForLeftovers || leftovers.values.contains(where: { $0.pidfd < 0 }) { consider(now + Self.pollMs) }
         // Leftovers killed at shutdown are waited for even without a pidfd event.
@@ -363,7 +372,8 @@ final class SupervisorLoop {
                 }
                 if written > 0 { child.inputOffset += written; continue }
                 if written < 0 && (errno == EAGAIN || errno == EINTR) { return }
-                // EPIPE: the command does not want the rest.
+                // EPIPE: the command does not want the rest (a worker: no more messages).
+                noteClosedPipe(child, "stdin")
                 child.inputs.removeAll()
                 child.inputOffset = 0
                 closeInput(child)
@@ -403,16 +413,29 @@ final class SupervisorLoop {
             return true
         }
         if count < 0 && (errno == EAGAIN || errno == EINTR) { return false }
+        if stream == .stdout { noteClosedPipe(child, "stdout") }
         child.outputs[index].lines.finish(emit: emit)
         close(fd)
         child.outputs[index].fd = -1
         return false
     }
 
-    /// Moves a child on: kill escalation, and once its leader has exited,
-    /// the wait for its group.
+    /// A worker's stdin or stdout is gone: reported by `advance` unless the
+    /// worker exits within `pipeGraceMs`. A job's pipes end with the job.
+    private func noteClosedPipe(_ child: Child, _ pipe: String) {
+        guard case .worker = child.owner, child.closedPipe == nil, child.phase.leader == nil else { return }
+        child.closedPipe = (pipe, monotonicMilliseconds())
+    }
+
+    /// Moves a child on: kill escalation, a worker's closed pipe, and once
+    /// its leader has exited, the wait for its group.
     private func advance(_ child: Child) {
         let time = monotonicMilliseconds()
+        if let closed = child.closedPipe, !child.closedPipeReported, child.phase.leader == nil,
+           time - closed.at >= Self.pipeGraceMs, case .worker(let link) = child.owner {
+            child.closedPipeReported = true
+            link.events(.closedPipe(closed.pipe))
+        }
         perform(child.phase.tick(now: time), for: child)
         guard child.phase.waitingForGroup else { return }
         // Reap members of this group that were reparented to us (subreaper).

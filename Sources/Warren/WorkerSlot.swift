@@ -187,6 +187,28 @@ struct WorkerSlot: Equatable {
         }
     }
 
+    /// The worker closed its stdin or stdout and lives on: it can take no
+    /// message, or answer none. Replaced like any protocol breaker; the
+    /// message in hand, if any, is retried.
+    mutating func closedPipe(_ pipe: String) -> [Action] {
+        let why = "the worker closed its \(pipe) but did not exit"
+        switch state {
+        case .starting, .ready:
+            state = .ending(.replace)
+            terminated = true
+            return [.protocolError(why), .terminate]
+        case .busy(let id):
+            state = .ending(.replace)
+            terminated = true
+            inHand = nil
+            return [.protocolError("\(why) (holding message \(id))"),
+                    .settle(.retry(Failure(reason: "protocol error: \(why)"))), .terminate]
+        case .ending, .empty, .backingOff, .done:
+            // On its way out already (end of file was ours to send).
+            return []
+        }
+    }
+
     /// The worker is over its `max_memory` after its answer: recycled.
     mutating func overMemory() -> [Action] {
         guard state == .ready, !draining else { return [] }

@@ -210,6 +210,46 @@ import Testing
         }
     }
 
+    /// A worker that closes its stdout can never answer, and one that closes
+    /// its stdin can never get the next message: either way, alive or not,
+    /// it is replaced at once and its message retried, whatever `timeout` is.
+    @Test func aWorkerThatClosesItsStdoutOrStdinIsReplacedAndItsMessageRetriedWithoutWaitingForTheTimeout() async throws {
+        let command = try Self.worker(handle: """
+            if body == "closeout":
+                os.close(1)
+                time.sleep(600)
+            elif body == "closein":
+                os.close(0)
+                note("finished", mid)
+                answer()
+                time.sleep(600)
+            else:
+                note("finished", mid)
+                answer()
+            """)
+        try await withTestQueue { client, queue in
+            // In order, one at a time: "victim" is the message written to the
+            // worker that closed its stdin.
+            let good = (1...5).map { "g\($0)" }
+            try await client.publish(ids: ["closein", "victim", "closeout"] + good, to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: command, prefetch: 1, concurrency: 1,
+                extra: Self.persistent("timeout = 300s\nretry_delay = 60s")))
+            try await eventually("every good message finished") { Set(warren.lines("finished")) == Set(["closein"] + good) }
+            try await eventually("victim and closeout retried") { try await client.count(queue + ".retry.1") == 2 }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            let protocolErrors = Self.logLines(warren, "worker protocol error")
+            #expect(protocolErrors.count == 2, "\(protocolErrors)")
+            #expect(protocolErrors.contains { $0.contains("closed its stdin but did not exit (holding message") })
+            #expect(protocolErrors.contains { $0.contains("closed its stdout but did not exit (holding message") })
+            #expect(Set(try await client.drain(queue + ".retry.1").map(\.id)) == ["victim", "closeout"])
+            #expect(warren.lines("finished").count == 6, "nothing ran twice")
+            #expect(try await client.count(queue) == 0)
+            for pid in Self.pids(warren) { #expect(isGone(pid), "worker \(pid) survived") }
+        }
+    }
+
     @Test func aCrashLoopAtStartupBacksOffSaysWhyOnReadyzAndLosesNothing() async throws {
         let port = MetricsTests.freePort()
         let command = try Self.worker(setup: "sys.exit(1)")

@@ -9,7 +9,7 @@ import Testing
 
     enum Event {
         case begin, spawned, spawnFailed(String), line(WorkerLine), take(String), withdrawn, watchdog, exited(String)
-        case alarm(Int), drain, shutdown, overMemory
+        case alarm(Int), drain, shutdown, overMemory, closedPipe(String)
     }
 
     static let ready = WorkerLine.ready
@@ -37,6 +37,7 @@ import Testing
             case .drain: actions = slot.drain()
             case .shutdown: actions = slot.shutdown()
             case .overMemory: actions = slot.overMemory()
+            case .closedPipe(let pipe): actions = slot.closedPipe(pipe)
             }
             #expect(actions == row.1, "row \(index)", sourceLocation: sourceLocation)
             #expect(slot.state == row.2, "row \(index)", sourceLocation: sourceLocation)
@@ -142,6 +143,34 @@ import Testing
             (.line(Self.answer("1")), [], .ending(.replace)),
             (.exited("killed by signal 15"),
              [.startFailed("exited before finishing a message (killed by signal 15)"), .arm(.backoff(attempt: 0), token: 2)], .backingOff),
+        ])
+    }
+
+    @Test func aWorkerThatClosesAPipeAndLivesOnIsReplacedAndItsMessageRetried() {
+        let why = "the worker closed its stdin but did not exit"
+        play([
+            (.begin, [.spawn], .starting),
+            (.spawned, [.arm(.startup, token: 1)], .starting),
+            (.line(Self.ready), [.becameReady, .requestMessage], .ready),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
+            (.closedPipe("stdin"), [.protocolError(why + " (holding message 1)"), Self.retried("protocol error: " + why), .terminate],
+             .ending(.replace)),
+            (.closedPipe("stdout"), [], .ending(.replace)),
+            (.exited("killed by signal 15"), [.startFailed("exited before finishing a message (killed by signal 15)"),
+                                              .arm(.backoff(attempt: 0), token: 3)], .backingOff),
+            (.alarm(3), [.spawn], .starting),
+            (.closedPipe("stdout"), [.protocolError("the worker closed its stdout but did not exit"), .terminate], .ending(.replace)),
+        ])
+    }
+
+    @Test func aPipeClosedByAWorkerOnItsWayOutIsNoError() {
+        play(maxMessages: 1, [
+            (.begin, [.spawn], .starting),
+            (.spawned, [.arm(.startup, token: 1)], .starting),
+            (.line(Self.ready), [.becameReady, .requestMessage], .ready),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
+            (.line(Self.answer("1")), [.settle(.ack), .closeInput, .arm(.escalation, token: 3)], .ending(.recycle)),
+            (.closedPipe("stdout"), [], .ending(.recycle)),
         ])
     }
 
