@@ -103,6 +103,10 @@ public final class AMQPConnection: Sendable {
     /// Returns once the connection is gone (lost, or closed) and its I/O thread is done.
     public func closed() async { await finished.wait() }
 
+    /// Whether the connection is gone: its deliveries can no longer be
+    /// acked, and the broker redelivers them.
+    public var isGone: Bool { finished.isOpen }
+
     /// Runs `body` on the I/O thread and returns its result.
     func call<T: Sendable>(_ body: @escaping @Sendable (IOLoop) throws(AMQPError) -> T) async throws(AMQPError) -> T {
         let result: Result<T, AMQPError> = await withCheckedContinuation { continuation in

@@ -25,6 +25,8 @@ final class Latch: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
+    var isOpen: Bool { state.withLock { $0.open } }
+
     func wait() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let now = state.withLock { state -> Bool in

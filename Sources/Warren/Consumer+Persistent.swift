@@ -1,5 +1,6 @@
 import AMQP
 import Logging
+import Synchronization
 
 /// `mode = persistent`: each of the consumer's `concurrency` slots keeps a
 /// long-lived worker process and hands it one message at a time. What
@@ -22,6 +23,13 @@ extension Consumer {
         case shutdown
     }
 
+    /// The token of the one timer of a slot that counts (`WorkerSlot.timer`).
+    final class CurrentAlarm: Sendable {
+        /// How late a replaced timer's task notices and ends.
+        static let step: Duration = .milliseconds(250)
+        let token = Atomic<Int>(0)
+    }
+
     /// The message a slot's worker holds.
     private struct InHand {
         var received: Received
@@ -38,16 +46,46 @@ extension Consumer {
             // Takes a delivery from the buffer only when asked: a worker
             // that is not ready never has a message waiting on it.
             group.addTask(executorPreference: executor) {
-                for await _ in requests { sink.yield(.message(await self.buffer.next())) }
+                for await _ in requests {
+                    let received = await self.buffer.next()
+                    // The slot ended while the buffer answered: nobody will
+                    // take this delivery, so it goes back now.
+                    if case .terminated = sink.yield(.message(received)), let received {
+                        received.connection.nack(received.delivery, requeue: true)
+                        self.metrics.requeued.increment()
+                    }
+                }
             }
             group.addTask { if await self.buffer.closedSignal.wait() { sink.yield(.drain) } }
             group.addTask { if await watchdog.shutdown.wait() { sink.yield(.shutdown) } }
+            let alarms = CurrentAlarm()
             var driver = SlotDriver(consumer: self, slot: slot, workers: workers, watchdog: watchdog, sink: sink,
-                                    requester: requester)
+                                    requester: requester, alarms: alarms)
             await driver.run(events) { token, delay in
+                alarms.token.store(token, ordering: .relaxed)
                 group.addTask {
-                    try? await Task.sleep(for: delay)
-                    sink.yield(.alarm(token))
+                    // In steps: a timer replaced by a newer one (the startup
+                    // timeout once the worker is ready) ends within a step,
+                    // so a worker recycled after every message does not
+                    // leave thousands of sleeping tasks behind.
+                    let deadline = ContinuousClock.now + delay
+                    while alarms.token.load(ordering: .relaxed) == token && !Task.isCancelled {
+                        let left = deadline - ContinuousClock.now
+                        if left <= .zero {
+                            sink.yield(.alarm(token))
+                            return
+                        }
+                        try? await Task.sleep(for: min(left, CurrentAlarm.step))
+                    }
+                }
+            }
+            // From here a delivery the buffer hands over is refused (see
+            // above); one handed over before, still in the stream, goes back.
+            sink.finish()
+            for await event in events {
+                if case .message(let received?) = event {
+                    received.connection.nack(received.delivery, requeue: true)
+                    metrics.requeued.increment()
                 }
             }
             requester.finish()
@@ -64,6 +102,7 @@ extension Consumer {
         let watchdog: Watchdog
         let sink: AsyncStream<SlotEvent>.Continuation
         let requester: AsyncStream<Void>.Continuation
+        let alarms: CurrentAlarm
         var machine: WorkerSlot
         /// The worker process of the moment: its supervisor request id.
         var request: Int? = nil
@@ -74,16 +113,19 @@ extension Consumer {
         var held: Received? = nil
         /// The buffer has been asked and has not answered yet.
         var asked = false
+        /// When the worker's whole group was last measured (`max_memory`).
+        var lastGroupScan: Int64 = .min / 2
         var log: Logger
 
         init(consumer: Consumer, slot: Int, workers: PersistentWorkers, watchdog: Watchdog,
-             sink: AsyncStream<SlotEvent>.Continuation, requester: AsyncStream<Void>.Continuation) {
+             sink: AsyncStream<SlotEvent>.Continuation, requester: AsyncStream<Void>.Continuation, alarms: CurrentAlarm) {
             self.consumer = consumer
             self.slot = slot
             self.workers = workers
             self.watchdog = watchdog
             self.sink = sink
             self.requester = requester
+            self.alarms = alarms
             machine = WorkerSlot(maxMessages: consumer.settings.maxMessages)
             log = consumer.logger
             log[metadataKey: "slot"] = "\(slot)"
@@ -101,11 +143,17 @@ extension Consumer {
                         await perform(machine.line(line), arm: arm)
                         // After an answer only: a worker is never recycled
                         // for its size at start-up, before any message.
-                        if case .answer = line, machine.state == .ready, let limit = consumer.settings.maxMemory, let pid,
-                           let rss = ProcessMemory.groupRSS(pid), rss > limit {
-                            log.notice("worker over max_memory; replacing it after its message",
-                                       metadata: ["pid": "\(pid)", "rss": "\(rss)", "max_memory": "\(limit)"])
-                            await perform(machine.overMemory(), arm: arm)
+                        if case .answer = line, machine.state == .ready, let limit = consumer.settings.maxMemory,
+                           let request, let pid {
+                            let now = monotonicMilliseconds()
+                            let wholeGroup = now - lastGroupScan >= ProcessMemory.groupScanMs
+                            if wholeGroup { lastGroupScan = now }
+                            if let rss = await workers.supervisor.residentMemory(of: request, wholeGroup: wholeGroup),
+                               rss > limit {
+                                log.notice("worker over max_memory; replacing it after its message",
+                                           metadata: ["pid": "\(pid)", "rss": "\(rss)", "max_memory": "\(limit)"])
+                                await perform(machine.overMemory(), arm: arm)
+                            }
                         }
                     case .stdout(.tooLong(let prefix)):
                         let line = WorkerLine.invalid(why: "longer than \(ProcessSupervisor.workerLineLimit) bytes",
@@ -129,8 +177,10 @@ extension Consumer {
                     consumer.busy.add(1, ordering: .relaxed)
                     if machine.state == .ready {
                         await take(received, arm: arm)
-                    } else {
+                    } else if machine.expectsAWorkerSoon {
                         held = received
+                    } else {
+                        release(received)
                     }
                 case .alarm(let token):
                     await perform(machine.alarm(token), arm: arm)
@@ -169,6 +219,9 @@ extension Consumer {
             while let action = pending.popFirst() {
                 pending += await carryOut(action, arm: arm)
             }
+            // The machine also retires its timer without a new one (the
+            // ready line ends the startup timeout): that timer's task ends.
+            alarms.token.store(machine.timer, ordering: .relaxed)
         }
 
         /// One action; returns the machine's answer to it, if any.
@@ -191,7 +244,13 @@ extension Consumer {
             case .requestMessage:
                 if let held {
                     self.held = nil
-                    return await take(held)
+                    // Its connection died while it waited: the broker
+                    // redelivers it, so running it now would be a duplicate.
+                    if held.connection.isGone {
+                        consumer.busy.subtract(1, ordering: .relaxed)
+                    } else {
+                        return await take(held)
+                    }
                 }
                 if !asked {
                     asked = true

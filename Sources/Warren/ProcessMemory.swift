@@ -3,11 +3,25 @@ import Glibc
 /// `max_memory`: the resident memory of a worker's whole process group, so
 /// a worker that leaves its work to children is measured with them.
 enum ProcessMemory {
+    /// How often a worker's whole group is measured; in between, after each
+    /// answer, its leader alone (which costs one file, not one per process).
+    static let groupScanMs: Int64 = 1000
     static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    /// Bytes resident in process `pid` alone: one small file.
+    static func processRSS(_ pid: pid_t) -> Int? {
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+        close(fd)
+        guard count > 0, let rss = residentPages(inStat: buffer[0..<count]) else { return nil }
+        return rss * pageSize
+    }
 
     /// Bytes resident in the processes of group `group`, from /proc; nil
     /// when /proc cannot be read. Reads one small file per process on the
-    /// machine, only after an answer and only when `max_memory` is set.
+    /// machine: done at most once a second per worker (`groupScanMs`).
     static func groupRSS(_ group: pid_t) -> Int? {
         guard let directory = opendir("/proc") else { return nil }
         defer { closedir(directory) }

@@ -109,8 +109,13 @@ final class SupervisorLoop {
     let inbox: WakeableInbox<ProcessSupervisor.Command>
     let openPidfd: ProcessSupervisor.PidfdOpener
     var children: [pid_t: Child] = [:]
-    /// Terminations that came before their spawn was handled, by request.
-    var earlyTerminations: [Int: Int64] = [:]
+    /// Terminations that came before their spawn was handled, by request:
+    /// kill_after, and when it came. A termination for a request that had
+    /// already finished looks the same, and is forgotten after
+    /// `earlyTerminationMs` (a spawn follows its termination within
+    /// moments, or never), so they cannot pile up.
+    var earlyTerminations: [Int: (killAfterMs: Int64, at: Int64)] = [:]
+    static let earlyTerminationMs: Int64 = 60_000
     /// Running children by the request that spawned them.
     var pidOf: [Int: pid_t] = [:]
     var leftovers: [pid_t: Leftover] = [:]
@@ -261,8 +266,13 @@ final class SupervisorLoop {
             if let pid = pidOf[request], let child = children[pid] {
                 terminate(child, killAfterMs: killAfterMs)
             } else {
-                earlyTerminations[request] = killAfterMs
+                let now = monotonicMilliseconds()
+                earlyTerminations = earlyTerminations.filter { now - $0.value.at < Self.earlyTerminationMs }
+                earlyTerminations[request] = (killAfterMs, now)
             }
+        case .measure(let request, let wholeGroup, let answer):
+            guard let pid = pidOf[request], children[pid]?.phase.leader == nil else { return answer(nil) }
+            answer(wholeGroup ? ProcessMemory.groupRSS(pid) : ProcessMemory.processRSS(pid))
         case .shutdown(let done):
             stopping = [done]
             earlyTerminations = [:]
@@ -288,7 +298,7 @@ final class SupervisorLoop {
         }
         children[spawned.pid] = child
         pidOf[child.request] = spawned.pid
-        if let killAfter = earlyTerminations.removeValue(forKey: child.request) { terminate(child, killAfterMs: killAfter) }
+        if let early = earlyTerminations.removeValue(forKey: child.request) { terminate(child, killAfterMs: early.killAfterMs) }
         return child
     }
 
@@ -311,6 +321,7 @@ final class SupervisorLoop {
         case .spawn(_, let job): job.continuation.resume(returning: .failure(ProcessSupervisor.shutDown))
         case .startWorker(_, _, let started): started(.failure(ProcessSupervisor.shutDown))
         case .terminate, .write, .closeInput: break  // its child, if any, is being killed
+        case .measure(_, _, let answer): answer(nil)
         case .shutdown(let done): stopping?.append(done)
         }
     }

@@ -103,6 +103,19 @@ struct WorkerSlot: Equatable {
 
     init(maxMessages: Int) { self.maxMessages = maxMessages }
 
+    /// Whether a message that comes while no worker is ready should wait
+    /// for one here: only if a worker will be asked for it without a timer
+    /// (one starting, or one replaced at once). Otherwise it goes back to
+    /// the queue, to a slot that can run it now.
+    var expectsAWorkerSoon: Bool {
+        guard !draining else { return false }
+        switch state {
+        case .starting, .ending(.recycle): return true
+        case .ending(.replace): return handled > 0
+        case .empty, .ready, .busy, .ending(.drain), .backingOff, .done: return false
+        }
+    }
+
     private mutating func arm(_ kind: Timer) -> Action {
         timer += 1
         return .arm(kind, token: timer)

@@ -250,6 +250,37 @@ import Testing
         }
     }
 
+    /// A slot waiting out a backoff holds no message: one the buffer hands
+    /// it then goes back at once, to a worker that can run it now.
+    @Test func aMessageGivenToASlotThatIsBackingOffGoesBackAtOnceToAWorkerThatCanRunIt() async throws {
+        // The first worker to start says ready at once and exits: its slot asks
+        // for a message first and then backs off for 30 s. The other is ready 1 s later.
+        let command = try Self.worker(setup: """
+            try:
+                os.close(os.open(os.path.join(d, "claimed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                print(json.dumps({"ready": True}), flush=True)
+                sys.exit(0)
+            except FileExistsError:
+                time.sleep(1)
+            """, handle: "note(\"finished\", mid)\nanswer()")
+        try await withTestQueue { client, queue in
+            let config = try warrenConfig(queue: queue, command: command, concurrency: 2, extra: Self.persistent())
+                .replacingOccurrences(of: "heartbeat = 5s", with: "heartbeat = 5s\nreconnect_min = 30s\nreconnect_max = 60s")
+            let warren = try WarrenBinary(config: config)
+            try await eventually("one worker backs off, the other is ready") {
+                !Self.logLines(warren, "worker did not start").isEmpty && !Self.logLines(warren, "worker ready").isEmpty
+            }
+            try await client.publish(ids: ["waiting"], to: queue)
+            try await eventually("the message ran long before the backoff ends", timeout: .seconds(10)) {
+                warren.lines("finished") == ["waiting"]
+            }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(try await client.count(queue) == 0)
+            #expect(try await client.count(queue + ".retry.1") == 0, "no attempt was spent")
+        }
+    }
+
     @Test func aCrashLoopAtStartupBacksOffSaysWhyOnReadyzAndLosesNothing() async throws {
         let port = MetricsTests.freePort()
         let command = try Self.worker(setup: "sys.exit(1)")

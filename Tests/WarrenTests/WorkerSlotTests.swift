@@ -174,6 +174,29 @@ import Testing
         ])
     }
 
+    @Test func aMessageWaitsForAWorkerOnlyWhenOneComesWithoutATimer() {
+        var slot = WorkerSlot(maxMessages: 1)
+        _ = slot.begin()
+        #expect(slot.expectsAWorkerSoon, "starting")
+        _ = slot.line(Self.ready)
+        _ = slot.messageTaken(id: "1")
+        _ = slot.line(Self.answer("1"))
+        #expect(slot.state == .ending(.recycle))
+        #expect(slot.expectsAWorkerSoon, "recycled: the next one starts when this one has gone")
+        _ = slot.exited("exit code 0")
+        _ = slot.line(Self.ready)
+        _ = slot.watchdogStopped()
+        #expect(slot.state == .ready, "nothing in hand: the watchdog has nothing to stop")
+        _ = slot.line(Self.answer("9"))
+        #expect(slot.state == .ending(.replace))
+        #expect(!slot.expectsAWorkerSoon, "replaced before it finished a message: a backoff follows")
+        _ = slot.exited("killed by signal 15")
+        #expect(slot.state == .backingOff)
+        #expect(!slot.expectsAWorkerSoon)
+        _ = slot.drain()
+        #expect(!slot.expectsAWorkerSoon)
+    }
+
     @Test func garbageOnStdoutIsAProtocolErrorWithTheLinesStart() {
         let garbage = WorkerLine(Array("hello world".utf8))
         guard case .invalid(_, let excerpt) = garbage else {
