@@ -482,6 +482,31 @@ import Testing
         }
     }
 
+    /// A process that escaped a handler command's group is killed once the
+    /// commands running when it was found have ended; a persistent worker
+    /// of another consumer never ends, so it must not count as one of them.
+    @Test func aProcessEscapingAHandlerIsKilledWhenTheHandlerEndsEvenBesideALongLivedWorker() async throws {
+        let worker = try Self.worker()
+        let escaping = #"sh -c '( setsid sleep 300 & echo $! >> {dir}/escaped ); sleep 0.3; echo done >> {dir}/finished'"#
+        try await withTestQueue { client, queue in
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: escaping, concurrency: 1,
+                extra: "\n[consumer.workers]\nqueue = \(queue).workers\ncommand = \(worker)\nmode = persistent\nconcurrency = 1"))
+            try await eventually("the worker is ready") { Self.logLines(warren, "worker ready").count == 1 }
+            try await client.publish(ids: ["one"], to: queue)
+            try await eventually("the handler finished") { warren.lines("finished") == ["done"] }
+            let sleeper = try #require(warren.lines("escaped").first.flatMap { pid_t($0) })
+            try await eventually("the escaped sleeper is gone", timeout: .seconds(5)) { isGone(sleeper) }
+            let workers = Self.pids(warren)
+            #expect(workers.count == 1 && workers.allSatisfy { !isGone($0) }, "the worker itself lives on")
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            if !isGone(sleeper) { kill(sleeper, SIGKILL) }
+            for pid in workers { #expect(isGone(pid)) }
+            for name in [".workers", ".workers.dead"] { _ = try? await client.connection.deleteQueue(queue + name, on: 1) }
+        }
+    }
+
     // MARK: Recycling and floods
 
     @Test func maxMessagesReplacesAWorkerAfterThatManyAnswersAndEveryMessageRunsOnce() async throws {
