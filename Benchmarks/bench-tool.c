@@ -117,9 +117,13 @@ int main(int argc, char **argv) {
     }
 
     if (strcmp(mode, "publish") == 0) {
-        char *body = malloc(extra);
-        memset(body, 'x', extra);
-        amqp_bytes_t bytes = {.len = (size_t)extra, .bytes = body};
+        /* BENCH_BODY, if set, is the body (an envelope-shaped line for a
+         * program that reads one); otherwise SIZE bytes of 'x'. */
+        const char *given = getenv("BENCH_BODY");
+        size_t length = given ? strlen(given) : (size_t)extra;
+        char *body = malloc(length + 1);
+        if (given) memcpy(body, given, length); else memset(body, 'x', length);
+        amqp_bytes_t bytes = {.len = length, .bytes = body};
         amqp_basic_properties_t props;
         props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
         props.delivery_mode = 1;

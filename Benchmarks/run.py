@@ -17,6 +17,18 @@ Consumers:
 
 The first three run at every body size (BENCH_SIZES, bytes, comma
 separated); the /bin/cat ones at 256 bytes only.
+
+Persistent workers (256 bytes, prefetch 100, concurrency 4), each timed by
+warren's own ack counter (its /metrics, polled) from the first ack to the
+last, with warren's CPU apart from its workers':
+  persist-min     mode = persistent, Benchmarks/min-worker.c (acks each id)
+  persist-py      mode = persistent, examples/worker.py
+  exec-py         the same examples/worker.py run per message
+                  (mode = exec, input = envelope)
+  amqp-consume-py amqp-consume running examples/worker.py per message
+  persist-min x8  persist-min with 8 workers: warren's peak RSS
+
+BENCH_ONLY=persistent runs the persistent rows alone.
 """
 import calendar, os, re, resource, signal, statistics, subprocess, sys, tempfile, time
 
@@ -160,6 +172,166 @@ def bench_wall(argv, n):
     return n / elapsed, cpu / n * 1e6, rss
 
 
+PERSIST_N = int(os.environ.get("BENCH_PERSIST_MESSAGES", "20000"))
+PY_N = int(os.environ.get("BENCH_PY_MESSAGES", "4000"))
+PER_MESSAGE_N = int(os.environ.get("BENCH_PER_MESSAGE", "200"))
+# One envelope-shaped body, so the same Python program can read it from
+# amqp-consume (body on stdin) as from warren (the envelope on stdin).
+ENVELOPE_BODY = '{"id":"1","attempt":1,"body":"x","properties":{"message_id":"m"}}'
+
+
+def process_cpu(pid):
+    """CPU seconds of `pid` itself (all its threads, none of its children)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def acked(port):
+    """warren's ack counter, from its /metrics; 0 before the first."""
+    import urllib.request
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0
+    total = 0
+    for line in text.splitlines():
+        if line.startswith("warren_outcomes_total") and 'outcome="ack"' in line:
+            total += int(float(line.split()[-1]))
+    return total
+
+
+def bench_warren_acks(broker, queue, n, extra, concurrency=4):
+    """warren on a full queue, timed by its own ack counter from the first
+    ack to the n-th (polled every 20 ms: worker start-up is not counted).
+    Returns msg/s, warren's own CPU µs/msg, its workers' (or commands')
+    CPU µs/msg, and warren's peak RSS in KB."""
+    port = int(subprocess.check_output([f"{ROOT}/scripts/free-port.sh", "26800"]).strip())
+    path = tempfile.mktemp(suffix=".ini")
+    with open(path, "w") as f:
+        f.write(f"""[broker]
+url = {broker.url}
+[shutdown]
+grace_period = 30s
+kill_after = 5s
+[consumer.bench]
+queue = {queue}
+prefetch = 100
+concurrency = {concurrency}
+timeout = 0
+{extra}
+[metrics]
+listen = 127.0.0.1:{port}
+[log]
+level = warning
+""")
+    log = tempfile.mktemp()
+    with open(log, "w") as err:
+        p = subprocess.Popen([warren, "--config", path], stderr=err, stdout=subprocess.DEVNULL)
+    first = last = None
+    count0 = 0
+    while True:
+        if p.poll() is not None:
+            raise SystemExit(f"warren exited early: {open(log).read()[-2000:]}")
+        count = acked(port)
+        if first is None and count > 0:
+            first, count0 = time.monotonic(), count
+        if count >= n:
+            last = time.monotonic()
+            break
+        time.sleep(0.02)
+    own = process_cpu(p.pid)
+    rss = peak_rss_kb(p.pid)
+    p.send_signal(signal.SIGTERM)
+    _, status, ru = os.wait4(p.pid, 0)
+    total = ru.ru_utime + ru.ru_stime
+    rate = (n - count0) / (last - first) if last > first else float("nan")
+    return rate, own / n * 1e6, max(0.0, total - own) / n * 1e6, rss
+
+
+def bench_amqp_consume_py(broker, queue, n):
+    """amqp-consume running the Python example per message: msg/s and the
+    CPU of it and its children per message."""
+    start = time.monotonic()
+    p = subprocess.Popen(["amqp-consume", "--url", f"amqp://guest:guest@127.0.0.1:{broker.port}", "-q", queue,
+                          "-p", "100", "-c", str(n), "python3", f"{ROOT}/examples/worker.py"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
+    elapsed = time.monotonic() - start
+    return n / elapsed, float("nan"), (ru.ru_utime + ru.ru_stime) / n * 1e6, 0
+
+
+def persistent_rows(broker):
+    """The persistent-worker rows, REPS times each, alternating."""
+    worker = f"{ROOT}/.build/min-worker"
+    python = f"python3 {ROOT}/examples/worker.py"
+    runs = [
+        ("persist-min", PERSIST_N, 4, f"mode = persistent\ncommand = {worker}"),
+        ("persist-py", PY_N, 4, f"mode = persistent\ncommand = {python}"),
+        ("exec-py", PER_MESSAGE_N, 4, f"input = envelope\ncommand = {python}"),
+        ("amqp-consume-py", PER_MESSAGE_N, 1, None),
+        ("persist-min x8", PERSIST_N, 8, f"mode = persistent\ncommand = {worker}"),
+    ]
+    queue = "bench.persistent"
+    tool("count", "127.0.0.1", broker.port, queue, 0, 0)
+    rows = {}
+    for rep in range(REPS):
+        for name, n, concurrency, extra in runs:
+            os.environ["BENCH_BODY"] = ENVELOPE_BODY
+            fill(broker, queue, n)
+            del os.environ["BENCH_BODY"]
+            if extra is None:
+                result = bench_amqp_consume_py(broker, queue, n)
+            else:
+                result = bench_warren_acks(broker, queue, n, extra, concurrency)
+            tool("purge", "127.0.0.1", broker.port, queue, 0, 0)
+            rows.setdefault(name, []).append(result)
+            rate, own, workers, rss = result
+            print(f"  {name:15} run {rep + 1}: {rate:9.0f} msg/s  warren {own:7.1f} µs/msg  "
+                  f"workers {workers:9.1f} µs/msg  warren RSS {rss / 1024:6.1f} MB", flush=True)
+    return rows
+
+
+def persistent_table(rows, lib_rates):
+    def med(name, i):
+        return statistics.median(r[i] for r in rows[name])
+
+    def paired(a, b):
+        return statistics.median(x[0] / y[0] for x, y in zip(rows[a], rows[b]))
+
+    lines = ["", f"Persistent workers: 256 B bodies, prefetch 100, concurrency 4 (x8: 8), medians of {REPS}; "
+             "CPU per message is warren's own, then its workers' (or commands'), start-up included",
+             "",
+             "| consumer | messages | msg/s | warren CPU µs/msg | workers CPU µs/msg | warren peak RSS MB |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    counts = {"persist-min": PERSIST_N, "persist-py": PY_N, "exec-py": PER_MESSAGE_N,
+              "amqp-consume-py": PER_MESSAGE_N, "persist-min x8": PERSIST_N}
+    for name in counts:
+        own = med(name, 1)
+        own_text = "-" if own != own else f"{own:.1f}"
+        rss = max(r[3] for r in rows[name])
+        lines.append(f"| {name} | {counts[name]:,} | {med(name, 0):,.0f} | {own_text} | {med(name, 2):.1f} | "
+                     f"{'-' if rss == 0 else f'{rss / 1024:.1f}'} |")
+    lines += ["", "| ratio | value | target |", "| --- | --- | --- |"]
+    if lib_rates:
+        lines.append(f"| persist-min / warren-lib (256 B, prefetch 100) | "
+                     f"{med('persist-min', 0) / statistics.median(lib_rates):.2f} | at least 0.5 |")
+    lines.append(f"| persist-py / exec-py | {paired('persist-py', 'exec-py'):.1f} | at least 50 |")
+    lines.append(f"| persist-py / amqp-consume-py | {paired('persist-py', 'amqp-consume-py'):.1f} | |")
+    lines.append(f"| exec-py / amqp-consume-py | {paired('exec-py', 'amqp-consume-py'):.2f} | |")
+    lines.append(f"| warren CPU, persist-min | {med('persist-min', 1):.1f} µs/msg | at most 15 |")
+    lines.append(f"| warren peak RSS, 8 workers | {max(r[3] for r in rows['persist-min x8']) / 1024:.1f} MB | under 30 |")
+    return lines
+
+
 def warren_config(broker, queue, prefetch, command, level="info"):
     path = tempfile.mktemp(suffix=".ini")
     with open(path, "w") as f:
@@ -231,11 +403,24 @@ def main():
     sh(*static, "--product", "warren-bench", cwd=ROOT)
     os.makedirs(f"{ROOT}/.build", exist_ok=True)
     sh("cc", "-O2", "-Wall", "-o", f"{ROOT}/.build/bench-tool", f"{ROOT}/Benchmarks/bench-tool.c", "-lrabbitmq")
+    sh("cc", "-O2", "-Wall", "-o", f"{ROOT}/.build/min-worker", f"{ROOT}/Benchmarks/min-worker.c")
     bindir = subprocess.check_output(static + ["--show-bin-path"], cwd=ROOT, text=True).strip()
+    global warren
     warren, lib = f"{bindir}/warren", f"{bindir}/warren-bench"
+    only_persistent = os.environ.get("BENCH_ONLY") == "persistent"
     broker = Broker()
     rows = {}
     try:
+        if only_persistent:
+            lib_rates = []
+            for _ in range(REPS):
+                queue = "bench.lib"
+                fill(broker, queue, FAST_N)
+                lib_rates.append(bench_self_timed([lib, broker.url, queue, FAST_N, 100, 4])[0])
+                tool("purge", "127.0.0.1", broker.port, queue, 0, 0)
+            table = "\n".join(persistent_table(persistent_rows(broker), lib_rates)) + "\n"
+            print(table)
+            return
         for size in SIZES:
             n = messages_for(size)
             for prefetch in PREFETCHES:
@@ -270,6 +455,7 @@ def main():
                         print(f"  {name:13} {size_label(size):>7} prefetch {prefetch:5} run {rep + 1}: {rate:9.0f} msg/s"
                               f"  {cpu:8.1f} µs/msg  {rss / 1024:7.1f} MB", flush=True)
         latency = stop_latency(broker, warren)
+        persistent = persistent_rows(broker)
     finally:
         broker.stop()
 
@@ -309,6 +495,7 @@ def main():
     lines += ["", "| stop latency (SIGTERM to exit) | ms |", "| --- | --- |"]
     for what, ms in latency.items():
         lines.append(f"| {what} | {ms:.0f} |")
+    lines += persistent_table(persistent, [r[0] for r in rows.get(("warren-lib", 256, 100), [])])
     table = "\n".join(lines) + "\n"
     os.makedirs(f"{ROOT}/bench-results", exist_ok=True)
     with open(f"{ROOT}/bench-results/latest.md", "w") as f:
