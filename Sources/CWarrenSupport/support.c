@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <sys/resource.h>
+#include <sys/ioctl.h>
 
 int warren_pidfd_open(pid_t pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
@@ -27,6 +28,12 @@ pid_t warren_gettid(void) {
 
 int warren_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC);
+}
+
+int warren_pipe_unread(int fd) {
+    int bytes = 0;
+    if (ioctl(fd, FIONREAD, &bytes) != 0) return -1;
+    return bytes;
 }
 
 int warren_set_nonblocking(int fd) {

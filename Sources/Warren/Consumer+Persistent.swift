@@ -113,6 +113,8 @@ extension Consumer {
         var held: Received? = nil
         /// The buffer has been asked and has not answered yet.
         var asked = false
+        /// Messages sent to the worker of the moment.
+        var sent = 0
         /// When the worker's whole group was last measured (`max_memory`).
         var lastGroupScan: Int64 = .min / 2
         var log: Logger
@@ -140,11 +142,11 @@ extension Consumer {
                     switch event {
                     case .stdout(.line(let bytes)):
                         let line = WorkerLine(bytes)
-                        await perform(machine.line(line), arm: arm)
-                        // After an answer only: a worker is never recycled
-                        // for its size at start-up, before any message.
-                        if case .answer = line, machine.state == .ready, let limit = consumer.settings.maxMemory,
-                           let request, let pid {
+                        // Measured as the answer comes, before it is fed:
+                        // over max_memory, the worker gets no next message.
+                        // After answers only: never recycled at start-up.
+                        if case .answer(let answer) = line, machine.state == .busy(id: answer.id),
+                           let limit = consumer.settings.maxMemory, let request, let pid {
                             let now = monotonicMilliseconds()
                             let wholeGroup = now - lastGroupScan >= ProcessMemory.groupScanMs
                             if wholeGroup { lastGroupScan = now }
@@ -155,17 +157,19 @@ extension Consumer {
                                 await perform(machine.overMemory(), arm: arm)
                             }
                         }
+                        await perform(machine.line(line), arm: arm)
                     case .stdout(.tooLong(let prefix)):
                         let line = WorkerLine.invalid(why: "longer than \(ProcessSupervisor.workerLineLimit) bytes",
                                                       excerpt: WorkerLine.excerpt(prefix))
                         await perform(machine.line(line), arm: arm)
                     case .closedPipe(let pipe):
                         await perform(machine.closedPipe(pipe), arm: arm)
-                    case .exited(let termination):
+                    case .exited(let termination, let writes, let unread):
                         let status = Self.describe(termination)
                         request = nil
                         pid = nil
-                        await perform(machine.exited(status), arm: arm)
+                        // A message sent after the supervisor saw the worker go never reached it either.
+                        await perform(machine.exited(status, unread: unread || writes < sent), arm: arm)
                     }
                 case .message(let received):
                     asked = false
@@ -175,7 +179,10 @@ extension Consumer {
                     }
                     // In flight from here until settled or released.
                     consumer.busy.add(1, ordering: .relaxed)
-                    if machine.state == .ready {
+                    if received.connection.isGone {
+                        // Its connection died on the way here: the broker redelivers it.
+                        consumer.busy.subtract(1, ordering: .relaxed)
+                    } else if machine.state == .ready {
                         await take(received, arm: arm)
                     } else if machine.expectsAWorkerSoon {
                         held = received
@@ -203,14 +210,17 @@ extension Consumer {
             // cancelled (a runtime that gave up, an embedder's cancel), and
             // the drain events will never come. Nothing may outlive the
             // slot: the message in hand goes back, the worker is ended.
+            // The worker is told to stop before its message goes back, so
+            // the two overlap as little as a cancel allows (nothing waits
+            // for the exit here).
+            if let request {
+                workers.supervisor.terminate(request, killAfter: workers.killAfter)
+                self.request = nil
+            }
             if let hand = inHand {
                 inHand = nil
                 if let id = hand.watchdogID { _ = watchdog.finish(id) }
                 release(hand.received)
-            }
-            if let request {
-                workers.supervisor.terminate(request, killAfter: workers.killAfter)
-                self.request = nil
             }
         }
 
@@ -252,14 +262,29 @@ extension Consumer {
                         return await take(held)
                     }
                 }
-                if !asked {
-                    asked = true
-                    requester.yield()
+                guard !asked else { break }
+                // A delivery already waiting is taken here and now: asking
+                // the requester task would cost two task switches a message.
+                if let received = consumer.buffer.tryNext() {
+                    consumer.busy.add(1, ordering: .relaxed)
+                    return await take(received)
                 }
+                asked = true
+                requester.yield()
             case .send(let id):
                 return send(id)
+            case .answered(let outcome):
+                await settle(outcome, answered: true)
             case .settle(let outcome):
-                await settle(outcome)
+                await settle(outcome, answered: false)
+            case .release:
+                if let hand = inHand {
+                    inHand = nil
+                    if let id = hand.watchdogID { _ = watchdog.finish(id) }
+                    log.notice("the worker went before reading its message; requeued, no attempt spent",
+                               metadata: ["message_id": "\(hand.message.logID)"])
+                    release(hand.received)
+                }
             case .closeInput:
                 if let request { workers.supervisor.closeInput(of: request) }
             case .terminate:
@@ -315,15 +340,19 @@ extension Consumer {
             if let pid { watchdog.setPID(watchdogID, pid) }
             hand.watchdogID = watchdogID
             inHand = hand
+            sent += 1
             workers.supervisor.write(MessageBody(Envelope(message: hand.message, id: id).jsonLine()), to: request,
                                      tag: hand.message.logID)
             return []
         }
 
-        private mutating func settle(_ outcome: Outcome) async {
+        /// `answered`: the worker's own verdict, which stands even if the
+        /// watchdog fired meanwhile (the worker finished the work).
+        private mutating func settle(_ outcome: Outcome, answered: Bool) async {
             guard let hand = inHand else { return }
             inHand = nil
-            let stop = hand.watchdogID.flatMap { watchdog.finish($0) }
+            let fired = hand.watchdogID.flatMap { watchdog.finish($0) }
+            let stop = answered ? nil : fired
             consumer.metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - hand.started)
             if stop == nil, case .ack = outcome {
                 consumer.ack(hand.message, on: hand.received.connection)
@@ -358,6 +387,7 @@ extension Consumer {
                     workers.argv, environment: HandlerEnvironment.forWorker(consumer.settings), link: link)
                 request = link.id
                 self.pid = pid
+                sent = 0
                 log.debug("worker started", metadata: ["pid": "\(pid)"])
                 return machine.spawned()
             } catch {

@@ -142,7 +142,9 @@ final class Consumer: Sendable {
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
-        var outcome = outcome
+        // A reason goes into the copy's headers, which must fit in a frame:
+        // a copy that cannot be sent would requeue the message, for ever.
+        var outcome = outcome.withReasonCapped(at: Failure.reasonLimit)
         switch stop {
         case .shutdown?:
             log.warning("handler terminated at shutdown; message requeued")

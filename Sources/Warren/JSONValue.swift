@@ -71,7 +71,7 @@ enum JSONValue: Equatable, Sendable {
                 try expect(":")
                 skipBlanks()
                 // `{"outcome":"ack","outcome":"retry"}` has no one meaning: refused, not last-wins.
-                guard result[key] == nil else { throw fail("duplicate key \"\(key)\"") }
+                guard result[key] == nil else { throw fail("duplicate key \"\(WorkerLine.excerpt(key.utf8))\"") }
                 result[key] = try value(depth: depth + 1)
                 skipBlanks()
                 guard index < bytes.count else { throw fail("unexpected end") }

@@ -64,6 +64,9 @@ public struct Message: Sendable {
 
 /// Why a handler did not succeed.
 public struct Failure: Sendable, Equatable, CustomStringConvertible {
+    /// Bytes of a reason carried to a retry or dead-letter copy's headers.
+    public static let reasonLimit = 4096
+
     public var reason: String
     public var exitCode: Int32?
     public var signal: Int32?
@@ -116,4 +119,27 @@ public struct ClosureHandler: MessageHandler {
     public init(_ body: @escaping @Sendable (Message) async -> Outcome) { self.body = body }
 
     public func handle(_ message: Message) async -> Outcome { await body(message) }
+}
+
+extension Outcome {
+    /// The same outcome, its failure's reason cut to `limit` bytes (at a
+    /// character boundary, marked with an ellipsis).
+    func withReasonCapped(at limit: Int) -> Outcome {
+        func capped(_ failure: Failure) -> Failure {
+            guard failure.reason.utf8.count > limit else { return failure }
+            var failure = failure
+            var cut = ""
+            for character in failure.reason {
+                if cut.utf8.count + character.utf8.count > limit { break }
+                cut.append(character)
+            }
+            failure.reason = cut + "…"
+            return failure
+        }
+        switch self {
+        case .ack: return self
+        case .retry(let failure): return .retry(capped(failure))
+        case .deadLetter(let failure): return .deadLetter(capped(failure))
+        }
+    }
 }

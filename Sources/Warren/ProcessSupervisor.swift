@@ -119,8 +119,10 @@ public final class ProcessSupervisor: Sendable {
         /// alive `SupervisorLoop.pipeGraceMs` later: it can no longer take a
         /// message, or no longer answer one.
         case closedPipe(String)
-        /// Its process group is gone.
-        case exited(Termination)
+        /// Its process group is gone. `writes`: messages the supervisor had
+        /// taken for its stdin; `unread`: the last of them never reached
+        /// it whole (still queued, refused with EPIPE, or left in the pipe).
+        case exited(Termination, writes: Int, unread: Bool)
     }
 
     /// A long-lived worker: one child handed many messages over its stdin,

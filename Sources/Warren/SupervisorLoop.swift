@@ -43,6 +43,14 @@ final class SupervisorLoop {
         var protocolLines: WorkerLineSplitter?
         /// A worker's message in hand, for its stderr lines.
         var tag: String? = nil
+        /// A worker's messages taken for its stdin, and whether the last one
+        /// could not be written whole (EPIPE, or stdin already closed).
+        var writes = 0
+        var inputRefused = false
+        /// Once a worker is told to go (end of file, SIGTERM): how many more
+        /// stdout lines its owner hears (a late answer), so one that floods
+        /// stdout on its way out costs this thread reads, not its owner.
+        var linesLeft: Int? = nil
         /// A worker closed its stdin or stdout (which, and when): reported
         /// once, if its leader is still alive `pipeGraceMs` later.
         var closedPipe: (pipe: String, at: Int64)? = nil
@@ -121,6 +129,11 @@ final class SupervisorLoop {
     var leftovers: [pid_t: Leftover] = [:]
     /// Set when a child of warren exited: orphans may have come back to it.
     var lookForLeftovers = false
+    /// While a persistent worker lives, no leader may exit for a long time,
+    /// yet its children come back to warren as they are orphaned (and, once
+    /// they exit, stay zombies): looked for this often regardless.
+    static let leftoverScanMs: Int64 = 1000
+    var nextLeftoverScan: Int64 = 0
     var scratch = [UInt8](repeating: 0, count: SupervisorLoop.readChunk)
     /// Set by `shutdown`: who waits for the thread's end. Once set, the
     /// loop only kills and reaps, and ends when nothing is left.
@@ -212,8 +225,10 @@ final class SupervisorLoop {
         // Whatever has no pidfd is polled.
         for child in children.values where child.pidfd < 0 && child.phase.leader == nil { reapLeader(child) }
         for leftover in Array(leftovers.values) where leftover.pidfd < 0 { reap(leftover) }
+        if !lookForLeftovers, hasWorkers, monotonicMilliseconds() >= nextLeftoverScan { lookForLeftovers = true }
         if lookForLeftovers {
             lookForLeftovers = false
+            nextLeftoverScan = monotonicMilliseconds() + Self.leftoverScanMs
             findLeftovers()
         }
         if stopping != nil {
@@ -251,7 +266,13 @@ final class SupervisorLoop {
             started(.success(spawned.pid))
             adopt(spawned, spec: spec, owner: .worker(link))
         case .write(let request, let bytes, let tag):
-            guard let pid = pidOf[request], let child = children[pid], child.stdinFD >= 0, !child.closeWhenWritten else { return }
+            guard let pid = pidOf[request], let child = children[pid] else { return }
+            child.writes += 1
+            guard child.stdinFD >= 0, !child.closeWhenWritten else {
+                child.inputRefused = true
+                return
+            }
+            child.inputRefused = false
             // What the worker wrote on stderr before this message is its previous message's.
             var reads = 0
             while reads < Self.finalReads, readOutput(child, index: 1) { reads += 1 }
@@ -261,6 +282,7 @@ final class SupervisorLoop {
         case .closeInput(let request):
             guard let pid = pidOf[request], let child = children[pid] else { return }
             child.closeWhenWritten = true
+            child.linesLeft = min(child.linesLeft ?? Self.linesAfterEnd, Self.linesAfterEnd)
             if child.inputs.isEmpty { closeInput(child) }
         case .terminate(let request, let killAfterMs):
             if let pid = pidOf[request], let child = children[pid] {
@@ -326,7 +348,11 @@ final class SupervisorLoop {
         }
     }
 
+    /// Lines of stdout a worker told to go may still write to its owner.
+    static let linesAfterEnd = 16
+
     private func terminate(_ child: Child, killAfterMs: Int64) {
+        if case .worker = child.owner { child.linesLeft = min(child.linesLeft ?? Self.linesAfterEnd, Self.linesAfterEnd) }
         perform(child.phase.terminate(now: monotonicMilliseconds(), killAfterMs: killAfterMs), for: child)
     }
 
@@ -346,10 +372,15 @@ final class SupervisorLoop {
         }
     }
 
+    private var hasWorkers: Bool {
+        children.values.contains { if case .worker = $0.owner { true } else { false } }
+    }
+
     private func nextTimeout() -> Int32 {
         let now = monotonicMilliseconds()
         var soonest: Int64? = nil
         func consider(_ deadline: Int64) { soonest = min(soonest ?? deadline, deadline) }
+        if hasWorkers { consider(nextLeftoverScan) }
         for child in children.values {
             if let deadline = child.phase.deadline { consider(deadline) }
             // Stragglers of a finished leader, and leaders without a pidfd, are checked by polling.
@@ -385,6 +416,7 @@ final class SupervisorLoop {
                 if written < 0 && (errno == EAGAIN || errno == EINTR) { return }
                 // EPIPE: the command does not want the rest (a worker: no more messages).
                 noteClosedPipe(child, "stdin")
+                child.inputRefused = true
                 child.inputs.removeAll()
                 child.inputOffset = 0
                 closeInput(child)
@@ -417,7 +449,13 @@ final class SupervisorLoop {
         }
         if count > 0 {
             if stream == .stdout, case .worker(let link) = child.owner {
-                child.protocolLines?.feed(scratch[0..<count]) { link.events(.stdout($0)) }
+                child.protocolLines?.feed(scratch[0..<count]) { piece in
+                    if let left = child.linesLeft {
+                        guard left > 0 else { return }
+                        child.linesLeft = left - 1
+                    }
+                    link.events(.stdout(piece))
+                }
             } else {
                 child.outputs[index].lines.feed(scratch[0..<count], emit: emit)
             }
@@ -474,6 +512,9 @@ final class SupervisorLoop {
                 child.outputs[index].fd = -1
             }
         }
+        // Whether a worker's last message is still unread: queued, refused,
+        // or in the pipe (no byte of it was read, or not all).
+        let unread = child.inputRefused || !child.inputs.isEmpty || (child.stdinFD >= 0 && warren_pipe_unread(child.stdinFD) > 0)
         closeInput(child)
         children.removeValue(forKey: child.pid)
         pidOf.removeValue(forKey: child.request)
@@ -491,7 +532,7 @@ final class SupervisorLoop {
                                                         terminated: terminated)
         switch child.owner {
         case .job(let job): job.continuation.resume(returning: .success(termination))
-        case .worker(let link): link.events(.exited(termination))
+        case .worker(let link): link.events(.exited(termination, writes: child.writes, unread: unread))
         }
     }
 
@@ -508,7 +549,13 @@ final class SupervisorLoop {
         }
         for pid in found where children[pid] == nil && leftovers[pid] == nil && !leaders.contains(pid) {
             let group = getpgid(pid)
-            if group > 0, group != pid, leaders.contains(group) { continue }  // reaped and killed with its group
+            if group > 0, group != pid, leaders.contains(group) {
+                // Killed with its group; reaped now if it has exited (a
+                // worker's group may live for days, its zombies must not).
+                var status: Int32 = 0
+                _ = waitpid(pid, &status, WNOHANG)
+                continue
+            }
             // Only handler commands can be waited for: they end. A persistent
             // worker lives on, and counting it as an owner would spare every
             // escaped process for as long as it runs.

@@ -15,7 +15,7 @@ enum WorkerLine: Equatable, Sendable {
     /// A `reason` travels in a header of the retry or dead-letter copy, and
     /// a message's headers must fit one frame (128 KiB by default): a longer
     /// one would make every copy fail, and the message come back forever.
-    static let reasonLimit = 4096
+    static let reasonLimit = Failure.reasonLimit
 
     init(_ bytes: [UInt8]) {
         let excerpt = Self.excerpt(bytes)

@@ -68,8 +68,16 @@ struct WorkerSlot: Equatable {
         case requestMessage
         /// Write the message's envelope to stdin, with this id.
         case send(id: String)
-        /// The message in hand is over: settle it so.
+        /// The worker answered the message in hand: settle it as it says,
+        /// even if the watchdog fired meanwhile (the work is done).
+        case answered(Outcome)
+        /// The message in hand failed (the worker died or was stopped
+        /// holding it): settle it so, the watchdog's verdict first.
         case settle(Outcome)
+        /// The message in hand never reached the worker (it exited or
+        /// closed its stdin before reading it): back to the queue, no
+        /// attempt spent.
+        case release
         /// End of file on stdin: exit now.
         case closeInput
         /// SIGTERM to the group, SIGKILL after `kill_after`.
@@ -100,6 +108,12 @@ struct WorkerSlot: Equatable {
     private(set) var draining = false
     /// The one timer that counts; older alarms are ignored.
     private(set) var timer = 0
+    /// Why the message in hand fails once the worker has gone: the worker
+    /// broke the protocol holding it. Settled only at its exit, so the
+    /// message never runs elsewhere while this worker may still work on it.
+    private(set) var failureOnExit: Failure? = nil
+    /// Found over `max_memory` as it answered: recycled after this answer.
+    private(set) var recycleAfterAnswer = false
 
     init(maxMessages: Int) { self.maxMessages = maxMessages }
 
@@ -131,6 +145,7 @@ struct WorkerSlot: Equatable {
         state = .starting
         handled = 0
         terminated = false
+        recycleAfterAnswer = false
         return [.spawn]
     }
 
@@ -176,28 +191,41 @@ struct WorkerSlot: Equatable {
             return [.protocolError(Self.describe(line, expected: "nothing (no message in hand)")), .terminate]
         case .busy(let id):
             guard case .answer(let answer) = line, answer.id == id else {
-                state = .ending(.replace)
-                terminated = true
-                inHand = nil
                 let why = Self.describe(line, expected: "the answer to message \(id)")
-                return [.protocolError(why), .settle(.retry(Failure(reason: "protocol error: \(why)"))), .terminate]
+                return replaceHolding(why: why)
             }
             inHand = nil
             handled += 1
-            var actions: [Action] = [.settle(answer.outcome)]
+            var actions: [Action] = [.answered(answer.outcome)]
             if draining {
                 actions += retire(.drain)
-            } else if maxMessages > 0 && handled >= maxMessages {
+            } else if recycleAfterAnswer || (maxMessages > 0 && handled >= maxMessages) {
                 actions += retire(.recycle)
             } else {
                 state = .ready
                 actions.append(.requestMessage)
             }
             return actions
+        case .ending(.replace):
+            // The answer to the message in hand, come after all (past its
+            // timeout, or after a stray line): the work is done.
+            guard case .answer(let answer) = line, let id = inHand, answer.id == id else { return [] }
+            inHand = nil
+            failureOnExit = nil
+            return [.answered(answer.outcome)]
         case .ending, .empty, .backingOff, .done:
             // Late words of a worker on its way out: nothing depends on them.
             return []
         }
+    }
+
+    /// The worker broke the protocol holding a message: it is terminated,
+    /// and the message fails once it has gone.
+    private mutating func replaceHolding(why: String) -> [Action] {
+        state = .ending(.replace)
+        terminated = true
+        failureOnExit = Failure(reason: "protocol error: \(why)")
+        return [.protocolError(why), .terminate]
     }
 
     /// The worker closed its stdin or stdout and lives on: it can take no
@@ -211,21 +239,25 @@ struct WorkerSlot: Equatable {
             terminated = true
             return [.protocolError(why), .terminate]
         case .busy(let id):
-            state = .ending(.replace)
-            terminated = true
-            inHand = nil
-            return [.protocolError("\(why) (holding message \(id))"),
-                    .settle(.retry(Failure(reason: "protocol error: \(why)"))), .terminate]
+            return replaceHolding(why: "\(why) (holding message \(id))")
         case .ending, .empty, .backingOff, .done:
             // On its way out already (end of file was ours to send).
             return []
         }
     }
 
-    /// The worker is over its `max_memory` after its answer: recycled.
+    /// The worker is over its `max_memory`, measured as its answer came
+    /// in (before the answer is fed): recycled after it, and never sent
+    /// another message first.
     mutating func overMemory() -> [Action] {
-        guard state == .ready, !draining else { return [] }
-        return retire(.recycle)
+        guard !draining else { return [] }
+        switch state {
+        case .ready: return retire(.recycle)
+        case .busy:
+            recycleAfterAnswer = true
+            return []
+        default: return []
+        }
     }
 
     /// End of file on stdin; SIGTERM `kill_after` later if it is still there.
@@ -262,22 +294,29 @@ struct WorkerSlot: Equatable {
         return [.terminate]
     }
 
-    /// The worker's process group is gone, with `status` (for the log).
-    mutating func exited(_ status: String) -> [Action] {
+    /// The worker's process group is gone, with `status` (for the log);
+    /// `unread` when the message in hand never reached it whole.
+    mutating func exited(_ status: String, unread: Bool = false) -> [Action] {
         var actions: [Action] = []
         let held = inHand
+        let failure = failureOnExit
         inHand = nil
+        failureOnExit = nil
         switch state {
         case .starting:
             return failedStart("exited before it was ready (\(status))")
         case .ready:
             actions.append(.exitedIdle(status))
         case .busy(let id):
-            actions.append(.settle(.retry(Failure(reason: "the worker died holding message \(id) (\(status))"))))
+            actions.append(unread ? .release : .settle(.retry(Failure(reason: "the worker died holding message \(id) (\(status))"))))
         case .ending(.replace):
             if held != nil {
-                actions.append(.settle(.retry(Failure(reason: "the worker was terminated holding the message (\(status))",
-                                                      timedOut: true))))
+                if unread {
+                    actions.append(.release)
+                } else {
+                    actions.append(.settle(.retry(failure ?? Failure(reason: "the worker was terminated holding the message (\(status))",
+                                                                   timedOut: true))))
+                }
             }
         case .ending(.recycle), .ending(.drain):
             break
@@ -357,7 +396,7 @@ struct WorkerSlot: Equatable {
     static func describe(_ line: WorkerLine, expected: String) -> String {
         switch line {
         case .ready: return "expected \(expected), got {\"ready\":true}"
-        case .answer(let answer): return "expected \(expected), got an answer to message \(answer.id)"
+        case .answer(let answer): return "expected \(expected), got an answer to message \(WorkerLine.excerpt(answer.id.utf8))"
         case .invalid(let why, let excerpt): return "expected \(expected), got a line that is \(why): \(excerpt)"
         }
     }

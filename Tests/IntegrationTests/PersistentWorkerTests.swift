@@ -212,8 +212,9 @@ import Testing
 
     /// A worker that closes its stdout can never answer, and one that closes
     /// its stdin can never get the next message: either way, alive or not,
-    /// it is replaced at once and its message retried, whatever `timeout` is.
-    @Test func aWorkerThatClosesItsStdoutOrStdinIsReplacedAndItsMessageRetriedWithoutWaitingForTheTimeout() async throws {
+    /// it is replaced at once, whatever `timeout` is. The message it held
+    /// is retried; one it never read goes back with no attempt spent.
+    @Test func aWorkerThatClosesItsStdoutOrStdinIsReplacedWithoutWaitingForTheTimeout() async throws {
         let command = try Self.worker(handle: """
             if body == "closeout":
                 os.close(1)
@@ -229,22 +230,25 @@ import Testing
             """)
         try await withTestQueue { client, queue in
             // In order, one at a time: "victim" is the message written to the
-            // worker that closed its stdin.
+            // worker that closed its stdin, which never read it.
             let good = (1...5).map { "g\($0)" }
             try await client.publish(ids: ["closein", "victim", "closeout"] + good, to: queue)
             let warren = try WarrenBinary(config: try warrenConfig(
                 queue: queue, command: command, prefetch: 1, concurrency: 1,
                 extra: Self.persistent("timeout = 300s\nretry_delay = 60s")))
-            try await eventually("every good message finished") { Set(warren.lines("finished")) == Set(["closein"] + good) }
-            try await eventually("victim and closeout retried") { try await client.count(queue + ".retry.1") == 2 }
+            try await eventually("every other message finished") {
+                Set(warren.lines("finished")) == Set(["closein", "victim"] + good)
+            }
+            try await eventually("closeout retried") { try await client.count(queue + ".retry.1") == 1 }
             warren.signal(SIGTERM)
             #expect(await warren.waitForExit() == 0, "\(warren.log)")
             let protocolErrors = Self.logLines(warren, "worker protocol error")
             #expect(protocolErrors.count == 2, "\(protocolErrors)")
             #expect(protocolErrors.contains { $0.contains("closed its stdin but did not exit (holding message") })
             #expect(protocolErrors.contains { $0.contains("closed its stdout but did not exit (holding message") })
-            #expect(Set(try await client.drain(queue + ".retry.1").map(\.id)) == ["victim", "closeout"])
-            #expect(warren.lines("finished").count == 6, "nothing ran twice")
+            #expect(try await client.drain(queue + ".retry.1").map(\.id) == ["closeout"])
+            #expect(warren.lines("finished").count == 7, "nothing ran twice")
+            #expect(warren.lines("started").filter { $0 == "victim" }.count == 1, "victim reached a worker once: the one that read it")
             #expect(try await client.count(queue) == 0)
             for pid in Self.pids(warren) { #expect(isGone(pid), "worker \(pid) survived") }
         }
@@ -504,6 +508,118 @@ import Testing
             if !isGone(sleeper) { kill(sleeper, SIGKILL) }
             for pid in workers { #expect(isGone(pid)) }
             for name in [".workers", ".workers.dead"] { _ = try? await client.connection.deleteQueue(queue + name, on: 1) }
+        }
+    }
+
+    /// A worker lives for days; what it leaves behind must not: children
+    /// orphaned to warren are reaped as they exit, and a process that left
+    /// the worker's group is killed, while the worker goes on.
+    @Test func aLongLivedWorkersOrphansAreReapedAndEscapedProcessesKilledWhileItLives() async throws {
+        let command = try Self.worker(handle: """
+            subprocess.run("sleep 0.01 &", shell=True)
+            if body == "escape":
+                subprocess.run("setsid sleep 300 & echo $! >> " + d + "/escaped", shell=True)
+            note("finished", mid)
+            answer()
+            """)
+        try await withTestQueue { client, queue in
+            let ids = (1...40).map { "z\($0)" } + ["escape"]
+            let warren = try WarrenBinary(config: try warrenConfig(queue: queue, command: command, concurrency: 2,
+                                                                   extra: Self.persistent()))
+            try await eventually("both workers ready") { Self.logLines(warren, "worker ready").count == 2 }
+            try await client.publish(ids: ids, to: queue)
+            try await eventually("all finished") { Set(warren.lines("finished")) == Set(ids) }
+            let sleeper = try #require(warren.lines("escaped").first.flatMap { pid_t($0) })
+            try await eventually("the escaped sleeper is killed", timeout: .seconds(5)) { isGone(sleeper) }
+            try await eventually("no zombie left", timeout: .seconds(5)) {
+                childrenOf(warren.pid).filter { $0.state == "Z" }.isEmpty
+            }
+            let workers = Self.pids(warren)
+            #expect(workers.count == 2 && workers.allSatisfy { !isGone($0) }, "the workers themselves live on")
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            if !isGone(sleeper) { kill(sleeper, SIGKILL) }
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+
+    /// A worker that exits after its answer (a self-imposed recycle) may be
+    /// sent the next message first: it never read it, so it goes back to
+    /// the queue with no attempt spent (here, `max_attempts = 1` would
+    /// dead-letter it).
+    @Test func aWorkerThatExitsAfterItsAnswerNeverCostsTheNextMessageAnAttempt() async throws {
+        let command = try Self.worker(setup: "served = [0]", handle: """
+            note("finished", mid)
+            answer()
+            served[0] += 1
+            if served[0] % 3 == 0:
+                sys.exit(0)
+            """)
+        try await withTestQueue { client, queue in
+            let ids = (1...30).map { "x\($0)" }
+            try await client.publish(ids: ids, to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: command, prefetch: 10, concurrency: 2, extra: Self.persistent("max_attempts = 1")))
+            try await eventually("all finished") { Set(warren.lines("finished")) == Set(ids) }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(try await client.count(queue + ".dead") == 0, "a message the worker never read was dead-lettered")
+            #expect(warren.lines("finished").count == ids.count, "nothing ran twice")
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+
+    /// A stray line on stdout makes the worker a protocol breaker, but it may
+    /// still be working on its message: the message is not run anywhere
+    /// else until the worker has gone, and an answer it still gives stands.
+    @Test func aWorkerThatBreaksTheProtocolMidMessageIsNeverRacedByARetryOfIt() async throws {
+        let command = try Self.worker(setup: "signal.signal(signal.SIGTERM, signal.SIG_IGN)", handle: """
+            if body == "chatty":
+                print("debug: starting", flush=True)
+                time.sleep(2)
+            note("finished", mid + " " + str(time.time()))
+            answer()
+            """)
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["chatty", "other"], to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: command, concurrency: 2, killAfter: "5s", extra: Self.persistent("retry_delay = 1s")))
+            try await eventually("chatty finished") { warren.lines("finished").contains { $0.hasPrefix("chatty ") } }
+            try await Task.sleep(for: .seconds(2))
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            let chatty = warren.lines("finished").filter { $0.hasPrefix("chatty ") }
+            #expect(chatty.count == 1, "the message ran twice: \(chatty)")
+            #expect(Self.logLines(warren, "worker protocol error").count == 1)
+            #expect(try await client.count(queue) == 0)
+            #expect(try await client.count(queue + ".retry.1") == 0, "its late answer stood: acked, not retried")
+        }
+    }
+
+    /// A worker's words end up in logs and headers: an answer with a huge id
+    /// is quoted in part, and the retry copy carries a bounded reason (a
+    /// header over the frame size would fail the copy and loop the message).
+    @Test func aHugeWrongIdIsQuotedInPartAndRetriedOnce() async throws {
+        let command = try Self.worker(handle: """
+            if body == "huge":
+                answer(id="x" * 300000)
+            else:
+                note("finished", mid)
+                answer()
+            """)
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["huge", "fine"], to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: command, concurrency: 1, extra: Self.persistent("retry_delay = 60s")))
+            try await eventually("huge retried") { try await client.count(queue + ".retry.1") == 1 }
+            try await eventually("fine finished") { warren.lines("finished") == ["fine"] }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            let longest = warren.log.split(separator: "\n").map(\.utf8.count).max() ?? 0
+            #expect(longest < 16384, "a log line of \(longest) bytes")
+            #expect(Self.logLines(warren, "worker protocol error").count == 1, "retried once, not looping")
+            let retried = try await client.drain(queue + ".retry.1")
+            #expect(retried.map(\.id) == ["huge"])
         }
     }
 

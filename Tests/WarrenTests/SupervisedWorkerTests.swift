@@ -22,7 +22,7 @@ import Testing
                     defer { state.waiter = nil }
                     return state.waiter
                 }
-                if case .exited(let termination) = event { waiter?.resume(returning: termination) }
+                if case .exited(let termination, _, _) = event { waiter?.resume(returning: termination) }
             }, stderr: { line, _, tag in self.state.withLock { $0.stderr.append("\(tag ?? "-"): \(line)") } })
         }
 
@@ -37,7 +37,7 @@ import Testing
         func exit() async -> ProcessSupervisor.Termination {
             await withCheckedContinuation { continuation in
                 let done = state.withLock { state -> ProcessSupervisor.Termination? in
-                    for case .exited(let termination) in state.events { return termination }
+                    for case .exited(let termination, _, _) in state.events { return termination }
                     state.waiter = continuation
                     return nil
                 }

@@ -9,7 +9,7 @@ import Testing
 
     enum Event {
         case begin, spawned, spawnFailed(String), line(WorkerLine), take(String), withdrawn, watchdog, exited(String)
-        case alarm(Int), drain, shutdown, overMemory, closedPipe(String)
+        case alarm(Int), drain, shutdown, overMemory, closedPipe(String), exitedUnread(String)
     }
 
     static let ready = WorkerLine.ready
@@ -38,6 +38,7 @@ import Testing
             case .shutdown: actions = slot.shutdown()
             case .overMemory: actions = slot.overMemory()
             case .closedPipe(let pipe): actions = slot.closedPipe(pipe)
+            case .exitedUnread(let status): actions = slot.exited(status, unread: true)
             }
             #expect(actions == row.1, "row \(index)", sourceLocation: sourceLocation)
             #expect(slot.state == row.2, "row \(index)", sourceLocation: sourceLocation)
@@ -51,10 +52,10 @@ import Testing
             (.spawned, [.arm(.startup, token: 1)], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.take("1"), [.send(id: "1")], .busy(id: "1")),
-            (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
+            (.line(Self.answer("1")), [.answered(.ack), .requestMessage], .ready),
             (.take("2"), [.send(id: "2")], .busy(id: "2")),
             (.line(Self.answer("2", .dead_letter, reason: "bad order")),
-             [.settle(.deadLetter(Failure(reason: "bad order"))), .requestMessage], .ready),
+             [.answered(.deadLetter(Failure(reason: "bad order"))), .requestMessage], .ready),
         ])
     }
 
@@ -65,7 +66,7 @@ import Testing
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.alarm(1), [], .ready),
             (.take("1"), [.send(id: "1")], .busy(id: "1")),
-            (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
+            (.line(Self.answer("1")), [.answered(.ack), .requestMessage], .ready),
             (.exited("exit code 0"), [.exitedIdle("exit code 0"), .spawn], .starting),
             // The first worker's startup timer, late, must not end the second's start.
             (.alarm(1), [], .starting),
@@ -115,7 +116,7 @@ import Testing
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.take("1"), [.send(id: "1")], .busy(id: "1")),
-            (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
+            (.line(Self.answer("1")), [.answered(.ack), .requestMessage], .ready),
             (.take("2"), [.send(id: "2")], .busy(id: "2")),
             (.exited("killed by signal 9"), [Self.retried("the worker died holding message 2 (killed by signal 9)"), .spawn], .starting),
         ])
@@ -132,34 +133,75 @@ import Testing
         ])
     }
 
-    @Test func anAnswerToAnotherIdIsAProtocolErrorThatRetriesTheMessageAndReplacesTheWorker() {
+    /// The message fails only once the worker has gone: until then it may
+    /// still be working on it, and a retry must not run it beside it.
+    @Test func anAnswerToAnotherIdIsAProtocolErrorThatRetriesTheMessageOnceTheWorkerHasGone() {
         let why = "expected the answer to message 1, got an answer to message 7"
         play([
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.take("1"), [.send(id: "1")], .busy(id: "1")),
-            (.line(Self.answer("7")), [.protocolError(why), Self.retried("protocol error: \(why)"), .terminate], .ending(.replace)),
-            // Its last words are ignored; the message was settled once.
-            (.line(Self.answer("1")), [], .ending(.replace)),
+            (.line(Self.answer("7")), [.protocolError(why), .terminate], .ending(.replace)),
+            (.line(Self.answer("7")), [], .ending(.replace)),
             (.exited("killed by signal 15"),
-             [.startFailed("exited before finishing a message (killed by signal 15)"), .arm(.backoff(attempt: 0), token: 2)], .backingOff),
+             [Self.retried("protocol error: \(why)"), .startFailed("exited before finishing a message (killed by signal 15)"),
+              .arm(.backoff(attempt: 0), token: 2)], .backingOff),
         ])
     }
 
-    @Test func aWorkerThatClosesAPipeAndLivesOnIsReplacedAndItsMessageRetried() {
-        let why = "the worker closed its stdin but did not exit"
+    @Test func theAnswerToTheMessageInHandStandsEvenAfterAProtocolErrorOrTheWatchdog() {
+        play([
+            (.begin, [.spawn], .starting),
+            (.line(Self.ready), [.becameReady, .requestMessage], .ready),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
+            (.line(.invalid(why: "not JSON", excerpt: "warning: x")),
+             [.protocolError("expected the answer to message 1, got a line that is not JSON: warning: x"), .terminate], .ending(.replace)),
+            // The work was done: acked once, and nothing is settled at the exit.
+            (.line(Self.answer("1")), [.answered(.ack)], .ending(.replace)),
+            (.line(Self.answer("1")), [], .ending(.replace)),
+            (.exited("killed by signal 15"),
+             [.startFailed("exited before finishing a message (killed by signal 15)"), .arm(.backoff(attempt: 0), token: 2)], .backingOff),
+            (.alarm(2), [.spawn], .starting),
+            (.line(Self.ready), [.becameReady, .requestMessage], .ready),
+            (.take("2"), [.send(id: "2")], .busy(id: "2")),
+            (.watchdog, [.terminate], .ending(.replace)),
+            (.line(Self.answer("2", .retry, reason: "late")), [.answered(.retry(Failure(reason: "late")))], .ending(.replace)),
+        ])
+    }
+
+    @Test func aMessageTheWorkerNeverReadGoesBackWithoutAnAttempt() {
+        play([
+            (.begin, [.spawn], .starting),
+            (.line(Self.ready), [.becameReady, .requestMessage], .ready),
+            (.take("1"), [.send(id: "1")], .busy(id: "1")),
+            (.line(Self.answer("1")), [.answered(.ack), .requestMessage], .ready),
+            (.take("2"), [.send(id: "2")], .busy(id: "2")),
+            // It exited after its answer, before reading the next message.
+            (.exitedUnread("exit code 0"), [.release, .spawn], .starting),
+            (.line(Self.ready), [.becameReady, .requestMessage], .ready),
+            (.take("3"), [.send(id: "3")], .busy(id: "3")),
+            (.closedPipe("stdin"), [.protocolError("the worker closed its stdin but did not exit (holding message 3)"), .terminate],
+             .ending(.replace)),
+            (.exitedUnread("killed by signal 15"),
+             [.release, .startFailed("exited before finishing a message (killed by signal 15)"), .arm(.backoff(attempt: 0), token: 3)],
+             .backingOff),
+        ])
+    }
+
+    @Test func aWorkerThatClosesAPipeAndLivesOnIsReplacedAndItsMessageRetriedOnceItHasGone() {
+        let why = "the worker closed its stdout but did not exit"
         play([
             (.begin, [.spawn], .starting),
             (.spawned, [.arm(.startup, token: 1)], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.take("1"), [.send(id: "1")], .busy(id: "1")),
-            (.closedPipe("stdin"), [.protocolError(why + " (holding message 1)"), Self.retried("protocol error: " + why), .terminate],
-             .ending(.replace)),
-            (.closedPipe("stdout"), [], .ending(.replace)),
-            (.exited("killed by signal 15"), [.startFailed("exited before finishing a message (killed by signal 15)"),
+            (.closedPipe("stdout"), [.protocolError(why + " (holding message 1)"), .terminate], .ending(.replace)),
+            (.closedPipe("stdin"), [], .ending(.replace)),
+            (.exited("killed by signal 15"), [Self.retried("protocol error: " + why + " (holding message 1)"),
+                                              .startFailed("exited before finishing a message (killed by signal 15)"),
                                               .arm(.backoff(attempt: 0), token: 3)], .backingOff),
             (.alarm(3), [.spawn], .starting),
-            (.closedPipe("stdout"), [.protocolError("the worker closed its stdout but did not exit"), .terminate], .ending(.replace)),
+            (.closedPipe("stdout"), [.protocolError(why), .terminate], .ending(.replace)),
         ])
     }
 
@@ -169,7 +211,7 @@ import Testing
             (.spawned, [.arm(.startup, token: 1)], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.take("1"), [.send(id: "1")], .busy(id: "1")),
-            (.line(Self.answer("1")), [.settle(.ack), .closeInput, .arm(.escalation, token: 3)], .ending(.recycle)),
+            (.line(Self.answer("1")), [.answered(.ack), .closeInput, .arm(.escalation, token: 3)], .ending(.recycle)),
             (.closedPipe("stdout"), [], .ending(.recycle)),
         ])
     }
@@ -226,7 +268,7 @@ import Testing
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.take("1"), [.send(id: "1")], .busy(id: "1")),
-            (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
+            (.line(Self.answer("1")), [.answered(.ack), .requestMessage], .ready),
             (.take("2"), [.send(id: "2")], .busy(id: "2")),
             (.watchdog, [.terminate], .ending(.replace)),
             (.exited("killed by signal 15"),
@@ -240,9 +282,9 @@ import Testing
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.take("1"), [.send(id: "1")], .busy(id: "1")),
-            (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
+            (.line(Self.answer("1")), [.answered(.ack), .requestMessage], .ready),
             (.take("2"), [.send(id: "2")], .busy(id: "2")),
-            (.line(Self.answer("2")), [.settle(.ack), .closeInput, .arm(.escalation, token: 2)], .ending(.recycle)),
+            (.line(Self.answer("2")), [.answered(.ack), .closeInput, .arm(.escalation, token: 2)], .ending(.recycle)),
             (.exited("exit code 0"), [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.take("3"), [.send(id: "3")], .busy(id: "3")),
@@ -254,10 +296,14 @@ import Testing
             (.begin, [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.take("1"), [.send(id: "1")], .busy(id: "1")),
-            (.line(Self.answer("1")), [.settle(.ack), .requestMessage], .ready),
-            (.overMemory, [.closeInput, .arm(.escalation, token: 2)], .ending(.recycle)),
+            // Measured as its answer comes: no next message is asked for.
+            (.overMemory, [], .busy(id: "1")),
+            (.line(Self.answer("1")), [.answered(.ack), .closeInput, .arm(.escalation, token: 2)], .ending(.recycle)),
             (.alarm(2), [.terminate], .ending(.recycle)),
             (.exited("killed by signal 15"), [.spawn], .starting),
+            (.line(Self.ready), [.becameReady, .requestMessage], .ready),
+            (.take("2"), [.send(id: "2")], .busy(id: "2")),
+            (.line(Self.answer("2")), [.answered(.ack), .requestMessage], .ready),
         ])
     }
 
@@ -267,7 +313,7 @@ import Testing
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.drain, [], .busy(id: "1")),
-            (.line(Self.answer("1")), [.settle(.ack), .closeInput, .arm(.escalation, token: 2)], .ending(.drain)),
+            (.line(Self.answer("1")), [.answered(.ack), .closeInput, .arm(.escalation, token: 2)], .ending(.drain)),
             (.exited("exit code 0"), [.finish], .done),
         ])
     }

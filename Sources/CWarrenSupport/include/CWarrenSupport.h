@@ -22,6 +22,8 @@ int warren_pipe_cloexec(int fds[2]);
 int warren_wake_pipe(int fds[2]);
 
 /* Set O_NONBLOCK on a descriptor. */
+/* Bytes written to a pipe and not yet read (FIONREAD on either end); -1 on error. */
+int warren_pipe_unread(int fd);
 int warren_set_nonblocking(int fd);
 
 /* posix_spawn with: a new process group, every signal's disposition reset to
