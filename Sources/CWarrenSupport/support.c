@@ -163,7 +163,14 @@ int warren_spawn_worker(pid_t *pid, const char *program, char *const argv[], cha
         int ends[3] = {stdin_fd, stdout_fd, stderr_fd};
         for (int target = 0; target < 3; target++) {
             if (ends[target] < 3) ends[target] = fcntl(ends[target], F_DUPFD_CLOEXEC, 3);
-            if (ends[target] < 0 || dup2(ends[target], target) < 0) {
+            if (ends[target] < 0) {
+                int error = errno;
+                (void)!write(report[1], &error, sizeof(error));
+                _exit(127);
+            }
+        }
+        for (int target = 0; target < 3; target++) {
+            if (dup2(ends[target], target) < 0) {
                 int error = errno;
                 (void)!write(report[1], &error, sizeof(error));
                 _exit(127);

@@ -174,6 +174,7 @@ extension Consumer {
                 case .message(let received):
                     asked = false
                     guard let received else {
+                        releaseHeld()
                         await perform(machine.drain(), arm: arm)
                         break
                     }
@@ -195,8 +196,10 @@ extension Consumer {
                     guard machine.inHand == id else { continue }
                     await perform(machine.watchdogStopped(), arm: arm)
                 case .drain:
+                    releaseHeld()
                     await perform(machine.drain(), arm: arm)
                 case .shutdown:
+                    releaseHeld()
                     await perform(machine.shutdown(), arm: arm)
                 }
                 if machine.state == .done { break }
@@ -361,6 +364,14 @@ extension Consumer {
                                       watchdog: watchdog)
             }
             consumer.busy.subtract(1, ordering: .relaxed)
+        }
+
+        /// A drain: a delivery waiting for a worker has not started, and
+        /// goes back now rather than when the worker has come and gone.
+        private mutating func releaseHeld() {
+            guard let held else { return }
+            self.held = nil
+            release(held)
         }
 
         /// A delivery no worker got: back to the queue, no attempt spent.

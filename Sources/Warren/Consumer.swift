@@ -142,6 +142,12 @@ final class Consumer: Sendable {
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
+        // Its connection is gone: the broker redelivers the message, so a
+        // retry or dead-letter copy now would make it two.
+        if connection.isGone {
+            log.notice("connection lost before the outcome was settled; the broker redelivers the message")
+            return
+        }
         // A reason goes into the copy's headers, which must fit in a frame:
         // a copy that cannot be sent would requeue the message, for ever.
         var outcome = outcome.withReasonCapped(at: Failure.reasonLimit)
@@ -266,7 +272,13 @@ final class Consumer: Sendable {
     private func publishCopy(_ message: Message, to queue: String, properties: MessageProperties, connection: AMQPConnection,
                              log: Logger, watchdog: Watchdog) async -> Bool {
         let result = await publisher.publishCopy(message.payload, to: queue, properties: properties, shutdown: watchdog.shutdown)
-        guard let result else { return true }
+        guard let result else {
+            if connection.isGone {
+                log.warning("the connection was lost while the copy was confirmed: the broker redelivers the original too",
+                            metadata: ["target_queue": "\(queue)"])
+            }
+            return true
+        }
         log.error("the broker refused the copy; the message is requeued instead, not acked",
                   metadata: ["target_queue": "\(queue)", "error": "\(result)"])
         await pause(settings.retryDelay, unless: watchdog)

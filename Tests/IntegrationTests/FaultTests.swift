@@ -126,6 +126,30 @@ import Testing
         }
     }
 
+    /// A failed attempt whose connection died meanwhile: the broker
+    /// redelivers the original, so a retry copy as well would make two.
+    @Test func aFailureSettledAfterItsConnectionDiedMakesNoRetryCopy() async throws {
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["failing"], to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue,
+                command: #"sh -c 'echo run >> {dir}/started; sleep 2; echo run >> {dir}/finished; exit 1'"#,
+                prefetch: 1, concurrency: 1, extra: "retry_delay = 60s")
+                .replacingOccurrences(of: "heartbeat = 5s", with: "heartbeat = 5s\nreconnect_min = 100ms\nreconnect_max = 500ms"))
+            try await eventually("the handler runs") { warren.lines("started").count == 1 }
+            try Self.rabbitmqctl("close_all_connections", "test: the failing handler outlives its channel")
+            try await eventually("it ran again after the redelivery", timeout: .seconds(30)) { warren.lines("finished").count == 2 }
+            let checker = try await TestClient()
+            try await eventually("its second failure is retried") { try await checker.count(queue + ".retry.1") >= 1 }
+            try await Task.sleep(for: .milliseconds(500))
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(try await checker.count(queue + ".retry.1") == 1, "one copy per message, not one per run")
+            #expect(try await checker.count(queue) == 0)
+            await checker.close()
+        }
+    }
+
     @Test func killingWarrenWithSigkillLosesNothing() async throws {
         try await withTestQueue { client, queue in
             let ids = (1...300).map { "k-\($0)" }
