@@ -115,8 +115,6 @@ extension Consumer {
         var asked = false
         /// Messages sent to the worker of the moment.
         var sent = 0
-        /// When the worker's whole group was last measured (`max_memory`).
-        var lastGroupScan: Int64 = .min / 2
         var log: Logger
 
         init(consumer: Consumer, slot: Int, workers: PersistentWorkers, watchdog: Watchdog,
@@ -147,10 +145,7 @@ extension Consumer {
                         // After answers only: never recycled at start-up.
                         if case .answer(let answer) = line, machine.state == .busy(id: answer.id),
                            let limit = consumer.settings.maxMemory, let request, let pid {
-                            let now = monotonicMilliseconds()
-                            let wholeGroup = now - lastGroupScan >= ProcessMemory.groupScanMs
-                            if wholeGroup { lastGroupScan = now }
-                            if let rss = await workers.supervisor.residentMemory(of: request, wholeGroup: wholeGroup),
+                            if let rss = await workers.supervisor.residentMemory(of: request),
                                rss > limit {
                                 log.notice("worker over max_memory; replacing it after its message",
                                            metadata: ["pid": "\(pid)", "rss": "\(rss)", "max_memory": "\(limit)"])

@@ -19,25 +19,29 @@ enum ProcessMemory {
         return rss * pageSize
     }
 
-    /// Bytes resident in the processes of group `group`, from /proc; nil
-    /// when /proc cannot be read. Reads one small file per process on the
-    /// machine: done at most once a second per worker (`groupScanMs`).
-    static func groupRSS(_ group: pid_t) -> Int? {
+    /// Bytes resident in the processes of each of `groups`, from one scan
+    /// of /proc; nil when /proc cannot be read. Reads one small file per
+    /// process on the machine: done at most once a second for all workers
+    /// together (`groupScanMs`).
+    static func groupRSS(_ groups: Set<pid_t>) -> [pid_t: Int]? {
         guard let directory = opendir("/proc") else { return nil }
         defer { closedir(directory) }
-        var total = 0
+        var totals: [pid_t: Int] = [:]
+        for group in groups { totals[group] = 0 }
         var buffer = [UInt8](repeating: 0, count: 1024)
         while let entry = readdir(directory) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            guard let pid = pid_t(name), getpgid(pid) == group else { continue }
+            guard let pid = pid_t(name) else { continue }
+            let group = getpgid(pid)
+            guard groups.contains(group) else { continue }
             let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { continue }
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
             close(fd)
             guard count > 0, let rss = residentPages(inStat: buffer[0..<count]) else { continue }
-            total += rss * pageSize
+            totals[group, default: 0] += rss * pageSize
         }
-        return total
+        return totals
     }
 
     /// Field 24 of /proc/PID/stat (rss, in pages); the name in field 2 may hold blanks and parentheses.

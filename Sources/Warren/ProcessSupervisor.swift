@@ -81,8 +81,8 @@ public final class ProcessSupervisor: Sendable {
         /// End of file on a worker's stdin, once what is queued is written.
         case closeInput(request: Int)
         case terminate(request: Int, killAfterMs: Int64)
-        /// A worker's resident memory: its leader's, or its whole group's.
-        case measure(request: Int, wholeGroup: Bool, answer: @Sendable (Int?) -> Void)
+        /// A worker's resident memory (`residentMemory`).
+        case measure(request: Int, answer: @Sendable (Int?) -> Void)
         /// Kill and reap everything, close the inbox, end the thread; then
         /// `done` with the thread's id.
         case shutdown(done: @Sendable (pid_t) -> Void)
@@ -290,13 +290,13 @@ public final class ProcessSupervisor: Sendable {
     func closeInput(of request: Int) { inbox.push(.closeInput(request: request)) }
 
     /// A worker's resident memory in bytes (`max_memory`): its leader's
-    /// alone, or with `wholeGroup` every process of its group (a scan of
-    /// /proc). Read on the supervisor thread, never on the caller's (a
-    /// connection's I/O thread). Nil once it has gone.
-    func residentMemory(of request: Int, wholeGroup: Bool) async -> Int? {
+    /// now, or its whole group's as of the last scan of /proc (at most a
+    /// second old), whichever is more. Read on the supervisor thread, never
+    /// on the caller's (a connection's I/O thread). Nil once it has gone.
+    func residentMemory(of request: Int) async -> Int? {
         await withCheckedContinuation { (continuation: CheckedContinuation<Int?, Never>) in
             let answer: @Sendable (Int?) -> Void = { continuation.resume(returning: $0) }
-            if !inbox.push(.measure(request: request, wholeGroup: wholeGroup, answer: answer)) { continuation.resume(returning: nil) }
+            if !inbox.push(.measure(request: request, answer: answer)) { continuation.resume(returning: nil) }
         }
     }
 

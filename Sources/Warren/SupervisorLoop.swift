@@ -134,6 +134,9 @@ final class SupervisorLoop {
     /// they exit, stay zombies): looked for this often regardless.
     static let leftoverScanMs: Int64 = 1000
     var nextLeftoverScan: Int64 = 0
+    /// Every worker group's resident memory at the last scan of /proc, and when.
+    var groupRSS: [pid_t: Int] = [:]
+    var groupRSSAt: Int64 = .min / 2
     var scratch = [UInt8](repeating: 0, count: SupervisorLoop.readChunk)
     /// Set by `shutdown`: who waits for the thread's end. Once set, the
     /// loop only kills and reaps, and ends when nothing is left.
@@ -292,9 +295,18 @@ final class SupervisorLoop {
                 earlyTerminations = earlyTerminations.filter { now - $0.value.at < Self.earlyTerminationMs }
                 earlyTerminations[request] = (killAfterMs, now)
             }
-        case .measure(let request, let wholeGroup, let answer):
+        case .measure(let request, let answer):
             guard let pid = pidOf[request], children[pid]?.phase.leader == nil else { return answer(nil) }
-            answer(wholeGroup ? ProcessMemory.groupRSS(pid) : ProcessMemory.processRSS(pid))
+            let now = monotonicMilliseconds()
+            if now - groupRSSAt >= ProcessMemory.groupScanMs {
+                let workers = Set(children.values.compactMap { child -> pid_t? in
+                    if case .worker = child.owner { child.pid } else { nil }
+                })
+                groupRSS = ProcessMemory.groupRSS(workers) ?? [:]
+                groupRSSAt = now
+            }
+            let leader = ProcessMemory.processRSS(pid)
+            answer(max(leader ?? 0, groupRSS[pid] ?? 0))
         case .shutdown(let done):
             stopping = [done]
             earlyTerminations = [:]
@@ -343,7 +355,7 @@ final class SupervisorLoop {
         case .spawn(_, let job): job.continuation.resume(returning: .failure(ProcessSupervisor.shutDown))
         case .startWorker(_, _, let started): started(.failure(ProcessSupervisor.shutDown))
         case .terminate, .write, .closeInput: break  // its child, if any, is being killed
-        case .measure(_, _, let answer): answer(nil)
+        case .measure(_, let answer): answer(nil)
         case .shutdown(let done): stopping?.append(done)
         }
     }
