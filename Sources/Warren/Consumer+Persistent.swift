@@ -108,7 +108,7 @@ extension Consumer {
                             await perform(machine.overMemory(), arm: arm)
                         }
                     case .stdout(.tooLong(let prefix)):
-                        let line = WorkerLine.invalid(why: "longer than \(ProcessSupervisor.workerLineLimit) bytes",
+                        let line = WorkerLine.invalid(why: "longer than \(ProcessSupervisor.workerLineLimit(for: consumer.settings)) bytes",
                                                       excerpt: WorkerLine.excerpt(prefix))
                         await perform(machine.line(line), arm: arm)
                     case .exited(let termination):
@@ -197,8 +197,8 @@ extension Consumer {
                 }
             case .send(let id):
                 return send(id)
-            case .settle(let outcome):
-                await settle(outcome)
+            case .settle(let outcome, let reply):
+                await settle(outcome, reply: reply)
             case .closeInput:
                 if let request { workers.supervisor.closeInput(of: request) }
             case .terminate:
@@ -259,13 +259,19 @@ extension Consumer {
             return []
         }
 
-        private mutating func settle(_ outcome: Outcome) async {
+        private mutating func settle(_ outcome: Outcome, reply: String?) async {
             guard let hand = inHand else { return }
             inHand = nil
             let stop = hand.watchdogID.flatMap { watchdog.finish($0) }
             consumer.metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - hand.started)
             if stop == nil, case .ack = outcome {
-                consumer.ack(hand.message, on: hand.received.connection)
+                if consumer.settings.publishesOutput(of: hand.message.delivery.properties) {
+                    // An answer without "reply" gets an empty one: the requester waits for an answer.
+                    await consumer.publishOutput(hand.message, output: MessageBody(Array((reply ?? "").utf8)),
+                                                 connection: hand.received.connection, watchdog: watchdog)
+                } else {
+                    consumer.ack(hand.message, on: hand.received.connection)
+                }
             } else {
                 await consumer.settle(hand.message, outcome: outcome, stop: stop, connection: hand.received.connection,
                                       watchdog: watchdog)
@@ -287,6 +293,7 @@ extension Consumer {
             let lineLog = log
             let link = ProcessSupervisor.WorkerLink(
                 id: workers.supervisor.newRequestID(),
+                lineLimit: ProcessSupervisor.workerLineLimit(for: consumer.settings),
                 events: { sink.yield(.worker(generation: generation, $0)) },
                 stderr: { line, pid, message in
                     lineLog.notice("\(line)", metadata: ["stream": "stderr", "pid": "\(pid)",

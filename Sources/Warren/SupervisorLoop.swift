@@ -44,6 +44,10 @@ final class SupervisorLoop {
         /// A worker's message in hand, for its stderr lines.
         var tag: String? = nil
         var phase = ChildPhase()
+        /// A job's stdout kept for a reply, not logged; nil when logged.
+        var captured: [UInt8]? = nil
+        var captureLimit = 0
+        var captureOverLimit = false
         let request: Int
         let sink: ProcessSupervisor.LineSink
 
@@ -59,6 +63,10 @@ final class SupervisorLoop {
             case .job(let job):
                 request = job.id
                 sink = job.sink
+                if let limit = job.captureLimit {
+                    captured = []
+                    captureLimit = limit
+                }
                 inputs.append(job.input)
                 closeWhenWritten = true
             case .worker(let link):
@@ -67,8 +75,20 @@ final class SupervisorLoop {
                 let pid = spawned.pid
                 sink = { _, line in stderr(line, pid, nil) }
                 closeWhenWritten = false
-                protocolLines = WorkerLineSplitter(limit: ProcessSupervisor.workerLineLimit)
+                protocolLines = WorkerLineSplitter(limit: link.lineLimit)
             }
+        }
+
+        /// Keeps stdout for a reply up to the limit; past it, keeps reading
+        /// (so the handler is not blocked on a full pipe) and drops the rest.
+        func capture(_ bytes: ArraySlice<UInt8>) {
+            guard !captureOverLimit else { return }
+            if captured!.count + bytes.count > captureLimit {
+                captureOverLimit = true
+                captured = []
+                return
+            }
+            captured!.append(contentsOf: bytes)
         }
     }
 
@@ -395,7 +415,9 @@ final class SupervisorLoop {
             if case .worker(let link) = child.owner { link.stderr(text, child.pid, child.tag) } else { child.sink(stream, text) }
         }
         if count > 0 {
-            if stream == .stdout, case .worker(let link) = child.owner {
+            if stream == .stdout, child.captured != nil {
+                child.capture(scratch[0..<count])
+            } else if stream == .stdout, case .worker(let link) = child.owner {
                 child.protocolLines?.feed(scratch[0..<count]) { link.events(.stdout($0)) }
             } else {
                 child.outputs[index].lines.feed(scratch[0..<count], emit: emit)
@@ -454,7 +476,9 @@ final class SupervisorLoop {
             if leftover.owners.isEmpty { killLeftover(leftover) }
         }
         let termination = ProcessSupervisor.Termination(status: status, lastErrorLine: child.outputs[1].lines.lastLine,
-                                                        terminated: terminated)
+                                                        terminated: terminated, output: child.captured,
+                                                        outputOverLimit: child.captureOverLimit)
+        child.captured = nil
         switch child.owner {
         case .job(let job): job.continuation.resume(returning: .success(termination))
         case .worker(let link): link.events(.exited(termination))

@@ -68,8 +68,9 @@ struct WorkerSlot: Equatable {
         case requestMessage
         /// Write the message's envelope to stdin, with this id.
         case send(id: String)
-        /// The message in hand is over: settle it so.
-        case settle(Outcome)
+        /// The message in hand is over: settle it so; `reply` is the
+        /// answer's reply text, published when the outcome is ack.
+        case settle(Outcome, reply: String? = nil)
         /// End of file on stdin: exit now.
         case closeInput
         /// SIGTERM to the group, SIGKILL after `kill_after`.
@@ -171,7 +172,7 @@ struct WorkerSlot: Equatable {
             }
             inHand = nil
             handled += 1
-            var actions: [Action] = [.settle(answer.outcome)]
+            var actions: [Action] = [.settle(answer.outcome, reply: answer.reply)]
             if draining {
                 actions += retire(.drain)
             } else if maxMessages > 0 && handled >= maxMessages {
