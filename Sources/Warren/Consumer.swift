@@ -207,9 +207,11 @@ final class Consumer: Sendable {
     /// `reply_to` (with `replies`), the message to `output_exchange`, or
     /// both, each confirmed by the broker before the request is acked.
     /// Output over `max_body`, or a publish the broker refused (unroutable:
-    /// no queue by that name, or a requester gone), did not confirm in
-    /// time, or would not take during a stop, makes the attempt a failure:
-    /// retried or dead-lettered by the usual rules, never acked.
+    /// no queue by that name; an exchange that does not exist), did not
+    /// confirm in time, or would not take during a stop, makes the attempt
+    /// a failure: retried or dead-lettered by the usual rules, never acked.
+    /// When the reply went out and the output message did not, the retry
+    /// answers again: a duplicate reply, never a missing one.
     ///
     /// A confirm that comes after its wait gave up means the reply went
     /// out while the request is retried: a duplicate reply, the price of
@@ -228,6 +230,7 @@ final class Consumer: Sendable {
                                                    mandatory: HandlerOutput.isRoutable(replyTo: replyTo),
                                                    shutdown: watchdog.shutdown) {
                 problem = "the reply to '\(replyTo)' could not be delivered: \(error.reason)"
+                metrics.refusedPublishes.increment()
             } else {
                 metrics.replies.increment()
             }
@@ -238,6 +241,7 @@ final class Consumer: Sendable {
             if let error = await publisher.publish(body, exchange: target, routingKey: settings.outputRoutingKey,
                                                    properties: next, shutdown: watchdog.shutdown) {
                 problem = "the output to exchange '\(exchange)' (routing key '\(settings.outputRoutingKey)') could not be delivered: \(error.reason)"
+                metrics.refusedPublishes.increment()
             } else {
                 metrics.outputPublishes.increment()
             }
@@ -246,7 +250,6 @@ final class Consumer: Sendable {
             ack(message, on: connection)
             return
         }
-        metrics.refusedPublishes.increment()
         logger.warning("the handler succeeded but its output was not delivered; the attempt counts as failed",
                        metadata: ["message_id": "\(message.logID)", "attempt": "\(message.attempt)", "problem": "\(problem)"])
         await settle(message, outcome: .retry(Failure(reason: problem)), stop: nil, connection: connection, watchdog: watchdog)
