@@ -123,6 +123,64 @@ import Testing
         }
     }
 
+    @Test func withRepliesAndAnOutputExchangeEveryRequestIsAnsweredAndPassedOn() async throws {
+        try await withTestQueue { client, queue in
+            let next = queue + ".next"
+            try await client.connection.declareQueue(next, on: 1, durable: true)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: try Self.execHandler(),
+                extra: Self.extra(.exec, "output_exchange = amq.default\noutput_routing_key = \(next)\n")))
+            let requester = try await RPCClient(route: .directReplyTo)
+            let ids = (1...50).map { "both-\($0)" }
+            try await requester.request(ids, to: queue)
+            try await eventually("50 replies and 50 passed on") {
+                let passedOn = try await client.count(next)
+                return requester.replies.count >= ids.count && passedOn >= ids.count
+            }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            let passed = try await PipelineTests.drainOutputs(next, client: client)
+            _ = try? await client.connection.deleteQueue(next, on: 1)
+            #expect(requester.replies.compactMap(\.correlationId).sorted() == ids.sorted())
+            #expect(passed.compactMap(\.correlationId).sorted() == ids.sorted())
+            #expect(passed.allSatisfy { $0.body == "reply:\($0.correlationId ?? "?")" && $0.deliveryMode == 2 })
+            #expect(requester.replies.allSatisfy { $0.deliveryMode == nil }, "a reply is not persistent")
+            #expect(try await client.count(queue) == 0)
+            await requester.close()
+        }
+    }
+
+    /// A persistent worker's answer line may be longer than 1 MiB when it
+    /// carries a reply: here 3 MiB of escaped quotes for a 1.5 MiB reply.
+    /// An `ack` answer without `reply` is answered with an empty body.
+    @Test func aPersistentWorkersLongReplyArrivesWholeAndAnAnswerWithoutReplyGetsAnEmptyOne() async throws {
+        let directory = try WarrenBinary.makeDirectory()
+        try """
+            import json, sys
+            print(json.dumps({"ready": True}), flush=True)
+            for line in sys.stdin:
+                env = json.loads(line)
+                answer = {"id": env["id"], "outcome": "ack"}
+                if env["body"] == "long":
+                    answer["reply"] = '"' * (3 << 19)
+                print(json.dumps(answer), flush=True)
+            """.write(toFile: directory + "/worker.py", atomically: true, encoding: .utf8)
+        try await withTestQueue { client, queue in
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: "python3 \(directory)/worker.py", extra: Self.extra(.persistent)))
+            let requester = try await RPCClient(route: .replyQueue)
+            try await requester.request(["long", "silent"], to: queue)
+            try await eventually("two replies") { requester.replies.count == 2 }
+            let byID = Dictionary(requester.replies.map { ($0.correlationId ?? "?", $0.body) }, uniquingKeysWith: { a, _ in a })
+            #expect(byID["long"] == String(repeating: "\"", count: 3 << 19))
+            #expect(byID["silent"] == "")
+            #expect(!warren.log.contains("protocol error"))
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            await requester.close()
+        }
+    }
+
     // MARK: Replies that cannot be delivered
 
     @Test(arguments: [Mode.exec, .persistent])
@@ -173,7 +231,36 @@ import Testing
             #expect(try await client.count(queue + ".dead") == 0)
             warren.signal(SIGTERM)
             #expect(await warren.waitForExit() == 0)
-            #expect(warren.lines("handled") == ["orphan-1", "orphan-2", "later"], "each handled once: acked, not retried")
+            let handled = warren.lines("handled")
+            #expect(handled.sorted() == ["later", "orphan-1", "orphan-2"], "each handled once: acked, not retried")
+            await requester.close()
+        }
+    }
+
+    enum Undeliverable: String, Sendable, CustomStringConvertible {
+        case reply, output
+        var description: String { rawValue }
+    }
+
+    /// The ordering itself: with its reply (or output message) undeliverable
+    /// and its dead-letter queue deleted under warren, so no copy can be
+    /// confirmed either, a request goes round and round and stays in its
+    /// queue. An ack sent before the reply's confirm would lose it.
+    @Test(arguments: [Undeliverable.reply, .output])
+    func aRequestWhoseOutputAndDeadLetterCannotBeDeliveredIsNeverAcked(what: Undeliverable) async throws {
+        try await withTestQueue { client, queue in
+            let extra = what == .reply ? "replies = true\n" : "output_exchange = test.no-such-exchange\n"
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: try Self.execHandler(), extra: extra + "max_attempts = 1\nretry_delay = 100ms\n"))
+            try await eventually("consuming") { warren.log.contains("running") }
+            _ = try await client.connection.deleteQueue(queue + ".dead", on: 1)
+            let requester = try await RPCClient(route: .replyQueue)
+            try await requester.request(["stuck"], to: queue, replyTo: "test.no-such-queue.\(UInt32.random(in: 0...UInt32.max))")
+            try await eventually("handled again and again") { warren.lines("handled").count >= 3 }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            #expect(try await client.drain(queue).map(\.id) == ["stuck"], "the request was acked without its \(what)")
+            #expect(requester.replies.isEmpty)
             await requester.close()
         }
     }
