@@ -1,4 +1,4 @@
-import AMQP
+public import AMQP
 
 /// The messages a successful handler's output becomes (README, "Replies and
 /// pipelines"): a reply to the request's `reply_to`, a new message to
@@ -43,5 +43,15 @@ enum HandlerOutput {
             if let value = headers[name] { kept[name] = value }
         }
         return kept.isEmpty ? nil : kept
+    }
+}
+
+extension ConsumerSettings {
+    /// Whether a message's handler output is published (a reply, the output
+    /// exchange, or both): then it is captured instead of logged. (Here,
+    /// not in Settings.swift, which the config fuzzer compiles without
+    /// the AMQP layer's message types.)
+    public func publishesOutput(of properties: MessageProperties) -> Bool {
+        outputExchange != nil || (replies && !(properties.replyTo ?? "").isEmpty)
     }
 }

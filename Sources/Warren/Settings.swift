@@ -126,12 +126,6 @@ public struct ConsumerSettings: Sendable, Equatable {
         self.outputRoutingKey = outputRoutingKey
     }
 
-    /// Whether a message's handler output is published (a reply, the output
-    /// exchange, or both): then it is captured instead of logged.
-    public func publishesOutput(of properties: MessageProperties) -> Bool {
-        outputExchange != nil || (replies && !(properties.replyTo ?? "").isEmpty)
-    }
-
     /// Whether any message's output may be published: persistent workers
     /// then get answer lines long enough for a reply of `maxBody` bytes.
     public var mayPublishOutput: Bool { replies || outputExchange != nil }
