@@ -194,11 +194,16 @@ public final class AMQPConnection: Sendable {
     // MARK: Consuming
 
     /// `basic.consume` with manual acks; returns the consumer tag.
-    public func consume(queue name: String, on channel: UInt16, consumerTag: String = "") async throws(AMQPError) -> String {
+    /// `noAck`: the broker counts a message settled once sent (direct
+    /// reply-to, `amq.rabbitmq.reply-to`, takes only such consumers); its
+    /// deliveries must not be settled.
+    public func consume(queue name: String, on channel: UInt16, consumerTag: String = "",
+                        noAck: Bool = false) async throws(AMQPError) -> String {
         try await call { loop throws(AMQPError) in
             let arena = CArena()
             return try loop.rpc(channel: channel, "consuming from '\(name)'") {
-                amqp_basic_consume($0, channel, arena.bytes(name), arena.bytes(consumerTag), 0, 0, 0, amqp_empty_table)
+                amqp_basic_consume($0, channel, arena.bytes(name), arena.bytes(consumerTag), 0, noAck ? 1 : 0, 0,
+                                   amqp_empty_table)
             }.pointee.consumer_tag.string
         }
     }

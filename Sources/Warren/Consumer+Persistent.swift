@@ -154,7 +154,7 @@ extension Consumer {
                         }
                         await perform(machine.line(line), arm: arm)
                     case .stdout(.tooLong(let prefix)):
-                        let line = WorkerLine.invalid(why: "longer than \(ProcessSupervisor.workerLineLimit) bytes",
+                        let line = WorkerLine.invalid(why: "longer than \(ProcessSupervisor.workerLineLimit(for: consumer.settings)) bytes",
                                                       excerpt: WorkerLine.excerpt(prefix))
                         await perform(machine.line(line), arm: arm)
                     case .closedPipe(let pipe):
@@ -271,10 +271,10 @@ extension Consumer {
                 requester.yield()
             case .send(let id):
                 return send(id)
-            case .answered(let outcome):
-                await settle(outcome, answered: true)
+            case .answered(let outcome, let reply):
+                await settle(outcome, reply: reply, answered: true)
             case .settle(let outcome):
-                await settle(outcome, answered: false)
+                await settle(outcome, reply: nil, answered: false)
             case .release:
                 if let hand = inHand {
                     inHand = nil
@@ -345,15 +345,22 @@ extension Consumer {
         }
 
         /// `answered`: the worker's own verdict, which stands even if the
-        /// watchdog fired meanwhile (the worker finished the work).
-        private mutating func settle(_ outcome: Outcome, answered: Bool) async {
+        /// watchdog fired meanwhile (the worker finished the work); `reply`
+        /// is its reply text, published when it acked.
+        private mutating func settle(_ outcome: Outcome, reply: String?, answered: Bool) async {
             guard let hand = inHand else { return }
             inHand = nil
             let fired = hand.watchdogID.flatMap { watchdog.finish($0) }
             let stop = answered ? nil : fired
             consumer.metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - hand.started)
             if stop == nil, case .ack = outcome {
-                consumer.ack(hand.message, on: hand.received.connection)
+                if consumer.settings.publishesOutput(of: hand.message.delivery.properties) {
+                    // An answer without "reply" gets an empty one: the requester waits for an answer.
+                    await consumer.publishOutput(hand.message, output: MessageBody(Array((reply ?? "").utf8)),
+                                                 connection: hand.received.connection, watchdog: watchdog)
+                } else {
+                    consumer.ack(hand.message, on: hand.received.connection)
+                }
             } else {
                 await consumer.settle(hand.message, outcome: outcome, stop: stop, connection: hand.received.connection,
                                       watchdog: watchdog)
@@ -383,6 +390,7 @@ extension Consumer {
             let lineLog = log
             let link = ProcessSupervisor.WorkerLink(
                 id: workers.supervisor.newRequestID(),
+                lineLimit: ProcessSupervisor.workerLineLimit(for: consumer.settings),
                 events: { sink.yield(.worker(generation: generation, $0)) },
                 stderr: { line, pid, message in
                     lineLog.notice("\(line)", metadata: ["stream": "stderr", "pid": "\(pid)",

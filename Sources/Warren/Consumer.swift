@@ -118,12 +118,26 @@ final class Consumer: Sendable {
         }
         var watched = message
         watched.processWatch = ProcessWatch(watchdog: watchdog, id: id)
-        let outcome = await handler.handle(watched)
+        let publishes = settings.publishesOutput(of: delivery.properties)
+        let outcome: Outcome
+        var output: MessageBody? = nil
+        if publishes {
+            watched.outputLimit = settings.maxBody
+            let result = await handler.handleWithOutput(watched)
+            outcome = result.outcome
+            output = result.output
+        } else {
+            outcome = await handler.handle(watched)
+        }
         metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - started)
         let stop = watchdog.finish(id)
         if stop == nil, case .ack = outcome {
-            // The hot path, without a suspension point.
-            ack(message, on: connection)
+            if publishes {
+                await publishOutput(message, output: output, connection: connection, watchdog: watchdog)
+            } else {
+                // The hot path, without a suspension point.
+                ack(message, on: connection)
+            }
         } else {
             await settle(message, outcome: outcome, stop: stop, connection: connection, watchdog: watchdog)
         }
@@ -195,6 +209,58 @@ final class Consumer: Sendable {
             await deadLetter(message, reason: reason, failure: outcome.failure, connection: connection, log: log,
                              watchdog: watchdog)
         }
+    }
+
+    /// The handler succeeded and its output is published: the reply to
+    /// `reply_to` (with `replies`), the message to `output_exchange`, or
+    /// both, each confirmed by the broker before the request is acked.
+    /// Output over `max_body`, or a publish the broker refused (unroutable:
+    /// no queue by that name; an exchange that does not exist), did not
+    /// confirm in time, or would not take during a stop, makes the attempt
+    /// a failure: retried or dead-lettered by the usual rules, never acked.
+    /// When the reply went out and the output message did not, the retry
+    /// answers again: a duplicate reply, never a missing one.
+    ///
+    /// A confirm that comes after its wait gave up means the reply went
+    /// out while the request is retried: a duplicate reply, the price of
+    /// never acking a request without its reply. Requesters match replies
+    /// by `correlation_id` and drop ones they no longer wait for.
+    func publishOutput(_ message: Message, output: MessageBody?, connection: AMQPConnection, watchdog: Watchdog) async {
+        let body = output ?? MessageBody([])
+        let properties = message.delivery.properties
+        var problem: String? = nil
+        if body.count > settings.maxBody {
+            problem = "the handler's output (\(body.count) bytes) is larger than max_body (\(settings.maxBody) bytes)"
+        }
+        if problem == nil, settings.replies, let replyTo = properties.replyTo, !replyTo.isEmpty {
+            let reply = HandlerOutput.replyProperties(for: properties, contentType: settings.replyContentType)
+            if let error = await publisher.publish(body, exchange: "", routingKey: replyTo, properties: reply,
+                                                   mandatory: HandlerOutput.isRoutable(replyTo: replyTo),
+                                                   shutdown: watchdog.shutdown) {
+                problem = "the reply to '\(replyTo)' could not be delivered: \(error.reason)"
+                metrics.refusedPublishes.increment()
+            } else {
+                metrics.replies.increment()
+            }
+        }
+        if problem == nil, let exchange = settings.outputExchange {
+            let next = HandlerOutput.outputProperties(for: properties, contentType: settings.replyContentType)
+            let target = exchange == "amq.default" ? "" : exchange
+            if let error = await publisher.publish(body, exchange: target, routingKey: settings.outputRoutingKey,
+                                                   properties: next, shutdown: watchdog.shutdown) {
+                problem = "the output to exchange '\(exchange)' (routing key '\(settings.outputRoutingKey)') could not be delivered: \(error.reason)"
+                metrics.refusedPublishes.increment()
+            } else {
+                metrics.outputPublishes.increment()
+            }
+        }
+        guard let problem else {
+            ack(message, on: connection)
+            return
+        }
+        logger.warning("the handler succeeded but its output was not delivered; the attempt counts as failed",
+                       metadata: ["message_id": "\(message.logID)", "attempt": "\(message.attempt)", "problem": "\(problem)"])
+        await settle(message, outcome: .retry(Failure(reason: problem)), stop: nil, connection: connection, watchdog: watchdog)
     }
 
     /// `max_body`: a body this large never reaches a handler (a command

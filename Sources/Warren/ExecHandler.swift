@@ -6,7 +6,8 @@ public import Logging
 /// The body goes to stdin (or, with `input = envelope`, the whole message
 /// as one JSON line), the message is described in `WARREN_*` variables, the command runs in its own process group without a shell,
 /// and its exit code picks the outcome. stdout and stderr are logged line by
-/// line with the message id.
+/// line with the message id, except stdout that is published (a reply, an
+/// output message): that is kept, up to `max_body`, and not logged.
 public struct ExecHandler: MessageHandler {
     public let argv: [String]
     public let killAfter: Duration
@@ -31,6 +32,24 @@ public struct ExecHandler: MessageHandler {
     }
 
     public func handle(_ message: Message) async -> Outcome {
+        await run(message, capture: nil).outcome
+    }
+
+    /// stdout is the output; more than `message.outputLimit` bytes of it is
+    /// a failed attempt, never a reply cut short.
+    public func handleWithOutput(_ message: Message) async -> HandlerResult {
+        let limit = message.outputLimit ?? Int.max
+        let (outcome, termination) = await run(message, capture: limit)
+        guard case .ack = outcome, let termination else { return HandlerResult(outcome: outcome) }
+        if termination.outputOverLimit {
+            return HandlerResult(outcome: .retry(Failure(
+                reason: "the handler wrote more than max_body (\(limit) bytes) on stdout: no reply or output message is sent for it",
+                lastErrorLine: termination.lastErrorLine)))
+        }
+        return HandlerResult(outcome: outcome, output: MessageBody(termination.output ?? []))
+    }
+
+    private func run(_ message: Message, capture: Int?) async -> (outcome: Outcome, termination: ProcessSupervisor.Termination?) {
         var log = logger
         log[metadataKey: "queue"] = "\(message.queue)"
         log[metadataKey: "message_id"] = "\(message.logID)"
@@ -52,7 +71,7 @@ public struct ExecHandler: MessageHandler {
         do {
             let termination = try await supervisor.run(
                 argv, environment: environment.variables, input: stdin, killAfter: killAfter,
-                onStart: onStart
+                captureStdout: capture, onStart: onStart
             ) { stream, line in
                 if stream == .stderr {
                     lineLogger.notice("\(line)", metadata: ["stream": "stderr"])
@@ -60,14 +79,14 @@ public struct ExecHandler: MessageHandler {
                     lineLogger.info("\(line)", metadata: ["stream": "stdout"])
                 }
             }
-            return outcome(of: termination)
+            return (outcome(of: termination), termination)
         } catch {
             // warren's own shortage is reported once by the consumer, not per message.
             if error.resourceShortage {
-                return .retry(Failure(reason: error.description, resourceShortage: true))
+                return (.retry(Failure(reason: error.description, resourceShortage: true)), nil)
             }
             log.error("handler did not start: \(error.description)")
-            return .retry(Failure(reason: error.description))
+            return (.retry(Failure(reason: error.description)), nil)
         }
     }
 

@@ -12,6 +12,9 @@ public struct Message: Sendable {
     /// SIGUSR1 report. (A task-local would do, but crashes statically
     /// linked binaries of Swift 6.3 in `swift_task_localValuePush`.)
     var processWatch: ProcessWatch? = nil
+    /// Set when the handler's output is published (a reply, an output
+    /// message): the most bytes of it the consumer sends (`max_body`).
+    public internal(set) var outputLimit: Int? = nil
 
     public init(delivery: Delivery, consumer: String, queue: String, attempt: Int) {
         self.delivery = delivery
@@ -101,6 +104,19 @@ public enum Outcome: Sendable, Equatable {
     case deadLetter(Failure)
 }
 
+/// What a handler made of a message whose output is published: its
+/// outcome, and the output that becomes the reply or the next message.
+public struct HandlerResult: Sendable {
+    public var outcome: Outcome
+    /// nil when the handler has none: published as an empty body.
+    public var output: MessageBody?
+
+    public init(outcome: Outcome, output: MessageBody? = nil) {
+        self.outcome = outcome
+        self.output = output
+    }
+}
+
 /// Runs the work for one message.
 ///
 /// Cancellation is the watchdog: when a handler is past its timeout, or the
@@ -110,6 +126,16 @@ public enum Outcome: Sendable, Equatable {
 /// cancellable awaits.
 public protocol MessageHandler: Sendable {
     func handle(_ message: Message) async -> Outcome
+    /// Called instead of `handle` when the message's output is published
+    /// (`replies` and a `reply_to`, or `output_exchange`). The default runs
+    /// `handle` and has no output, so its reply is empty.
+    func handleWithOutput(_ message: Message) async -> HandlerResult
+}
+
+extension MessageHandler {
+    public func handleWithOutput(_ message: Message) async -> HandlerResult {
+        HandlerResult(outcome: await handle(message))
+    }
 }
 
 /// An in-process handler from a closure, for programs that embed warren.

@@ -44,6 +44,12 @@ public final class ProcessSupervisor: Sendable {
         public var lastErrorLine: String?
         /// The watchdog ended it (timeout, grace period, quit).
         public var terminated: Bool
+        /// Its stdout, when the run asked to capture it (a reply, an
+        /// output message) instead of logging it; nil otherwise.
+        public var output: [UInt8]? = nil
+        /// More stdout came than the capture limit allows: `output` holds
+        /// only the first part, and must not be published.
+        public var outputOverLimit = false
     }
 
     public struct SpawnError: Error, Sendable, CustomStringConvertible {
@@ -107,6 +113,8 @@ public final class ProcessSupervisor: Sendable {
         /// The message, on the child's stdin.
         var input: MessageBody
         var sink: LineSink
+        /// Capture stdout up to this many bytes instead of logging it.
+        var captureLimit: Int? = nil
         var onStart: (@Sendable (Int32) -> Void)?
         var continuation: CheckedContinuation<Result<Termination, SpawnError>, Never>
     }
@@ -135,17 +143,30 @@ public final class ProcessSupervisor: Sendable {
         /// stderr, line by line, for the log, with the worker's pid and the
         /// tag of the last message written (nil before the first).
         let stderr: @Sendable (String, pid_t, String?) -> Void
+        /// Bytes of one answer line, past which it is a protocol error.
+        let lineLimit: Int
 
-        init(id: Int, events: @escaping @Sendable (WorkerEvent) -> Void,
+        init(id: Int, lineLimit: Int = ProcessSupervisor.workerLineLimit, events: @escaping @Sendable (WorkerEvent) -> Void,
              stderr: @escaping @Sendable (String, pid_t, String?) -> Void) {
             self.id = id
+            self.lineLimit = lineLimit
             self.events = events
             self.stderr = stderr
         }
     }
 
-    /// Bytes of one worker answer line, past which it is a protocol error.
+    /// Bytes of one worker answer line, past which it is a protocol error,
+    /// unless its consumer publishes replies (`workerLineLimit(for:)`).
     static let workerLineLimit = 1 << 20
+
+    /// A worker whose answers may carry a reply of up to `max_body` bytes
+    /// gets lines twice that long (JSON escapes text, typically far less
+    /// than twofold) and 64 KiB for the rest of the answer; others 1 MiB.
+    static func workerLineLimit(for settings: ConsumerSettings) -> Int {
+        guard settings.mayPublishOutput else { return workerLineLimit }
+        let (doubled, overflow) = settings.maxBody.multipliedReportingOverflow(by: 2)
+        return overflow ? Int.max : max(workerLineLimit, doubled + 64 * 1024)
+    }
 
     struct Spawned {
         var pid: pid_t
@@ -244,9 +265,10 @@ public final class ProcessSupervisor: Sendable {
     }
 
     /// `run` with a body held in place (a delivery's `payload`): stdin is
-    /// written from it, without a copy.
+    /// written from it, without a copy. With `captureStdout`, stdout is not
+    /// logged but kept, up to that many bytes, in the termination's `output`.
     func run(_ argv: [String], environment: [String], input: MessageBody, killAfter: Duration,
-                    onStart: (@Sendable (Int32) -> Void)? = nil,
+                    captureStdout: Int? = nil, onStart: (@Sendable (Int32) -> Void)? = nil,
                     sink: @escaping LineSink) async throws(SpawnError) -> Termination {
         // The spawn itself happens on the supervisor thread: posix_spawn
         // suspends its caller until the child execs, and the caller here is
@@ -256,7 +278,8 @@ public final class ProcessSupervisor: Sendable {
         let killAfterMs = killAfter.milliseconds
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let job = Job(id: id, input: input, sink: sink, onStart: onStart, continuation: continuation)
+                let job = Job(id: id, input: input, sink: sink, captureLimit: captureStdout, onStart: onStart,
+                              continuation: continuation)
                 if !inbox.push(.spawn(ChildSpec(argv: argv, environment: environment), job)) { continuation.resume(returning: .failure(Self.shutDown)) }
             }
         } onCancel: {

@@ -2,8 +2,9 @@ import AMQP
 import Logging
 import Synchronization
 
-/// The connection that retry and dead-letter copies go out on: one per
-/// runtime, shared by every consumer, apart from the consuming connection.
+/// The connection that retry and dead-letter copies, replies and output
+/// messages go out on: one per runtime, shared by every consumer, apart
+/// from the consuming connection.
 ///
 /// RabbitMQ blocks a connection that publishes while a memory or disk alarm
 /// is on: it stops reading from it, so nothing sent on it (acks included)
@@ -162,15 +163,31 @@ final class Publisher: Sendable {
     /// be confirmed. So the wait runs in a task of its own, awaited here.
     func publishCopy(_ body: MessageBody, to queue: String, properties: MessageProperties,
                      shutdown: TerminationSignal) async -> AMQPError? {
+        await publish(body, exchange: "", routingKey: queue, properties: properties, shutdown: shutdown)
+    }
+
+    /// `publishCopy` to any exchange: a reply (the default exchange, the
+    /// request's `reply_to`) or a pipeline's output message. Confirmed the
+    /// same way; nil when confirmed. `mandatory` (the default) makes an
+    /// unroutable message a refusal.
+    ///
+    /// Direct reply-to (`amq.rabbitmq.reply-to.…`) works from this
+    /// connection too: the name encodes the requester's channel, and the
+    /// broker delivers to it whichever connection publishes.
+    func publish(_ body: MessageBody, exchange: String, routingKey: String, properties: MessageProperties,
+                 mandatory: Bool = true, shutdown: TerminationSignal) async -> AMQPError? {
         await Task {
-            await self.awaitConfirm(body, to: queue, properties: properties, shutdown: shutdown)
+            await self.awaitConfirm(body, exchange: exchange, routingKey: routingKey, properties: properties,
+                                    mandatory: mandatory, shutdown: shutdown)
         }.value
     }
 
-    private func awaitConfirm(_ body: MessageBody, to queue: String, properties: MessageProperties,
-                              shutdown: TerminationSignal) async -> AMQPError? {
+    private func awaitConfirm(_ body: MessageBody, exchange: String, routingKey: String, properties: MessageProperties,
+                              mandatory: Bool, shutdown: TerminationSignal) async -> AMQPError? {
         await withTaskGroup(of: AMQPError?.self) { group in
-            group.addTask { await self.send(body, to: queue, properties: properties) }
+            group.addTask {
+                await self.send(body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
+            }
             group.addTask {
                 try? await Task.sleep(for: Self.confirmTimeout)
                 return AMQPError(.publishRejected, "no confirm from the broker within \(Self.confirmTimeout)"
@@ -188,7 +205,8 @@ final class Publisher: Sendable {
 
     /// Sends on an idle channel and returns the broker's answer; returns at
     /// once, with an error, if the task is cancelled.
-    private func send(_ body: MessageBody, to queue: String, properties: MessageProperties) async -> AMQPError? {
+    private func send(_ body: MessageBody, exchange: String, routingKey: String,
+                      properties: MessageProperties, mandatory: Bool) async -> AMQPError? {
         let gaveUp = AMQPError(.publishRejected, "gave up waiting")
         var taken: (connection: AMQPConnection, channel: UInt16, generation: Int, user: String)? = nil
         while taken == nil {
@@ -205,7 +223,8 @@ final class Publisher: Sendable {
         guard let (connection, channel, generation, user) = taken else { return gaveUp }
         let answer = OneShot<Result<Void, AMQPError>>()
         let properties = Self.publishable(properties, by: user)
-        connection.publishConfirmed(body, routingKey: queue, on: channel, properties: properties, mandatory: true) { result in
+        connection.publishConfirmed(body, exchange: exchange, routingKey: routingKey, on: channel, properties: properties,
+                                    mandatory: mandatory) { result in
             // The channel takes the next copy only once this one is answered.
             self.release(channel, generation: generation)
             answer.deliver(result)

@@ -79,6 +79,17 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var maxMemory: Int?
     /// What the handler command reads on stdin.
     public var input: HandlerInput
+    /// Answer a message that has `reply_to` with the handler's output
+    /// (exec: stdout; persistent: the answer's `reply`), published to the
+    /// default exchange and confirmed before the request is acked.
+    public var replies: Bool
+    /// The content type of replies and of messages sent to `outputExchange`.
+    public var replyContentType: String
+    /// Pipelines: publish the handler's output as a new message to this
+    /// exchange, confirmed before the request is acked; nil = off.
+    public var outputExchange: String?
+    /// The routing key of messages sent to `outputExchange`.
+    public var outputRoutingKey: String
 
     public init(name: String, queue: String, prefetch: UInt16 = 16, concurrency: Int = 4, command: [String] = [],
                 timeout: Duration? = .seconds(300), maxAttempts: Int = 5, retryDelay: Duration = .seconds(1),
@@ -86,7 +97,8 @@ public struct ConsumerSettings: Sendable, Equatable {
                 exitAck: Set<Int32> = [0], exitRetry: Set<Int32> = [75], exitDeadLetter: Set<Int32> = [65],
                 declare: Bool = true, queueType: QueueType = .classic, maxBody: Int = 16 << 20,
                 mode: HandlerMode = .exec, startupTimeout: Duration = .seconds(30), maxMessages: Int = 0,
-                maxMemory: Int? = nil, input: HandlerInput = .body) {
+                maxMemory: Int? = nil, input: HandlerInput = .body, replies: Bool = false,
+                replyContentType: String = "text/plain", outputExchange: String? = nil, outputRoutingKey: String = "") {
         self.name = name
         self.queue = queue
         self.prefetch = prefetch
@@ -108,7 +120,15 @@ public struct ConsumerSettings: Sendable, Equatable {
         self.maxMessages = maxMessages
         self.maxMemory = maxMemory
         self.input = input
+        self.replies = replies
+        self.replyContentType = replyContentType
+        self.outputExchange = outputExchange
+        self.outputRoutingKey = outputRoutingKey
     }
+
+    /// Whether any message's output may be published: persistent workers
+    /// then get answer lines long enough for a reply of `maxBody` bytes.
+    public var mayPublishOutput: Bool { replies || outputExchange != nil }
 }
 
 /// Everything the runtime needs.

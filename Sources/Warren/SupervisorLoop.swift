@@ -56,6 +56,10 @@ final class SupervisorLoop {
         var closedPipe: (pipe: String, at: Int64)? = nil
         var closedPipeReported = false
         var phase = ChildPhase()
+        /// A job's stdout kept for a reply, not logged; nil when logged.
+        var captured: [UInt8]? = nil
+        var captureLimit = 0
+        var captureOverLimit = false
         let request: Int
         let sink: ProcessSupervisor.LineSink
 
@@ -71,6 +75,10 @@ final class SupervisorLoop {
             case .job(let job):
                 request = job.id
                 sink = job.sink
+                if let limit = job.captureLimit {
+                    captured = []
+                    captureLimit = limit
+                }
                 inputs.append(job.input)
                 closeWhenWritten = true
             case .worker(let link):
@@ -79,8 +87,20 @@ final class SupervisorLoop {
                 let pid = spawned.pid
                 sink = { _, line in stderr(line, pid, nil) }
                 closeWhenWritten = false
-                protocolLines = WorkerLineSplitter(limit: ProcessSupervisor.workerLineLimit)
+                protocolLines = WorkerLineSplitter(limit: link.lineLimit)
             }
+        }
+
+        /// Keeps stdout for a reply up to the limit; past it, keeps reading
+        /// (so the handler is not blocked on a full pipe) and drops the rest.
+        func capture(_ bytes: ArraySlice<UInt8>) {
+            guard !captureOverLimit else { return }
+            if captured!.count + bytes.count > captureLimit {
+                captureOverLimit = true
+                captured = []
+                return
+            }
+            captured!.append(contentsOf: bytes)
         }
     }
 
@@ -460,7 +480,9 @@ final class SupervisorLoop {
             if case .worker(let link) = child.owner { link.stderr(text, child.pid, child.tag) } else { child.sink(stream, text) }
         }
         if count > 0 {
-            if stream == .stdout, case .worker(let link) = child.owner {
+            if stream == .stdout, child.captured != nil {
+                child.capture(scratch[0..<count])
+            } else if stream == .stdout, case .worker(let link) = child.owner {
                 child.protocolLines?.feed(scratch[0..<count]) { piece in
                     if let left = child.linesLeft {
                         guard left > 0 else { return }
@@ -541,7 +563,9 @@ final class SupervisorLoop {
             if leftover.owners.isEmpty { killLeftover(leftover) }
         }
         let termination = ProcessSupervisor.Termination(status: status, lastErrorLine: child.outputs[1].lines.lastLine,
-                                                        terminated: terminated)
+                                                        terminated: terminated, output: child.captured,
+                                                        outputOverLimit: child.captureOverLimit)
+        child.captured = nil
         switch child.owner {
         case .job(let job): job.continuation.resume(returning: .success(termination))
         case .worker(let link): link.events(.exited(termination, writes: child.writes, unread: unread))

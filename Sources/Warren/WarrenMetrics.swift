@@ -13,6 +13,9 @@ struct ConsumerMetrics: Sendable {
     let retryPublishes: Counter
     let deadLetterPublishes: Counter
     let refusedPublishes: Counter
+    /// Replies and output messages the broker confirmed.
+    let replies: Counter
+    let outputPublishes: Counter
     let handlerDuration: Metrics.Timer
 
     init(_ consumer: ConsumerSettings) {
@@ -25,6 +28,8 @@ struct ConsumerMetrics: Sendable {
         retryPublishes = Counter(label: "warren_retry_publishes_total", dimensions: name)
         deadLetterPublishes = Counter(label: "warren_dead_letter_publishes_total", dimensions: name)
         refusedPublishes = Counter(label: "warren_refused_publishes_total", dimensions: name)
+        replies = Counter(label: "warren_replies_total", dimensions: name)
+        outputPublishes = Counter(label: "warren_output_publishes_total", dimensions: name)
         handlerDuration = Metrics.Timer(label: "warren_handler_duration_seconds", dimensions: name, preferredDisplayUnit: .seconds)
         Gauge(label: "warren_consumer_prefetch", dimensions: name).record(Int(consumer.prefetch))
         Gauge(label: "warren_consumer_concurrency", dimensions: name).record(consumer.concurrency)

@@ -74,7 +74,8 @@ struct WorkerAnswer: Equatable, Sendable {
     var verdict: Verdict
     /// Carried to the log and `x-warren-reason`.
     var reason: String? = nil
-    /// The reply body; accepted, not yet used (replies come later).
+    /// The reply body (UTF-8 text): with `replies`, the reply to the
+    /// message's `reply_to`; with `output_exchange`, the next message.
     var reply: String? = nil
 
     /// What becomes of the message.

@@ -69,8 +69,9 @@ struct WorkerSlot: Equatable {
         /// Write the message's envelope to stdin, with this id.
         case send(id: String)
         /// The worker answered the message in hand: settle it as it says,
-        /// even if the watchdog fired meanwhile (the work is done).
-        case answered(Outcome)
+        /// even if the watchdog fired meanwhile (the work is done); `reply`
+        /// is the answer's reply text, published when the outcome is ack.
+        case answered(Outcome, reply: String? = nil)
         /// The message in hand failed (the worker died or was stopped
         /// holding it): settle it so, the watchdog's verdict first.
         case settle(Outcome)
@@ -196,7 +197,7 @@ struct WorkerSlot: Equatable {
             }
             inHand = nil
             handled += 1
-            var actions: [Action] = [.answered(answer.outcome)]
+            var actions: [Action] = [.answered(answer.outcome, reply: answer.reply)]
             if draining {
                 actions += retire(.drain)
             } else if recycleAfterAnswer || (maxMessages > 0 && handled >= maxMessages) {
@@ -212,7 +213,7 @@ struct WorkerSlot: Equatable {
             guard case .answer(let answer) = line, let id = inHand, answer.id == id else { return [] }
             inHand = nil
             failureOnExit = nil
-            return [.answered(answer.outcome)]
+            return [.answered(answer.outcome, reply: answer.reply)]
         case .ending, .empty, .backingOff, .done:
             // Late words of a worker on its way out: nothing depends on them.
             return []

@@ -44,6 +44,12 @@ public enum ConfigDescription {
                 if let maxMemory = consumer.maxMemory { out += "max_memory = \(SizeParser.format(maxMemory))\n" }
             }
             out += "input = \(consumer.input.rawValue)\n"
+            out += "replies = \(consumer.replies)\n"
+            out += "reply_content_type = \(consumer.replyContentType)\n"
+            if let exchange = consumer.outputExchange {
+                out += "output_exchange = \(exchange)\n"
+                out += "output_routing_key = \(consumer.outputRoutingKey.isEmpty ? "''" : consumer.outputRoutingKey)\n"
+            }
         }
         if let metrics = config.metrics {
             out += "\n[metrics]\nlisten = \(metrics.host.contains(":") ? "[\(metrics.host)]" : metrics.host):\(metrics.port)\n"

@@ -31,6 +31,10 @@
 /// | consumer.NAME | max_messages | integer | 0 (never) to 1000000000; persistent only |
 /// | consumer.NAME | max_memory | size | 1 byte to 1024GB; persistent only |
 /// | consumer.NAME | input | body or envelope |  |
+/// | consumer.NAME | replies | boolean |  |
+/// | consumer.NAME | reply_content_type | MIME type | 1-255 bytes |
+/// | consumer.NAME | output_exchange | exchange name | 1-255 bytes; amq.default for the default exchange |
+/// | consumer.NAME | output_routing_key | routing key | 0-255 bytes; only with output_exchange |
 /// | metrics | listen | host:port |  |
 /// | log | level | trace debug info notice warning error critical |  |
 /// | log | format | text or json |  |
@@ -41,7 +45,7 @@ enum ConfigKeys {
         "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "retry_delay", "retry_delay_max",
         "dead_letter_queue", "exit_ack", "exit_retry", "exit_dead_letter", "declare", "queue_type",
         "max_body", "mode", "startup_timeout", "max_messages", "max_memory",
-        "input",
+        "input", "replies", "reply_content_type", "output_exchange", "output_routing_key",
     ]
     static let metrics: Set<String> = ["listen"]
     static let log: Set<String> = ["level", "format"]

@@ -275,13 +275,30 @@ struct Reader {
         let maxMessages = integer(values["max_messages"], default: d.maxMessages, range: 0...1_000_000_000) ?? d.maxMessages
         let maxMemory = values["max_memory"] == nil ? d.maxMemory : size(values["max_memory"], default: 0)
         let input = choice(values["input"], HandlerInput.self) ?? d.input
+        let replies = boolean(values["replies"], default: d.replies)
+        let replyContentType = shortString(values["reply_content_type"], what: "reply_content_type") ?? d.replyContentType
+        let outputExchange = values["output_exchange"] == nil ? d.outputExchange
+            : shortString(values["output_exchange"], what: "output_exchange")
+        var outputRoutingKey = d.outputRoutingKey
+        if let at = values["output_routing_key"] {
+            // An empty routing key is a real one (fanout exchanges ignore it): '' says so.
+            let key = unquote(at.value)
+            if at.value.isEmpty { problem(at, "empty value: write '' for an empty routing key, or remove the line") }
+            if key.utf8.count > 255 { problem(at, "output_routing_key is longer than 255 bytes (an AMQP short string)") }
+            if outputExchange == nil && values["output_exchange"] == nil {
+                problem(at, "output_routing_key without output_exchange: set output_exchange too, or remove this line")
+            }
+            outputRoutingKey = key
+        }
         guard problems.count == before, let queue else { return nil }
         return ConsumerSettings(name: name, queue: queue, prefetch: UInt16(prefetch), concurrency: concurrency, command: command,
                                 timeout: timeout == .zero ? nil : timeout, maxAttempts: maxAttempts, retryDelay: retryDelay,
                                 retryDelayMax: retryDelayMax, deadLetterQueue: deadLetter, exitAck: exitAck, exitRetry: exitRetry,
                                 exitDeadLetter: exitDeadLetter, declare: declare, queueType: queueType,
                                 maxBody: maxBody, mode: mode, startupTimeout: startupTimeout, maxMessages: maxMessages,
-                                maxMemory: maxMemory, input: input)
+                                maxMemory: maxMemory, input: input, replies: replies,
+                                replyContentType: replyContentType, outputExchange: outputExchange,
+                                outputRoutingKey: outputRoutingKey)
     }
 
     /// The system bundle, or nil after one problem saying how to set `tls_ca`.
@@ -317,6 +334,16 @@ struct Reader {
     }
 
     mutating func string(_ at: Located?) -> String? { nonEmpty(at) }
+
+    /// A non-empty AMQP short string (a name the broker takes: at most 255 bytes).
+    mutating func shortString(_ at: Located?, what: String) -> String? {
+        guard let at, let value = nonEmpty(at) else { return nil }
+        guard value.utf8.count <= 255 else {
+            problem(at, "\(what) is longer than 255 bytes (an AMQP short string)")
+            return nil
+        }
+        return value
+    }
 
     mutating func integer(_ at: Located?, default value: Int, range: ClosedRange<Int>) -> Int? {
         guard let at, let text = nonEmpty(at) else { return at == nil ? value : nil }

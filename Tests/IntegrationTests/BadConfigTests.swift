@@ -19,6 +19,10 @@ import Testing
         ("unencoded '/' in a password", "[broker]\nurl = amqp://u:Zq9x/Wv7k@h:5672/%2f\n" + consumer, 2, "broker URL 1 is not valid"),
         ("NUL byte", consumer + "timeout = 5\u{0}0s\n", 4, "control character U+0000"),
         ("text after a section header", "[broker] url = amqp://h\n" + consumer, 1, "has text after the closing ']'"),
+        ("replies not a boolean", consumer + "replies = sometimes\n", 4, "'sometimes' is not a boolean"),
+        ("output_routing_key alone", consumer + "output_routing_key = done\n", 4, "output_routing_key without output_exchange"),
+        ("output_exchange too long", consumer + "output_exchange = \(String(repeating: "x", count: 300))\n", 4,
+         "output_exchange is longer than 255 bytes"),
     ]
 
     @Test(arguments: cases.indices)
