@@ -226,6 +226,9 @@ final class Consumer: Sendable {
     /// never acking a request without its reply. Requesters match replies
     /// by `correlation_id` and drop ones they no longer wait for.
     func publishOutput(_ message: Message, output: MessageBody?, connection: AMQPConnection, watchdog: Watchdog) async {
+        // The request's connection is gone: the broker redelivers it, and
+        // its next run answers; a reply now would be a second one.
+        if connection.isGone { return }
         let body = output ?? MessageBody([])
         let properties = message.delivery.properties
         var problem: String? = nil
