@@ -15,6 +15,9 @@ struct ControlLoop {
         case cannotConnect(AMQPError)
         /// Every consumer's workers have returned: the drain is done.
         case workersDone
+        /// A consumer cannot run anything (every persistent worker fails to
+        /// start): `true` stops its consuming, `false` starts it again.
+        case hold(consumer: Int, Bool)
         case stop
         case quit
         case graceExpired
@@ -111,6 +114,8 @@ struct ControlLoop {
                 return .none
             }
             return machine.workersDone()
+        case .hold(let index, let holding):
+            return await hold(consumers[index], holding)
         case .stop:
             return machine.stopRequested()
         case .quit:
@@ -179,7 +184,14 @@ struct ControlLoop {
         var prepared: [(Consumer, UInt16)] = []
         for consumer in consumers {
             do {
-                prepared.append((consumer, try await prepare(consumer, on: connection)))
+                let channel = try await prepare(consumer, on: connection)
+                if subscriptions.held.contains(consumer.index) {
+                    // Declared (a broken topology still fails the start), not consumed.
+                    try? await connection.closeChannel(channel)
+                    subscriptions.releaseUnused(channel)
+                } else {
+                    prepared.append((consumer, channel))
+                }
             } catch {
                 if let action = await setUpFailed(consumer, error, firstStart: firstStart, on: connection) { return action }
             }
@@ -239,6 +251,32 @@ struct ControlLoop {
                 return .none
             }
         }
+    }
+
+    /// Stops or starts a consumer whose workers cannot (or can again)
+    /// start. Stopping: no worker holds a message, so every delivery on
+    /// its channel is unstarted; cancelling and closing the channel gives
+    /// them back to the broker, for consumers that can run them.
+    private mutating func hold(_ consumer: Consumer, _ holding: Bool) async -> Lifecycle.Action {
+        switch machine.state {
+        case .starting, .reconnecting, .running: break
+        case .draining, .closing, .stopped: return .none
+        }
+        if holding {
+            guard let channel = subscriptions.hold(consumer.index) else { return .none }
+            consumer.logger.error("no worker can start: stopped consuming until one is ready; its deliveries go back to the queue",
+                                  metadata: ["queue": "\(consumer.settings.queue)"])
+            guard let connection = current else { return .none }
+            router.route(channel: channel, to: nil)
+            try? await connection.cancel(consumerTag: consumer.consumerTag(channel: channel), on: channel)
+            _ = consumer.buffer.removeAll(from: connection)
+            try? await connection.closeChannel(channel)
+            return .none
+        }
+        guard subscriptions.release(consumer.index) else { return .none }
+        consumer.logger.notice("a worker is ready: consuming again", metadata: ["queue": "\(consumer.settings.queue)"])
+        guard let connection = current else { return .none }
+        return await subscribe(consumer, on: connection, attempt: 0)
     }
 
     /// Running (systemd `READY=1`, `/readyz`, a reload's promotion) means

@@ -11,24 +11,49 @@ final class PersistentWorkers: Sendable {
     let supervisor: ProcessSupervisor
     /// Between failed starts: `[broker] reconnect_min` to `reconnect_max`.
     let backoff: Backoff
-    /// Why slots have no worker, by slot, while their starts fail.
-    private let problems = Mutex<[Int: String]>([:])
+    /// Slots of the consumer: when every one fails to start, it holds.
+    let slots: Int
+    private struct State {
+        /// Why slots have no worker, by slot, while their starts fail.
+        var problems: [Int: String] = [:]
+        var holding = false
+        var onHold: (@Sendable (Bool) -> Void)? = nil
+    }
+    /// Guards the failing slots, whether the consumer holds, and who hears of it.
+    private let state = Mutex(State())
 
-    init(argv: [String], killAfter: Duration, supervisor: ProcessSupervisor, backoff: Backoff) {
+    init(argv: [String], killAfter: Duration, supervisor: ProcessSupervisor, backoff: Backoff, slots: Int) {
         self.argv = argv
         self.killAfter = killAfter
         self.supervisor = supervisor
         self.backoff = backoff
+        self.slots = max(1, slots)
+    }
+
+    /// Who stops and restarts consuming for this consumer: told `true` once
+    /// every slot fails to start (no worker could take a delivery, so the
+    /// broker should give them to consumers that can), `false` once one
+    /// worker is ready again.
+    func onHold(_ change: @escaping @Sendable (Bool) -> Void) {
+        state.withLock { $0.onHold = change }
     }
 
     func failing(_ slot: Int, _ why: String?) {
-        problems.withLock { $0[slot] = why }
+        let change = state.withLock { state -> ((@Sendable (Bool) -> Void), Bool)? in
+            state.problems[slot] = why
+            let holding = state.problems.count >= slots
+            guard holding != state.holding, let onHold = state.onHold else { return nil }
+            state.holding = holding
+            return (onHold, holding)
+        }
+        if let (onHold, holding) = change { onHold(holding) }
     }
 
     /// Why this consumer takes fewer messages than it should: a slot whose
     /// worker does not start; nil when every slot's last start succeeded.
     var problem: String? {
-        problems.withLock { problems in
+        state.withLock { state in
+            let problems = state.problems
             guard let first = problems.keys.min() else { return nil }
             return "\(problems.count) worker(s) failing to start, restarting with backoff (last: \(problems[first]!))"
         }

@@ -37,6 +37,9 @@ struct Subscriptions: Sendable, Equatable {
     private(set) var generation = 0
     /// Consuming channel by consumer index.
     private var channelOf: [Int: UInt16] = [:]
+    /// Consumers that must not consume now (their workers cannot start):
+    /// kept across connections, and counted as fine for `allConsume`.
+    private(set) var held: Set<Int> = []
     private var channels: ChannelNumbers
 
     init(consumers: Int, channelLimit: UInt16) {
@@ -55,8 +58,24 @@ struct Subscriptions: Sendable, Equatable {
     /// The connection is gone: nobody consumes.
     mutating func lost() { channelOf = [:] }
 
-    /// Running means every consumer consumes, not merely that a connection is up.
-    var allConsume: Bool { channelOf.count == consumers }
+    /// Running means every consumer consumes (or holds on purpose), not
+    /// merely that a connection is up.
+    var allConsume: Bool { channelOf.count + held.filter { channelOf[$0] == nil }.count == consumers }
+
+    /// The consumer stops consuming: the channel it consumed on, to cancel
+    /// and close (its number is spent), if it did.
+    mutating func hold(_ consumer: Int) -> UInt16? {
+        held.insert(consumer)
+        guard let channel = channelOf.removeValue(forKey: consumer) else { return nil }
+        channels.retire(channel)
+        return channel
+    }
+
+    /// The consumer may consume again: true if it should subscribe now.
+    mutating func release(_ consumer: Int) -> Bool {
+        guard held.remove(consumer) != nil else { return false }
+        return channelOf[consumer] == nil
+    }
 
     /// Who consumes where, in consumer order (the order of `basic.cancel` at a drain).
     var subscribed: [Subscription] {
@@ -84,7 +103,7 @@ struct Subscriptions: Sendable, Equatable {
 
     /// A re-subscribe still wanted: for this connection, and for a consumer not consuming.
     func wants(_ request: Resubscribe) -> Bool {
-        request.generation == generation && channelOf[request.consumer] == nil
+        request.generation == generation && channelOf[request.consumer] == nil && !held.contains(request.consumer)
     }
 
     /// A consumer's set-up on a new connection failed.

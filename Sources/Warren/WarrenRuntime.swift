@@ -69,6 +69,11 @@ public final class WarrenRuntime: Sendable {
         }
         self.observer = observer
         (events, eventSink) = AsyncStream<ControlLoop.Event>.makeStream()
+        let sink = eventSink
+        for consumer in consumers {
+            let index = consumer.index
+            consumer.workers?.onHold { sink.yield(.hold(consumer: index, $0)) }
+        }
         let drainStarted = TerminationSignal()
         self.drainStarted = drainStarted
         resubscribes = ResubscribeTimer(broker: settings.broker, drainStarted: drainStarted)
@@ -103,7 +108,8 @@ public final class WarrenRuntime: Sendable {
             if consumer.mode == .persistent {
                 workers[consumer.name] = PersistentWorkers(
                     argv: consumer.command, killAfter: settings.shutdown.killAfter, supervisor: supervisor,
-                    backoff: Backoff(minimum: settings.broker.reconnectMin, maximum: settings.broker.reconnectMax))
+                    backoff: Backoff(minimum: settings.broker.reconnectMin, maximum: settings.broker.reconnectMax),
+                    slots: consumer.concurrency)
                 // Never called: the workers take this consumer's messages.
                 resolved[consumer.name] = ClosureHandler { _ in .retry(Failure(reason: "persistent workers handle this consumer")) }
                 continue

@@ -285,6 +285,42 @@ import Testing
         }
     }
 
+    /// A consumer none of whose workers can start cannot run a delivery:
+    /// it stops consuming (its deliveries go back, to consumers that can)
+    /// and consumes again once a worker is ready.
+    @Test func aConsumerWhoseWorkersCannotStartStopsConsumingUntilOneIsReady() async throws {
+        let command = try Self.worker(setup: "if not os.path.exists(os.path.join(d, 'fixed')):\n    sys.exit(1)",
+                                      handle: "note(\"finished\", mid)\nanswer()")
+        try await withTestQueue { client, queue in
+            let broken = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: command, prefetch: 10, concurrency: 2, extra: Self.persistent())
+                .replacingOccurrences(of: "heartbeat = 5s", with: "heartbeat = 5s\nreconnect_min = 200ms\nreconnect_max = 400ms"))
+            try await eventually("both workers fail to start") { Self.logLines(broken, "worker did not start").count >= 2 }
+            try await Task.sleep(for: .milliseconds(500))
+            let healthy = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: #"sh -c 'echo "$WARREN_MESSAGE_ID" >> {dir}/finished'"#, prefetch: 10, concurrency: 2))
+            try await eventually("the healthy one consumes") { healthy.log.contains("consuming") }
+            let first = (1...20).map { "a\($0)" }
+            try await client.publish(ids: first, to: queue)
+            try await eventually("the healthy one ran every message", timeout: .seconds(10)) {
+                Set(healthy.lines("finished")) == Set(first)
+            }
+            healthy.signal(SIGTERM)
+            #expect(await healthy.waitForExit() == 0)
+            #expect(Self.logLines(broken, "no worker can start: stopped consuming").count == 1)
+            // Fixed: the next start succeeds, and it consumes again.
+            FileManager.default.createFile(atPath: broken.file("fixed"), contents: nil)
+            try await eventually("it consumes again") { !Self.logLines(broken, "consuming again").isEmpty }
+            let second = (1...5).map { "b\($0)" }
+            try await client.publish(ids: second, to: queue)
+            try await eventually("its workers ran the new ones") { Set(broken.lines("finished")) == Set(second) }
+            broken.signal(SIGTERM)
+            #expect(await broken.waitForExit() == 0, "\(broken.log)")
+            #expect(healthy.lines("finished").count == first.count, "none ran twice")
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+
     @Test func aCrashLoopAtStartupBacksOffSaysWhyOnReadyzAndLosesNothing() async throws {
         let port = MetricsTests.freePort()
         let command = try Self.worker(setup: "sys.exit(1)")
