@@ -5,6 +5,8 @@ public struct ConnectionOptions: Sendable, Equatable {
     public var virtualHost: String
     public var user: String
     public var password: String
+    /// The URL it was made from spelled a password (`user:password@`).
+    public private(set) var passwordInURL = false
     /// Seconds; 0 disables heartbeats.
     public var heartbeat: Int
     /// Shown in the broker's management UI and `rabbitmqctl list_connections`.
@@ -77,6 +79,7 @@ public struct ConnectionOptions: Sendable, Equatable {
             if let colon = userInfo.firstIndex(of: ":") {
                 user = try Self.percentDecode(userInfo[..<colon])
                 password = try Self.percentDecode(userInfo[userInfo.index(after: colon)...])
+                passwordInURL = true
             } else {
                 user = try Self.percentDecode(userInfo)
             }

@@ -39,7 +39,8 @@
 /// | log | level | trace debug info notice warning error critical |  |
 /// | log | format | text or json |  |
 enum ConfigKeys {
-    static let broker: Set<String> = ["url", "heartbeat", "reconnect_min", "reconnect_max", "tls_ca", "tls_cert", "tls_key"]
+    static let broker: Set<String> = ["url", "password_file", "heartbeat", "reconnect_min", "reconnect_max", "tls_ca", "tls_cert",
+                                      "tls_key"]
     static let shutdown: Set<String> = ["grace_period", "kill_after"]
     static let consumer: Set<String> = [
         "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "retry_delay", "retry_delay_max",

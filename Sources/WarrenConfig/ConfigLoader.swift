@@ -172,6 +172,20 @@ struct Reader {
                 problem(urls, "broker URL \(index + 1) is not valid: \(error.reason)")
             }
         }
+        if let at = broker["password_file"], let path = string(at) {
+            // Read at every load (start, --check-config, each reload), so a
+            // rotated credential is picked up by a reload. Errors name the
+            // file, never what it holds.
+            if endpoints.contains(where: \.passwordInURL) {
+                problem(at, "a password is given both in url and in password_file: remove it from url (keep user@host)")
+            }
+            switch ConfigLoader.readPassword(path) {
+            case .success(let password):
+                for index in endpoints.indices { endpoints[index].password = password }
+            case .failure(let why):
+                problem(at, "password_file '\(path)': \(why)")
+            }
+        }
         if tlsCA != nil, !endpoints.contains(where: \.tls), let at = broker["tls_ca"] {
             problem(at, "tls_ca is set but no URL is amqps://")
         }
@@ -466,4 +480,45 @@ struct Reader {
 
 extension String {
     func trimmingBlanks() -> String { String(Substring(self).trimmingBlanks()) }
+}
+
+extension ConfigLoader {
+    struct PasswordFileProblem: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// The password in `path`: its first line (a final newline, as editors
+    /// and `echo` write, is not part of it). At most 4 KiB; never quoted in
+    /// an error.
+    static func readPassword(_ path: String) -> Result<String, PasswordFileProblem> {
+        // Non-blocking: a FIFO with no writer must not hang a start or a reload.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else {
+            return .failure(PasswordFileProblem(description: "cannot be read (\(String(cString: strerror(errno)))); "
+                                                + "check the path and that warren's user may read it"))
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4097)
+        while bytes.count <= 4096 {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                return .failure(PasswordFileProblem(description: "cannot be read (\(String(cString: strerror(errno))))"))
+            }
+            if count == 0 { break }
+            bytes += buffer[0..<count]
+        }
+        guard bytes.count <= 4096 else { return .failure(PasswordFileProblem(description: "is larger than 4 KiB: not a password file")) }
+        if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }
+        if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
+        guard !bytes.isEmpty else { return .failure(PasswordFileProblem(description: "is empty")) }
+        guard !bytes.contains(UInt8(ascii: "\n")) else {
+            return .failure(PasswordFileProblem(description: "holds more than one line; put the password alone in it"))
+        }
+        guard let password = String(validating: bytes, as: UTF8.self) else {
+            return .failure(PasswordFileProblem(description: "is not UTF-8 text"))
+        }
+        return .success(password)
+    }
 }

@@ -73,6 +73,34 @@ import Testing
         }
     }
 
+    @Test func aPasswordFromPasswordFileLogsInAndIsSeenNeitherByHandlersNorInTheLog() async throws {
+        try await withTestQueue { client, queue in
+            let user = "warren-file-\(UInt32.random(in: 0...UInt32.max))"
+            let password = "Pf-\(UInt64.random(in: 0...UInt64.max))-s3cret"
+            try FaultTests.rabbitmqctl("add_user", user, password)
+            try FaultTests.rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+            defer { try? FaultTests.rabbitmqctl("delete_user", user) }
+            let base = try #require(URL(string: TestBroker.url))
+            let directory = try WarrenBinary.makeDirectory()
+            try (password + "\n").write(toFile: directory + "/amqp-password", atomically: true, encoding: .utf8)
+            try await client.publish(ids: ["pf-1"], to: queue)
+            let config = try warrenConfig(queue: queue, command: #"sh -c 'env > {dir}/env'"#, concurrency: 1)
+                .replacingOccurrences(of: "url = \(TestBroker.url)",
+                                      with: "url = amqp://\(user)@127.0.0.1:\(base.port ?? 5672)/%2f\npassword_file = \(directory)/amqp-password")
+            let warren = try WarrenBinary(config: config)
+            try await eventually("the message is handled") {
+                let left = try await client.count(queue)
+                return FileManager.default.fileExists(atPath: warren.file("env")) && left == 0
+            }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(!warren.log.contains(password), "the password is in warren's log")
+            let env = try String(contentsOfFile: warren.file("env"), encoding: .utf8)
+            #expect(!env.contains(password), "a handler saw the password")
+            #expect(!env.contains("amqp-password"), "a handler learned where the password is")
+        }
+    }
+
     /// A descriptor is a capability: the broker's socket, warren's log, the
     /// metrics listener, or whatever warren's own parent left open (a shell's
     /// `exec 7<`, systemd's sockets) must not reach handler code.
