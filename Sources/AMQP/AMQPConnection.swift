@@ -1,5 +1,6 @@
 import CRabbitMQ
 public import Logging
+import Synchronization
 
 /// A connection to the broker, owned by its own I/O thread.
 ///
@@ -15,6 +16,9 @@ public final class AMQPConnection: Sendable {
     private let queue: CommandQueue
     private let finished: Latch
     private let socket: SocketShutter
+    /// Channels whose deliveries can no longer be settled (the broker closed
+    /// the channel, or cancelled its consumer and it was closed).
+    private let forgotten = Mutex<Set<UInt16>>([])
 
     private init(queue: CommandQueue, events: AsyncStream<AMQPEvent>, finished: Latch, socket: SocketShutter) {
         self.queue = queue
@@ -106,6 +110,16 @@ public final class AMQPConnection: Sendable {
     /// Whether the connection is gone: its deliveries can no longer be
     /// acked, and the broker redelivers them.
     public var isGone: Bool { finished.isOpen }
+
+    /// Marks a channel whose deliveries can no longer be settled: the broker
+    /// redelivers them, so none of them may start any more.
+    public func forget(channel: UInt16) { _ = forgotten.withLock { $0.insert(channel) } }
+
+    /// Whether `delivery` may still start: its connection and its channel
+    /// are alive, so its outcome will reach the broker.
+    public func canSettle(_ delivery: Delivery) -> Bool {
+        !isGone && !forgotten.withLock { $0.contains(delivery.channel) }
+    }
 
     /// Runs `body` on the I/O thread and returns its result.
     func call<T: Sendable>(_ body: @escaping @Sendable (IOLoop) throws(AMQPError) -> T) async throws(AMQPError) -> T {

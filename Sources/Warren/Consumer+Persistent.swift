@@ -175,9 +175,10 @@ extension Consumer {
                     }
                     // In flight from here until settled or released.
                     consumer.busy.add(1, ordering: .relaxed)
-                    if received.connection.isGone {
-                        // Its connection died on the way here: the broker redelivers it.
+                    if !received.connection.canSettle(received.delivery) {
+                        // Its connection or channel died on the way here: the broker redelivers it.
                         consumer.busy.subtract(1, ordering: .relaxed)
+                        if machine.state == .ready { await perform([.requestMessage], arm: arm) }
                     } else if machine.state == .ready {
                         await take(received, arm: arm)
                     } else if machine.expectsAWorkerSoon {
@@ -247,14 +248,14 @@ extension Consumer {
                 case .escalation: arm(token, workers.killAfter)
                 }
             case .becameReady:
-                workers.failing(slot, nil)
+                workers.failing(slot, nil, beforeReady: false)
                 log.info("worker ready", metadata: ["pid": "\(pid.map(String.init) ?? "-")"])
             case .requestMessage:
                 if let held {
                     self.held = nil
-                    // Its connection died while it waited: the broker
-                    // redelivers it, so running it now would be a duplicate.
-                    if held.connection.isGone {
+                    // Its connection or channel died while it waited: the
+                    // broker redelivers it, so running it now would be a duplicate.
+                    if !held.connection.canSettle(held.delivery) {
                         consumer.busy.subtract(1, ordering: .relaxed)
                     } else {
                         return await take(held)
@@ -263,7 +264,9 @@ extension Consumer {
                 guard !asked else { break }
                 // A delivery already waiting is taken here and now: asking
                 // the requester task would cost two task switches a message.
-                if let received = consumer.buffer.tryNext() {
+                while let received = consumer.buffer.tryNext() {
+                    // One of a connection or channel that died: the broker redelivers it.
+                    guard received.connection.canSettle(received.delivery) else { continue }
                     consumer.busy.add(1, ordering: .relaxed)
                     return await take(received)
                 }
@@ -292,7 +295,7 @@ extension Consumer {
                     "pid": "\(pid.map(String.init) ?? "-")", "problem": "\(why)",
                     "message_id": "\(inHand?.message.logID ?? "-")"])
             case .startFailed(let why):
-                workers.failing(slot, why)
+                workers.failing(slot, why, beforeReady: !machine.wasReady)
                 log.error("worker did not start: \(why); check the command and its stderr above",
                           metadata: ["command": "\(workers.argv.joined(separator: " "))"])
                 // Not kept waiting through a backoff: other workers may take it.

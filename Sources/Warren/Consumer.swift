@@ -87,6 +87,9 @@ final class Consumer: Sendable {
             var next = buffer.tryNext()
             if next == nil { next = await buffer.next() }
             guard let received = next else { break }
+            // Its connection or channel died while it waited: the broker
+            // redelivers it, and running it here too would be a duplicate.
+            guard received.connection.canSettle(received.delivery) else { continue }
             busy.add(1, ordering: .relaxed)
             let stopped = await process(received, watchdog: watchdog, handle: handle)
             busy.subtract(1, ordering: .relaxed)

@@ -15,9 +15,10 @@ struct ControlLoop {
         case cannotConnect(AMQPError)
         /// Every consumer's workers have returned: the drain is done.
         case workersDone
-        /// A consumer cannot run anything (every persistent worker fails to
-        /// start): `true` stops its consuming, `false` starts it again.
-        case hold(consumer: Int, Bool)
+        /// Whether a consumer can run anything may have changed (every
+        /// persistent worker fails to start, or one is ready again): the
+        /// loop reads `PersistentWorkers.isHolding` and acts on it.
+        case hold(consumer: Int)
         case stop
         case quit
         case graceExpired
@@ -114,8 +115,8 @@ struct ControlLoop {
                 return .none
             }
             return machine.workersDone()
-        case .hold(let index, let holding):
-            return await hold(consumers[index], holding)
+        case .hold(let index):
+            return await hold(consumers[index], consumers[index].workers?.isHolding ?? false)
         case .stop:
             return machine.stopRequested()
         case .quit:
@@ -132,6 +133,8 @@ struct ControlLoop {
             connection.nack(delivery, requeue: true)
             return .none
         case .consumerCancelledByBroker(let channel, let tag):
+            // The channel is closed below: what it delivered is the broker's again.
+            connection.forget(channel: channel)
             guard let request = stopConsuming(on: channel) else { return .none }
             let consumer = consumers[request.consumer]
             consumer.logger.warning("the broker cancelled the consumer (queue deleted, or a node failed over); subscribing again",
@@ -140,6 +143,7 @@ struct ControlLoop {
             resubscribes.request(request)
             return .none
         case .channelClosed(let channel, let error):
+            connection.forget(channel: channel)
             if let request = stopConsuming(on: channel) {
                 consumers[request.consumer].logger.error("the broker closed the consumer's channel; subscribing again",
                                                          metadata: ["error": "\(error)"])
@@ -186,9 +190,9 @@ struct ControlLoop {
             do {
                 let channel = try await prepare(consumer, on: connection)
                 if subscriptions.held.contains(consumer.index) {
-                    // Declared (a broken topology still fails the start), not consumed.
-                    try? await connection.closeChannel(channel)
-                    subscriptions.releaseUnused(channel)
+                    // Declared (a broken topology still fails the start), not
+                    // consumed: it consumes there once released.
+                    subscriptions.keep(consumer.index, channel)
                 } else {
                     prepared.append((consumer, channel))
                 }
@@ -263,20 +267,39 @@ struct ControlLoop {
         case .draining, .closing, .stopped: return .none
         }
         if holding {
-            guard let channel = subscriptions.hold(consumer.index) else { return .none }
+            guard !subscriptions.held.contains(consumer.index) else { return .none }
             consumer.logger.error("no worker can start: stopped consuming until one is ready; its deliveries go back to the queue",
                                   metadata: ["queue": "\(consumer.settings.queue)"])
-            guard let connection = current else { return .none }
-            router.route(channel: channel, to: nil)
-            try? await connection.cancel(consumerTag: consumer.consumerTag(channel: channel), on: channel)
-            _ = consumer.buffer.removeAll(from: connection)
-            try? await connection.closeChannel(channel)
-            return .none
+            // basic.cancel only: the channel stays open, so a delivery a
+            // slot already holds stays valid (it runs, or goes back, and its
+            // settlement gets through); no channel number is spent.
+            if let channel = subscriptions.hold(consumer.index), let connection = current {
+                try? await connection.cancel(consumerTag: consumer.consumerTag(channel: channel), on: channel)
+                // After cancel-ok no delivery of it is on the way: what is
+                // buffered is every unstarted one.
+                for received in consumer.buffer.takeAll(from: connection) {
+                    connection.nack(received.delivery, requeue: true)
+                }
+            }
+            return startedOnceAllConsume()
         }
-        guard subscriptions.release(consumer.index) else { return .none }
-        consumer.logger.notice("a worker is ready: consuming again", metadata: ["queue": "\(consumer.settings.queue)"])
-        guard let connection = current else { return .none }
-        return await subscribe(consumer, on: connection, attempt: 0)
+        switch subscriptions.release(consumer.index) {
+        case .nothing:
+            return .none
+        case .consume(let channel):
+            consumer.logger.notice("a worker is ready: consuming again", metadata: ["queue": "\(consumer.settings.queue)"])
+            guard let connection = current else { return .none }
+            do {
+                try await consume(consumer, on: channel, connection)
+                return startedOnceAllConsume()
+            } catch {
+                return await setUpFailed(consumer, error, firstStart: false, on: connection) ?? .none
+            }
+        case .subscribe:
+            consumer.logger.notice("a worker is ready: consuming again", metadata: ["queue": "\(consumer.settings.queue)"])
+            guard let connection = current else { return .none }
+            return await subscribe(consumer, on: connection, attempt: 0)
+        }
     }
 
     /// Running (systemd `READY=1`, `/readyz`, a reload's promotion) means

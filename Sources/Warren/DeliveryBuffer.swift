@@ -108,6 +108,16 @@ final class DeliveryBuffer: Sendable {
         }
     }
 
+    /// Takes out the waiting deliveries of `connection` (a consumer that
+    /// stops consuming gives them back to the broker).
+    func takeAll(from connection: AMQPConnection) -> [Received] {
+        state.withLock { state in
+            let taken = state.items.filter { $0.connection === connection }
+            state.items.removeAll { $0.connection === connection }
+            return Array(taken)
+        }
+    }
+
     /// Stops taking deliveries: idle workers get nil, and every delivery not
     /// yet started is returned for release.
     func close() -> [Received] {

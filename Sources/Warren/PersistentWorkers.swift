@@ -16,8 +16,9 @@ final class PersistentWorkers: Sendable {
     private struct State {
         /// Why slots have no worker, by slot, while their starts fail.
         var problems: [Int: String] = [:]
-        var holding = false
-        var onHold: (@Sendable (Bool) -> Void)? = nil
+        /// Slots whose last worker failed before it ever said ready.
+        var neverReady: Set<Int> = []
+        var onHold: (@Sendable () -> Void)? = nil
     }
     /// Guards the failing slots, whether the consumer holds, and who hears of it.
     private let state = Mutex(State())
@@ -30,23 +31,28 @@ final class PersistentWorkers: Sendable {
         self.slots = max(1, slots)
     }
 
-    /// Who stops and restarts consuming for this consumer: told `true` once
-    /// every slot fails to start (no worker could take a delivery, so the
-    /// broker should give them to consumers that can), `false` once one
-    /// worker is ready again.
-    func onHold(_ change: @escaping @Sendable (Bool) -> Void) {
+    /// Who stops and restarts consuming for this consumer, told whenever
+    /// `isHolding` may have changed (it reads the value itself, so the
+    /// order of two calls never matters).
+    func onHold(_ change: @escaping @Sendable () -> Void) {
         state.withLock { $0.onHold = change }
     }
 
-    func failing(_ slot: Int, _ why: String?) {
-        let change = state.withLock { state -> ((@Sendable (Bool) -> Void), Bool)? in
+    /// Whether the consumer should not consume: every slot's worker fails
+    /// before it ever says ready (a bad deploy, a missing dependency), so
+    /// nothing it receives can run, and the broker should give it to
+    /// consumers that can. A worker that fails after ready (on a message,
+    /// idle) does not count: the next one may well work.
+    var isHolding: Bool { state.withLock { $0.neverReady.count >= slots } }
+
+    func failing(_ slot: Int, _ why: String?, beforeReady: Bool) {
+        let (poke, changed) = state.withLock { state -> ((@Sendable () -> Void)?, Bool) in
+            let before = state.neverReady.count >= slots
             state.problems[slot] = why
-            let holding = state.problems.count >= slots
-            guard holding != state.holding, let onHold = state.onHold else { return nil }
-            state.holding = holding
-            return (onHold, holding)
+            if why != nil && beforeReady { state.neverReady.insert(slot) } else { state.neverReady.remove(slot) }
+            return (state.onHold, before != (state.neverReady.count >= slots))
         }
-        if let (onHold, holding) = change { onHold(holding) }
+        if changed { poke?() }
     }
 
     /// Why this consumer takes fewer messages than it should: a slot whose

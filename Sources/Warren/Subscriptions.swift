@@ -40,6 +40,18 @@ struct Subscriptions: Sendable, Equatable {
     /// Consumers that must not consume now (their workers cannot start):
     /// kept across connections, and counted as fine for `allConsume`.
     private(set) var held: Set<Int> = []
+    /// A held consumer's channel on this connection: open, cancelled (or
+    /// never consumed on), where it consumes again once released.
+    private var heldChannel: [Int: UInt16] = [:]
+
+    /// What releasing a held consumer takes.
+    enum Release: Sendable, Equatable {
+        case nothing
+        /// `basic.consume` again on its open channel.
+        case consume(UInt16)
+        /// No channel on this connection: subscribe afresh.
+        case subscribe
+    }
     private var channels: ChannelNumbers
 
     init(consumers: Int, channelLimit: UInt16) {
@@ -52,29 +64,37 @@ struct Subscriptions: Sendable, Equatable {
     mutating func connected(generation: Int) {
         self.generation = generation
         channelOf = [:]
+        heldChannel = [:]
         channels = ChannelNumbers(limit: channelLimit)
     }
 
     /// The connection is gone: nobody consumes.
-    mutating func lost() { channelOf = [:] }
+    mutating func lost() {
+        channelOf = [:]
+        heldChannel = [:]
+    }
 
     /// Running means every consumer consumes (or holds on purpose), not
     /// merely that a connection is up.
     var allConsume: Bool { channelOf.count + held.filter { channelOf[$0] == nil }.count == consumers }
 
     /// The consumer stops consuming: the channel it consumed on, to cancel
-    /// and close (its number is spent), if it did.
+    /// (it stays open, and is where it consumes again), if it did.
     mutating func hold(_ consumer: Int) -> UInt16? {
         held.insert(consumer)
         guard let channel = channelOf.removeValue(forKey: consumer) else { return nil }
-        channels.retire(channel)
+        heldChannel[consumer] = channel
         return channel
     }
 
-    /// The consumer may consume again: true if it should subscribe now.
-    mutating func release(_ consumer: Int) -> Bool {
-        guard held.remove(consumer) != nil else { return false }
-        return channelOf[consumer] == nil
+    /// A held consumer's channel, set up on a new connection but not consumed on.
+    mutating func keep(_ consumer: Int, _ channel: UInt16) { heldChannel[consumer] = channel }
+
+    /// The consumer may consume again.
+    mutating func release(_ consumer: Int) -> Release {
+        guard held.remove(consumer) != nil else { return .nothing }
+        if let channel = heldChannel.removeValue(forKey: consumer) { return .consume(channel) }
+        return channelOf[consumer] == nil ? .subscribe : .nothing
     }
 
     /// Who consumes where, in consumer order (the order of `basic.cancel` at a drain).
@@ -95,6 +115,12 @@ struct Subscriptions: Sendable, Equatable {
     /// channel: its number is spent, and the consumer subscribes again.
     /// nil when nobody consumed there.
     mutating func consumerGone(on channel: UInt16) -> Resubscribe? {
+        if let index = heldChannel.first(where: { $0.value == channel })?.key {
+            // A held consumer's channel closed by the broker: it subscribes afresh once released.
+            heldChannel[index] = nil
+            channels.retire(channel)
+            return nil
+        }
         guard let index = channelOf.first(where: { $0.value == channel })?.key else { return nil }
         channelOf[index] = nil
         channels.retire(channel)

@@ -72,7 +72,7 @@ public final class WarrenRuntime: Sendable {
         let sink = eventSink
         for consumer in consumers {
             let index = consumer.index
-            consumer.workers?.onHold { sink.yield(.hold(consumer: index, $0)) }
+            consumer.workers?.onHold { sink.yield(.hold(consumer: index)) }
         }
         let drainStarted = TerminationSignal()
         self.drainStarted = drainStarted

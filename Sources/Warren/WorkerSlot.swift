@@ -115,6 +115,9 @@ struct WorkerSlot: Equatable {
     private(set) var failureOnExit: Failure? = nil
     /// Found over `max_memory` as it answered: recycled after this answer.
     private(set) var recycleAfterAnswer = false
+    /// The current (or last) process said ready: a failure after that is
+    /// not a failed start for the consumer's hold (`PersistentWorkers`).
+    private(set) var wasReady = false
 
     init(maxMessages: Int) { self.maxMessages = maxMessages }
 
@@ -147,6 +150,7 @@ struct WorkerSlot: Equatable {
         handled = 0
         terminated = false
         recycleAfterAnswer = false
+        wasReady = false
         return [.spawn]
     }
 
@@ -183,6 +187,7 @@ struct WorkerSlot: Equatable {
             }
             state = .ready
             failedStarts = 0
+            wasReady = true
             timer += 1  // the startup timer no longer counts
             if draining { return [.becameReady] + retire(.drain) }
             return [.becameReady, .requestMessage]
@@ -213,6 +218,7 @@ struct WorkerSlot: Equatable {
             guard case .answer(let answer) = line, let id = inHand, answer.id == id else { return [] }
             inHand = nil
             failureOnExit = nil
+            handled += 1
             return [.answered(answer.outcome, reply: answer.reply)]
         case .ending, .empty, .backingOff, .done:
             // Late words of a worker on its way out: nothing depends on them.

@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 import Testing
 import Warren
 @testable import WarrenConfig
@@ -10,8 +10,10 @@ import Warren
     static let secret = "s3cret-\(UInt64.random(in: 0...UInt64.max))"
 
     func file(_ contents: String) throws -> String {
-        let path = NSTemporaryDirectory() + "warren-password-\(UInt64.random(in: 0...UInt64.max))"
-        try contents.write(toFile: path, atomically: true, encoding: .utf8)
+        let path = "/tmp/warren-password-\(UInt64.random(in: 0...UInt64.max))"
+        guard let handle = fopen(path, "w") else { throw CancellationError() }
+        fputs(contents, handle)
+        fclose(handle)
         return path
     }
 
@@ -57,7 +59,7 @@ import Warren
         let path: String
         switch kind {
         case "missing": path = "/nonexistent/warren-password"
-        case "directory": path = NSTemporaryDirectory()
+        case "directory": path = "/tmp"
         case "empty": path = try file("")
         default: path = try file(Self.secret + "\n" + Self.secret + "\n")
         }

@@ -26,25 +26,34 @@ import Testing
         #expect(s.subscribed == [.init(consumer: 0, channel: a), .init(consumer: 1, channel: b)], "cancelled in consumer order at a drain")
     }
 
-    @Test func aHeldConsumerCountsAsFineIsNeverResubscribedAndComesBackOnRelease() {
+    @Test func aHeldConsumerCountsAsFineIsNeverResubscribedAndConsumesAgainOnItsOwnChannel() {
         var s = connected()
         let a = s.allocate()!, b = s.allocate()!
         s.consumes(0, on: a)
         s.consumes(1, on: b)
         let heldChannel = s.hold(0)
-        #expect(heldChannel == a, "its channel is cancelled and closed")
+        #expect(heldChannel == a, "its consumer is cancelled there; the channel stays open")
         #expect(s.allConsume, "held on purpose: still running")
         #expect(s.subscribed == [.init(consumer: 1, channel: b)], "a drain has nothing to cancel for it")
         #expect(!s.wants(Resubscribe(consumer: 0, attempt: 1, generation: 1)), "no re-subscribe while held")
-        #expect(s.allocate() != a, "its channel number is spent")
+        let again = s.hold(0)
+        #expect(again == nil, "held twice: nothing more to cancel")
+        let first = s.release(0), second = s.release(0)
+        #expect(first == .consume(a), "released: consumes again on the same channel, no number spent")
+        #expect(second == .nothing)
+    }
+
+    @Test func aConsumerHeldAcrossAReconnectIsSetUpButNotConsumedAndABrokerCloseOfItsChannelIsNoResubscribe() {
+        var s = connected()
+        let a = s.allocate()!
+        s.consumes(0, on: a)
+        _ = s.hold(0)
         s.connected(generation: 2)
         #expect(s.held == [0], "held across connections")
-        let again = s.hold(0)
-        #expect(again == nil, "held twice: nothing more to close")
-        let first = s.release(0), second = s.release(0)
-        #expect(first, "released: subscribe now")
-        #expect(!second, "released twice: nothing to do")
-        #expect(!s.allConsume)
+        let c = s.allocate()!
+        s.keep(0, c)
+        #expect(s.consumerGone(on: c) == nil, "the broker closed its channel: no re-subscribe while held")
+        #expect(s.release(0) == .subscribe, "no channel left: subscribe afresh")
     }
 
     @Test func aCancelledConsumerSubscribesAgainOnAFreshChannelNumber() {

@@ -156,12 +156,11 @@ import Testing
             (.take("1"), [.send(id: "1")], .busy(id: "1")),
             (.line(.invalid(why: "not JSON", excerpt: "warning: x")),
              [.protocolError("expected the answer to message 1, got a line that is not JSON: warning: x"), .terminate], .ending(.replace)),
-            // The work was done: acked once, and nothing is settled at the exit.
+            // The work was done: acked once, and nothing is settled at the
+            // exit; a worker that finished a message is replaced at once.
             (.line(Self.answer("1")), [.answered(.ack)], .ending(.replace)),
             (.line(Self.answer("1")), [], .ending(.replace)),
-            (.exited("killed by signal 15"),
-             [.startFailed("exited before finishing a message (killed by signal 15)"), .arm(.backoff(attempt: 0), token: 2)], .backingOff),
-            (.alarm(2), [.spawn], .starting),
+            (.exited("killed by signal 15"), [.spawn], .starting),
             (.line(Self.ready), [.becameReady, .requestMessage], .ready),
             (.take("2"), [.send(id: "2")], .busy(id: "2")),
             (.watchdog, [.terminate], .ending(.replace)),
