@@ -208,7 +208,8 @@ struct ControlLoop {
             } else {
                 logger.critical("warren cannot start: \(error.reason)")
             }
-            return machine.failed()
+            // Arguments that differ are the config's to fix, like any other config error.
+            return machine.failed(exitCode: error.code == .inequivalentArguments ? 78 : 1)
         case .reconnect:
             logger.error("setting up the consumers failed; reconnecting", metadata: ["error": "\(error)"])
             return await abandon(connection)
@@ -275,7 +276,8 @@ struct ControlLoop {
         // Routed before consuming, so the first delivery finds its buffer.
         router.route(channel: channel, to: consumer.index)
         do throws(AMQPError) {
-            _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel))
+            _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel),
+                                             exclusive: s.exclusive, arguments: consumer.topology.consumeArguments)
         } catch {
             router.route(channel: channel, to: nil)
             await release(channel, on: connection, after: error)

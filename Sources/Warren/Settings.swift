@@ -32,6 +32,20 @@ public enum QueueType: String, Sendable, Equatable, CaseIterable {
     case classic, quorum
 }
 
+/// `exchange_type`: how the exchange a consumer's queue is bound to routes.
+public enum ExchangeType: String, Sendable, Equatable, CaseIterable {
+    case direct, fanout, topic, headers
+}
+
+/// `overflow`: what a queue at `max_length` does with one message more
+/// (RabbitMQ's `x-overflow`). `drop-head` and `reject-publish-dlx` send
+/// what they discard along the queue's dead-letter route.
+public enum Overflow: String, Sendable, Equatable, CaseIterable {
+    case dropHead = "drop-head"
+    case rejectPublish = "reject-publish"
+    case rejectPublishDLX = "reject-publish-dlx"
+}
+
 /// How a consumer's `command` runs.
 public enum HandlerMode: String, Sendable, Equatable, CaseIterable {
     /// A process per message; its exit code is the outcome.
@@ -79,6 +93,24 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var maxMemory: Int?
     /// What the handler command reads on stdin.
     public var input: HandlerInput
+    /// Bind the queue to this exchange; nil: no binding (the default exchange routes by queue name).
+    public var exchange: String?
+    public var exchangeType: ExchangeType
+    /// Binding keys; the queue's name unless given.
+    public var routingKeys: [String]
+    /// `x-priority` on `basic.consume`: the broker feeds higher ones first while they have room.
+    public var consumerPriority: Int32?
+    /// `basic.consume` exclusive: no other consumer on the queue while this one consumes.
+    public var exclusive: Bool
+    /// Queue argument `x-single-active-consumer`.
+    public var singleActiveConsumer: Bool
+    /// Queue argument `x-max-priority` (classic queues).
+    public var maxPriority: Int?
+    /// Queue argument `x-max-length`, with `overflow` as `x-overflow` (nil: RabbitMQ's own, drop-head).
+    public var maxLength: Int?
+    public var overflow: Overflow?
+    /// Queue argument `x-delivery-limit` (quorum queues).
+    public var deliveryLimit: Int?
 
     public init(name: String, queue: String, prefetch: UInt16 = 16, concurrency: Int = 4, command: [String] = [],
                 timeout: Duration? = .seconds(300), maxAttempts: Int = 5, retryDelay: Duration = .seconds(1),
@@ -86,7 +118,10 @@ public struct ConsumerSettings: Sendable, Equatable {
                 exitAck: Set<Int32> = [0], exitRetry: Set<Int32> = [75], exitDeadLetter: Set<Int32> = [65],
                 declare: Bool = true, queueType: QueueType = .classic, maxBody: Int = 16 << 20,
                 mode: HandlerMode = .exec, startupTimeout: Duration = .seconds(30), maxMessages: Int = 0,
-                maxMemory: Int? = nil, input: HandlerInput = .body) {
+                maxMemory: Int? = nil, input: HandlerInput = .body, exchange: String? = nil,
+                exchangeType: ExchangeType = .direct, routingKeys: [String]? = nil, consumerPriority: Int32? = nil,
+                exclusive: Bool = false, singleActiveConsumer: Bool = false, maxPriority: Int? = nil,
+                maxLength: Int? = nil, overflow: Overflow? = nil, deliveryLimit: Int? = nil) {
         self.name = name
         self.queue = queue
         self.prefetch = prefetch
@@ -108,6 +143,16 @@ public struct ConsumerSettings: Sendable, Equatable {
         self.maxMessages = maxMessages
         self.maxMemory = maxMemory
         self.input = input
+        self.exchange = exchange
+        self.exchangeType = exchangeType
+        self.routingKeys = routingKeys ?? [queue]
+        self.consumerPriority = consumerPriority
+        self.exclusive = exclusive
+        self.singleActiveConsumer = singleActiveConsumer
+        self.maxPriority = maxPriority
+        self.maxLength = maxLength
+        self.overflow = overflow
+        self.deliveryLimit = deliveryLimit
     }
 }
 

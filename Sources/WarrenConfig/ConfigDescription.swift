@@ -44,6 +44,18 @@ public enum ConfigDescription {
                 if let maxMemory = consumer.maxMemory { out += "max_memory = \(SizeParser.format(maxMemory))\n" }
             }
             out += "input = \(consumer.input.rawValue)\n"
+            if let exchange = consumer.exchange {
+                out += "exchange = \(exchange)\n"
+                out += "exchange_type = \(consumer.exchangeType.rawValue)\n"
+                out += "routing_keys = \(consumer.routingKeys.joined(separator: " "))\n"
+            }
+            if let priority = consumer.consumerPriority { out += "consumer_priority = \(priority)\n" }
+            out += "exclusive = \(consumer.exclusive)\n"
+            out += "single_active_consumer = \(consumer.singleActiveConsumer)\n"
+            if let maxPriority = consumer.maxPriority { out += "max_priority = \(maxPriority)\n" }
+            if let maxLength = consumer.maxLength { out += "max_length = \(maxLength)\n" }
+            if let overflow = consumer.overflow { out += "overflow = \(overflow.rawValue)\n" }
+            if let limit = consumer.deliveryLimit { out += "delivery_limit = \(limit)\n" }
         }
         if let metrics = config.metrics {
             out += "\n[metrics]\nlisten = \(metrics.host.contains(":") ? "[\(metrics.host)]" : metrics.host):\(metrics.port)\n"

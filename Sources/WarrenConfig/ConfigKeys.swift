@@ -31,6 +31,16 @@
 /// | consumer.NAME | max_messages | integer | 0 (never) to 1000000000; persistent only |
 /// | consumer.NAME | max_memory | size | 1 byte to 1024GB; persistent only |
 /// | consumer.NAME | input | body or envelope |  |
+/// | consumer.NAME | exchange | exchange name | 1-255 bytes |
+/// | consumer.NAME | exchange_type | direct fanout topic headers | with exchange and declare = true |
+/// | consumer.NAME | routing_keys | binding keys, space separated | with exchange and declare = true; each 0-255 bytes |
+/// | consumer.NAME | consumer_priority | integer | -2147483648 to 2147483647 |
+/// | consumer.NAME | exclusive | boolean |  |
+/// | consumer.NAME | single_active_consumer | boolean | declare = true |
+/// | consumer.NAME | max_priority | integer | 1-255; classic queues, declare = true |
+/// | consumer.NAME | max_length | integer | 1 to 1000000000; declare = true |
+/// | consumer.NAME | overflow | drop-head reject-publish reject-publish-dlx | with max_length; quorum: not reject-publish-dlx |
+/// | consumer.NAME | delivery_limit | integer | 1 to 1000000; quorum queues, declare = true |
 /// | metrics | listen | host:port |  |
 /// | log | level | trace debug info notice warning error critical |  |
 /// | log | format | text or json |  |
@@ -41,7 +51,8 @@ enum ConfigKeys {
         "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "retry_delay", "retry_delay_max",
         "dead_letter_queue", "exit_ack", "exit_retry", "exit_dead_letter", "declare", "queue_type",
         "max_body", "mode", "startup_timeout", "max_messages", "max_memory",
-        "input",
+        "input", "exchange", "exchange_type", "routing_keys", "consumer_priority", "exclusive",
+        "single_active_consumer", "max_priority", "max_length", "overflow", "delivery_limit",
     ]
     static let metrics: Set<String> = ["listen"]
     static let log: Set<String> = ["level", "format"]

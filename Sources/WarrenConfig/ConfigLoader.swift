@@ -182,6 +182,7 @@ struct Reader {
         if reconnectMax < reconnectMin, let at = broker["reconnect_max"] ?? broker["reconnect_min"] {
             problem(at, "reconnect_max (\(reconnectMax)) is less than reconnect_min (\(reconnectMin))")
         }
+        let brokerSettings = BrokerSettings(endpoints: endpoints, reconnectMin: reconnectMin, reconnectMax: reconnectMax)
 
         // [shutdown]
         let shutdownValues = values("shutdown")
@@ -215,9 +216,7 @@ struct Reader {
 
         guard problems.isEmpty else { return nil }
         return Config(file: file,
-                      warren: WarrenSettings(broker: BrokerSettings(endpoints: endpoints, reconnectMin: reconnectMin,
-                                                                    reconnectMax: reconnectMax),
-                                             shutdown: shutdown, consumers: consumers),
+                      warren: WarrenSettings(broker: brokerSettings, shutdown: shutdown, consumers: consumers),
                       metrics: metrics, log: LogSettings(level: level, format: format))
     }
 
@@ -275,13 +274,18 @@ struct Reader {
         let maxMessages = integer(values["max_messages"], default: d.maxMessages, range: 0...1_000_000_000) ?? d.maxMessages
         let maxMemory = values["max_memory"] == nil ? d.maxMemory : size(values["max_memory"], default: 0)
         let input = choice(values["input"], HandlerInput.self) ?? d.input
+        let topology = topology(values, queueType: queueType, declare: declare)
         guard problems.count == before, let queue else { return nil }
         return ConsumerSettings(name: name, queue: queue, prefetch: UInt16(prefetch), concurrency: concurrency, command: command,
                                 timeout: timeout == .zero ? nil : timeout, maxAttempts: maxAttempts, retryDelay: retryDelay,
                                 retryDelayMax: retryDelayMax, deadLetterQueue: deadLetter, exitAck: exitAck, exitRetry: exitRetry,
                                 exitDeadLetter: exitDeadLetter, declare: declare, queueType: queueType,
                                 maxBody: maxBody, mode: mode, startupTimeout: startupTimeout, maxMessages: maxMessages,
-                                maxMemory: maxMemory, input: input)
+                                maxMemory: maxMemory, input: input, exchange: topology.exchange,
+                                exchangeType: topology.exchangeType, routingKeys: topology.routingKeys,
+                                consumerPriority: topology.consumerPriority, exclusive: topology.exclusive,
+                                singleActiveConsumer: topology.singleActiveConsumer, maxPriority: topology.maxPriority,
+                                maxLength: topology.maxLength, overflow: topology.overflow, deliveryLimit: topology.deliveryLimit)
     }
 
     /// The system bundle, or nil after one problem saying how to set `tls_ca`.

@@ -19,6 +19,8 @@ import Testing
         ("unencoded '/' in a password", "[broker]\nurl = amqp://u:Zq9x/Wv7k@h:5672/%2f\n" + consumer, 2, "broker URL 1 is not valid"),
         ("NUL byte", consumer + "timeout = 5\u{0}0s\n", 4, "control character U+0000"),
         ("text after a section header", "[broker] url = amqp://h\n" + consumer, 1, "has text after the closing ']'"),
+        ("delivery_limit on a classic queue", consumer + "delivery_limit = 3\n", 4, "delivery_limit needs queue_type = quorum"),
+        ("routing_keys without exchange", consumer + "routing_keys = a b\n", 4, "routing_keys needs exchange"),
     ]
 
     @Test(arguments: cases.indices)
