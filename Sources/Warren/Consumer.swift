@@ -289,8 +289,11 @@ final class Consumer: Sendable {
         return false
     }
 
+    /// The longest pause before a message goes back to the queue after a refused copy or a shortage.
+    static let refusalPauseCap: Duration = .seconds(5)
+
     private func pause(_ duration: Duration, unless watchdog: Watchdog) async {
-        await watchdog.shutdown.sleep(for: min(duration, .seconds(5)))
+        await watchdog.shutdown.sleep(for: min(duration, Self.refusalPauseCap))
     }
 
     /// Keeps where the message first came from, since copies travel through other queues.

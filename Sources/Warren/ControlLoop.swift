@@ -136,8 +136,13 @@ struct ControlLoop {
             return .none
         case .channelClosed(let channel, let error):
             if let request = stopConsuming(on: channel) {
-                consumers[request.consumer].logger.error("the broker closed the consumer's channel; subscribing again",
-                                                         metadata: ["error": "\(error)"])
+                let consumer = consumers[request.consumer]
+                if AckTimeoutRule.isBrokerTimeout(error) {
+                    consumer.logger.error("\(AckTimeoutRule.explain(error, consumer.settings, shutdown: settings.shutdown))")
+                } else {
+                    consumer.logger.error("the broker closed the consumer's channel; subscribing again",
+                                          metadata: ["error": "\(error)"])
+                }
                 resubscribes.request(request)
             }
             return .none

@@ -19,12 +19,19 @@ public struct BrokerSettings: Sendable, Equatable {
     public var endpoints: [ConnectionOptions]
     public var reconnectMin: Duration
     public var reconnectMax: Duration
+    /// The broker's delivery acknowledgement timeout (RabbitMQ's
+    /// `consumer_timeout`, 30 minutes unless configured): a message unacked
+    /// for longer gets its channel closed. warren cannot read the broker's
+    /// value, so the operator states it and warren refuses settings that
+    /// could overrun it (`AckDeadline`). nil: the broker has none.
+    public var consumerTimeout: Duration?
 
     public init(endpoints: [ConnectionOptions] = [ConnectionOptions()], reconnectMin: Duration = .seconds(1),
-                reconnectMax: Duration = .seconds(30)) {
+                reconnectMax: Duration = .seconds(30), consumerTimeout: Duration? = .seconds(1800)) {
         self.endpoints = endpoints
         self.reconnectMin = reconnectMin
         self.reconnectMax = reconnectMax
+        self.consumerTimeout = consumerTimeout
     }
 }
 

@@ -12,6 +12,7 @@ public enum ConfigDescription {
         out += "heartbeat = \(seconds(.seconds(broker.endpoints.first?.heartbeat ?? 0)))\n"
         out += "reconnect_min = \(seconds(broker.reconnectMin))\n"
         out += "reconnect_max = \(seconds(broker.reconnectMax))\n"
+        out += "consumer_timeout = \(broker.consumerTimeout.map(seconds) ?? "0")\n"
         if let first = broker.endpoints.first(where: \.tls) {
             if let ca = first.tlsCA { out += "tls_ca = \(ca)\n" }
             if let cert = first.tlsCert { out += "tls_cert = \(cert)\n" }

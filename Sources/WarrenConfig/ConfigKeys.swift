@@ -11,6 +11,7 @@
 /// | broker | reconnect_max | duration | >= reconnect_min |
 /// | broker | tls_ca | file path | amqps only |
 /// | broker | tls_cert, tls_key | file path | amqps only; together |
+/// | broker | consumer_timeout | duration | 0 (the broker has none) or more; checked against every consumer (`AckTimeoutRule`) |
 /// | shutdown | grace_period | duration | >= 0 |
 /// | shutdown | kill_after | duration | > 0 |
 /// | consumer.NAME | queue | queue name | 1-255 bytes |
@@ -45,7 +46,8 @@
 /// | log | level | trace debug info notice warning error critical |  |
 /// | log | format | text or json |  |
 enum ConfigKeys {
-    static let broker: Set<String> = ["url", "heartbeat", "reconnect_min", "reconnect_max", "tls_ca", "tls_cert", "tls_key"]
+    static let broker: Set<String> = ["url", "heartbeat", "reconnect_min", "reconnect_max", "tls_ca", "tls_cert", "tls_key",
+                                          "consumer_timeout"]
     static let shutdown: Set<String> = ["grace_period", "kill_after"]
     static let consumer: Set<String> = [
         "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "retry_delay", "retry_delay_max",

@@ -1,6 +1,7 @@
 import Warren
 
-/// The topology keys of a `[consumer.NAME]` (README, "Topology").
+/// The topology keys of a `[consumer.NAME]` (README, "Topology"), and the
+/// broker's acknowledgement timeout checked against each consumer.
 extension Reader {
     struct TopologyValues {
         var exchange: String?
@@ -77,5 +78,17 @@ extension Reader {
             }
         }
         return t
+    }
+
+    /// Refuses a consumer that could hold a message unacked past the
+    /// broker's `consumer_timeout` (see `AckTimeoutRule`), at the line most
+    /// likely to be changed: `timeout`, else `prefetch`, else the section.
+    mutating func checkAckTimeout(_ consumer: ConsumerSettings, _ values: [String: Located], line: Int,
+                                  shutdown: ShutdownSettings, broker: BrokerSettings) {
+        let rule = AckTimeoutRule(consumer, shutdown: shutdown)
+        guard let message = rule.problem(consumer, consumerTimeout: broker.consumerTimeout) else { return }
+        let at = values["timeout"] ?? values["prefetch"] ?? values["concurrency"]
+            ?? Located(value: "", file: file, line: line)
+        problem(at, "[consumer.\(consumer.name)]: \(message)")
     }
 }

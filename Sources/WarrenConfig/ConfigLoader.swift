@@ -182,7 +182,10 @@ struct Reader {
         if reconnectMax < reconnectMin, let at = broker["reconnect_max"] ?? broker["reconnect_min"] {
             problem(at, "reconnect_max (\(reconnectMax)) is less than reconnect_min (\(reconnectMin))")
         }
-        let brokerSettings = BrokerSettings(endpoints: endpoints, reconnectMin: reconnectMin, reconnectMax: reconnectMax)
+        let consumerTimeout = duration(broker["consumer_timeout"], default: brokerDefaults.consumerTimeout ?? .zero, min: .zero)
+            ?? brokerDefaults.consumerTimeout ?? .zero
+        let brokerSettings = BrokerSettings(endpoints: endpoints, reconnectMin: reconnectMin, reconnectMax: reconnectMax,
+                                            consumerTimeout: consumerTimeout == .zero ? nil : consumerTimeout)
 
         // [shutdown]
         let shutdownValues = values("shutdown")
@@ -196,7 +199,9 @@ struct Reader {
         // [consumer.NAME]
         var consumers: [ConsumerSettings] = []
         for section in sections where section.name.hasPrefix("consumer.") {
-            if let consumer = consumer(section.name, line: section.line, section.values) { consumers.append(consumer) }
+            guard let consumer = consumer(section.name, line: section.line, section.values) else { continue }
+            checkAckTimeout(consumer, section.values, line: section.line, shutdown: shutdown, broker: brokerSettings)
+            consumers.append(consumer)
         }
         if consumers.isEmpty && !sections.contains(where: { $0.name.hasPrefix("consumer.") }) {
             problems.append(ConfigProblem(file: file, line: 0, message:

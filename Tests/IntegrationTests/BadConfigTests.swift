@@ -19,6 +19,10 @@ import Testing
         ("unencoded '/' in a password", "[broker]\nurl = amqp://u:Zq9x/Wv7k@h:5672/%2f\n" + consumer, 2, "broker URL 1 is not valid"),
         ("NUL byte", consumer + "timeout = 5\u{0}0s\n", 4, "control character U+0000"),
         ("text after a section header", "[broker] url = amqp://h\n" + consumer, 1, "has text after the closing ']'"),
+        ("a message could outlast consumer_timeout", consumer + "prefetch = 100\nconcurrency = 1\n", 4,
+         "[consumer.a]: a message could stay unacked for 100 × "),
+        ("no timeout under a finite consumer_timeout", "[broker]\nconsumer_timeout = 1h\n" + consumer + "timeout = 0\n", 6,
+         "timeout = 0 lets a handler run forever"),
         ("delivery_limit on a classic queue", consumer + "delivery_limit = 3\n", 4, "delivery_limit needs queue_type = quorum"),
         ("routing_keys without exchange", consumer + "routing_keys = a b\n", 4, "routing_keys needs exchange"),
     ]

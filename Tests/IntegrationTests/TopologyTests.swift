@@ -230,4 +230,36 @@ import Testing
                     "\(type.log)")
         }
     }
+
+    // MARK: The broker's acknowledgement timeout
+
+    @Test func theBrokerClosingAChannelForAnAckTimeoutIsLoggedAsThatWithTheFix() async throws {
+        try await withTestQueue { client, queue in
+            // Channels opened from now on time out after 2 s, checked every second (not every minute).
+            let restore = "application:set_env(rabbit, consumer_timeout, 3600000), application:set_env(rabbit, channel_tick_interval, 60000)."
+            try FaultTests.rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 2000), application:set_env(rabbit, channel_tick_interval, 1000).")
+            do {
+                // The config says 30m, the broker 2 s: the check passes, and the broker closes the channel.
+                let warren = try WarrenBinary(config: try warrenConfig(
+                    queue: queue, command: #"sh -c 'if [ ! -e {dir}/slow ]; then touch {dir}/slow; sleep 8; fi; echo "$WARREN_MESSAGE_ID" >> {dir}/handled'"#,
+                    prefetch: 2, concurrency: 2, consumerTimeout: "30m"))
+                try await running(warren)
+                try await client.publish(ids: ["slow-1"], to: queue)
+                try await eventually("the broker closed the channel", timeout: .seconds(20)) {
+                    warren.log.contains("delivery acknowledgement on channel")
+                }
+                try await eventually("handled after the redelivery", timeout: .seconds(30)) { try await client.count(queue) == 0 && warren.lines("handled").count >= 1 }
+                try await Task.sleep(for: .seconds(8))
+                await stop(warren)
+                #expect(warren.log.contains("a message stayed unacknowledged longer than the broker's consumer_timeout"), "\(warren.log)")
+                #expect(warren.log.contains("set [broker] consumer_timeout to the broker's real value"))
+                #expect(Set(warren.lines("handled")) == ["slow-1"])
+                #expect(try await client.count(queue) == 0)
+            } catch {
+                try FaultTests.rabbitmqctl("eval", restore)
+                throw error
+            }
+            try FaultTests.rabbitmqctl("eval", restore)
+        }
+    }
 }

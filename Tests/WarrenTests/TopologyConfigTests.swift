@@ -26,6 +26,7 @@ import Warren
         #expect(c.exchange == nil && c.exchangeType == .direct && c.routingKeys == ["orders"])
         #expect(c.consumerPriority == nil && !c.exclusive && !c.singleActiveConsumer)
         #expect(c.maxPriority == nil && c.maxLength == nil && c.overflow == nil && c.deliveryLimit == nil)
+        #expect(try ConfigLoader.parse(Self.minimal, file: "w.ini").warren.broker.consumerTimeout == .seconds(1800))
     }
 
     @Test func everyKeyIsReadWithItsType() throws {
@@ -46,6 +47,8 @@ import Warren
         #expect(c.maxPriority == 10 && c.maxLength == 1000 && c.overflow == .rejectPublishDLX)
         let quorum = try consumer("queue_type = quorum\ndelivery_limit = 3\nmax_length = 5\noverflow = drop-head\n")
         #expect(quorum.deliveryLimit == 3 && quorum.overflow == .dropHead)
+        let off = try ConfigLoader.parse("[broker]\nconsumer_timeout = 0\n" + Self.minimal + "timeout = 0\n", file: "w.ini")
+        #expect(off.warren.broker.consumerTimeout == nil)
     }
 
     @Test func nonsenseIsRefusedWithItsLine() {
@@ -68,5 +71,22 @@ import Warren
             let found = problems(Self.minimal + extra)
             #expect(found.count == 1 && found[0].hasPrefix(expected), "\(extra): \(found)")
         }
+    }
+
+    /// `ceil(prefetch / concurrency) × (timeout + kill_after + settling)`
+    /// against `consumer_timeout`, refused at the line most likely to change.
+    @Test func settingsThatCouldOutlastTheBrokersAckTimeoutAreRefused() {
+        let tooLong = problems(Self.minimal + "prefetch = 100\nconcurrency = 1\n")
+        #expect(tooLong.count == 1 && tooLong[0].hasPrefix("w.ini:4: [consumer.orders]: a message could stay unacked for 100 × "),
+                "\(tooLong)")
+        #expect(tooLong.first?.contains("lower prefetch to at most 5, or raise concurrency, or raise consumer_timeout") == true,
+                "\(tooLong)")
+        let forever = problems(Self.minimal + "timeout = 0\n")
+        #expect(forever.count == 1 && forever[0].hasPrefix("w.ini:4: [consumer.orders]: timeout = 0 lets a handler run forever"),
+                "\(forever)")
+        let fromEnvironment = (try? ConfigLoader.parse(Self.minimal + "timeout = 0\n", file: "w.ini",
+                                                       environment: ["WARREN_BROKER_CONSUMER_TIMEOUT": "0"])) != nil
+        #expect(fromEnvironment, "consumer_timeout = 0 from the environment turns the check off")
+        #expect(problems("[broker]\nconsumer_timeout = 1h\n" + Self.minimal + "prefetch = 40\nconcurrency = 4\ntimeout = 5m\n").isEmpty)
     }
 }
