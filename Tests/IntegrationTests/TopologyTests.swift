@@ -41,7 +41,7 @@ import Testing
     }
 
     func running(_ warren: WarrenBinary) async throws {
-        try await eventually("warren consumes") { warren.log.contains("running") }
+        try await eventually("warren consumes") { warren.log.contains("NOTICE running") }
     }
 
     func stop(_ warren: WarrenBinary) async {
@@ -228,6 +228,49 @@ import Testing
             #expect(await type.waitForExit() == 78, "\(type.log)")
             #expect(type.log.contains("the exchange '\(exchange)' of [consumer.test] exists with type = direct, but warren declares it with type = topic (exchange_type)"),
                     "\(type.log)")
+        }
+    }
+
+    @Test func aReloadAskingForOtherArgumentsIsRefusedAndTheRunningConsumersGoOn() async throws {
+        try await withTestQueue { client, queue in
+            let warren = try WarrenBinary(config: try warrenConfig(queue: queue, command: Self.ledger))
+            try await running(warren)
+            try await client.publish(ids: ["before"], to: queue)
+            try await eventually("handled") { warren.lines("handled") == ["before"] }
+            try (try warrenConfig(queue: queue, command: Self.ledger, extra: "max_length = 10"))
+                .replacingOccurrences(of: "{dir}", with: warren.directory).write(toFile: warren.configPath, atomically: true, encoding: .utf8)
+            warren.signal(SIGHUP)
+            try await eventually("the reload refused") { warren.log.contains("reload failed") }
+            #expect(warren.log.contains("the queue '\(queue)' of [consumer.test] exists with x-dead-letter-exchange = none")
+                    || warren.log.contains("the queue '\(queue)' of [consumer.test] exists with x-max-length = none"), "\(warren.log)")
+            try await client.publish(ids: ["after"], to: queue)
+            try await eventually("still consuming") { warren.lines("handled") == ["before", "after"] }
+            await stop(warren)
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+
+    /// An exclusive consumer keeps a second warren out; the second stands
+    /// by, subscribing again with backoff, and takes over once the first stops.
+    @Test func anExclusiveConsumerKeepsTheOtherOutUntilItStops() async throws {
+        try await withTestQueue { client, queue in
+            let config = try warrenConfig(queue: queue, command: Self.ledger, extra: "exclusive = true")
+                .replacingOccurrences(of: "heartbeat = 5s", with: "heartbeat = 5s\nreconnect_min = 100ms\nreconnect_max = 200ms")
+            let first = try WarrenBinary(config: config)
+            try await running(first)
+            let second = try WarrenBinary(config: config)
+            try await eventually("the second is refused") { second.log.contains("in exclusive use") }
+            let before = (1...10).map { "x-\($0)" }
+            try await client.publish(ids: before, to: queue)
+            try await eventually("the first handled them") { first.lines("handled").count == before.count }
+            await stop(first)
+            try await eventually("the second consumes") { second.log.contains("NOTICE running") }
+            let after = (1...10).map { "y-\($0)" }
+            try await client.publish(ids: after, to: queue)
+            try await eventually("the second handled them") { second.lines("handled").count == after.count }
+            await stop(second)
+            #expect(first.lines("handled").sorted() == before.sorted())
+            #expect(second.lines("handled").sorted() == after.sorted())
         }
     }
 
