@@ -265,9 +265,9 @@ struct ControlLoop {
         do throws(AMQPError) {
             try await connection.openChannel(channel, prefetch: s.prefetch)
             if s.declare {
-                try await consumer.topology.declare(on: connection, channel: channel)
+                try await consumer.topology.declare(on: connection, channel: channel, logger: consumer.logger)
             } else {
-                try await consumer.topology.check(on: connection, channel: channel)
+                try await consumer.topology.check(on: connection, channel: channel, logger: consumer.logger)
             }
             return channel
         } catch {

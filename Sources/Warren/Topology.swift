@@ -1,4 +1,5 @@
 import AMQP
+import Logging
 
 /// What one consumer needs on the broker: its queue (with the arguments the
 /// config asks for), the exchange it is bound to, its delay queues and its
@@ -57,15 +58,19 @@ struct Topology: Sendable {
         return arguments
     }
 
-    func declare(on connection: AMQPConnection, channel: UInt16) async throws(AMQPError) {
+    func declare(on connection: AMQPConnection, channel: UInt16, logger: Logger) async throws(AMQPError) {
         try await declareOne(consumer.queue, arguments: queueArguments, what: "the queue", connection, channel)
         var deadLetterArguments = FieldTable()
         if consumer.queueType == .quorum { deadLetterArguments["x-queue-type"] = .string("quorum") }
-        try await declareOne(consumer.deadLetterQueue, arguments: deadLetterArguments, what: "the dead-letter queue",
-                             connection, channel)
+        try await besideTheQueue(connection, channel, logger) { () throws(AMQPError) in
+            try await declareOne(consumer.deadLetterQueue, arguments: deadLetterArguments, what: "the dead-letter queue",
+                                 connection, channel)
+        }
         for level in stride(from: 1, through: policy.levels, by: 1) {
-            try await declareOne(retryQueue(level: level), arguments: retryArguments(level: level),
-                                 what: "delay queue \(level)", connection, channel)
+            try await besideTheQueue(connection, channel, logger) { () throws(AMQPError) in
+                try await declareOne(retryQueue(level: level), arguments: retryArguments(level: level),
+                                     what: "delay queue \(level)", connection, channel)
+            }
         }
         if let exchange = consumer.exchange {
             try await declareExchange(exchange, connection, channel)
@@ -75,14 +80,16 @@ struct Topology: Sendable {
         }
     }
 
-    func check(on connection: AMQPConnection, channel: UInt16) async throws(AMQPError) {
+    func check(on connection: AMQPConnection, channel: UInt16, logger: Logger) async throws(AMQPError) {
         var names = [(consumer.queue, "queue"), (consumer.deadLetterQueue, "dead-letter queue")]
         for level in stride(from: 1, through: policy.levels, by: 1) { names.append((retryQueue(level: level), "delay queue")) }
-        for (name, what) in names {
-            do {
-                try await connection.declareQueue(name, on: channel, passive: true)
-            } catch {
-                throw missing(error, what: what, name: name)
+        for (index, (name, what)) in names.enumerated() {
+            if index == 0 {
+                try await checkOne(name, what: what, connection, channel)
+            } else {
+                try await besideTheQueue(connection, channel, logger) { () throws(AMQPError) in
+                    try await checkOne(name, what: what, connection, channel)
+                }
             }
         }
         if let exchange = consumer.exchange {
@@ -94,8 +101,40 @@ struct Topology: Sendable {
         }
     }
 
+    private func checkOne(_ name: String, what: String, _ connection: AMQPConnection, _ channel: UInt16) async throws(AMQPError) {
+        do {
+            try await connection.declareQueue(name, on: channel, passive: true)
+        } catch {
+            throw missing(error, what: what, name: name)
+        }
+    }
+
+    /// A delay or dead-letter queue whose cluster node is down (a classic
+    /// queue lives on one node) must not keep the consumer from its own
+    /// queue, which may be a quorum queue served by the other nodes: its
+    /// declare is skipped with a warning, the channel the broker closed for
+    /// it is opened again, and a copy sent to it meanwhile is refused, so
+    /// its original goes back to the queue (never acked, never lost).
+    private func besideTheQueue(_ connection: AMQPConnection, _ channel: UInt16, _ logger: Logger,
+                                _ body: () async throws(AMQPError) -> Void) async throws(AMQPError) {
+        do {
+            try await body()
+        } catch {
+            guard Self.isOnADownNode(error) else { throw error }
+            logger.warning("a queue beside the consumer's is on a cluster node that is down: retries or dead letters to it are refused (their messages requeued) until the node is back; consuming meanwhile",
+                           metadata: ["error": "\(error)"])
+            try await connection.openChannel(channel, prefetch: consumer.prefetch)
+        }
+    }
+
+    /// RabbitMQ's answer for a durable classic queue whose node is down:
+    /// `404 NOT_FOUND - home node '...' of durable queue '...' is down or inaccessible`.
+    static func isOnADownNode(_ error: AMQPError) -> Bool {
+        error.replyCode == 404 && error.reason.contains("home node") && error.reason.contains("is down or inaccessible")
+    }
+
     private func missing(_ error: AMQPError, what: String, name: String) -> AMQPError {
-        guard error.replyCode == 404 else { return error }
+        guard error.replyCode == 404, !Self.isOnADownNode(error) else { return error }
         return AMQPError(.invalidArgument,
                          "\(what) '\(name)' of [consumer.\(consumer.name)] does not exist and declare = false: create it, or set declare = true",
                          replyCode: 404)
