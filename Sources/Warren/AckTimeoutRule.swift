@@ -10,8 +10,8 @@ public import AMQP
 /// it run to their end in its slot, then runs itself. Each of those turns
 /// lasts at most `timeout + kill_after` (the watchdog's SIGTERM, then
 /// SIGKILL), plus the settling of its message (a retry or dead-letter copy
-/// waits up to `Publisher.confirmTimeout` for its confirm, and a refused
-/// copy pauses up to `Consumer.refusalPauseCap` before the requeue), plus,
+/// waits up to `SettleBounds.confirmTimeout` for its confirm, and a refused
+/// copy pauses up to `SettleBounds.refusalPauseCap` before the requeue), plus,
 /// in persistent mode, the `startup_timeout` of the worker that replaces a
 /// killed one. If that worst case exceeds the broker's timeout, the broker
 /// closes the channel while warren still holds the message: it is delivered
@@ -27,7 +27,7 @@ public struct AckTimeoutRule: Sendable, Equatable {
     public let overhead: Duration
 
     /// Settling one message after its handler: a copy's confirm wait, then the pause after a refusal.
-    public static var settleAllowance: Duration { Publisher.confirmTimeout + Consumer.refusalPauseCap }
+    public static var settleAllowance: Duration { SettleBounds.confirmTimeout + SettleBounds.refusalPauseCap }
 
     public init(_ consumer: ConsumerSettings, shutdown: ShutdownSettings) {
         let concurrency = max(1, consumer.concurrency)
@@ -57,7 +57,7 @@ public struct AckTimeoutRule: Sendable, Equatable {
         }
         guard worstHold > consumerTimeout else { return nil }
         var fixes: [String] = []
-        let turnsThatFit = Int(consumerTimeout.milliseconds / turn.milliseconds)
+        let turnsThatFit = Int(Self.ms(consumerTimeout) / Self.ms(turn))
         if turnsThatFit >= 1 {
             fixes.append("lower prefetch to at most \(turnsThatFit * max(1, consumer.concurrency))")
         }
@@ -76,15 +76,20 @@ public struct AckTimeoutRule: Sendable, Equatable {
 
     /// The longest `timeout` that fits, if any does.
     func longestTimeout(within consumerTimeout: Duration) -> Duration? {
-        let perTurn = consumerTimeout.milliseconds / Int64(turns) - overhead.milliseconds
+        let perTurn = Self.ms(consumerTimeout) / Int64(turns) - Self.ms(overhead)
         // Whole seconds, rounded down: what an operator writes.
         let seconds = perTurn / 1000
         return seconds >= 1 ? .seconds(seconds) : nil
     }
 
+    /// Whole milliseconds (config durations are whole milliseconds).
+    static func ms(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+    }
+
     /// `1h5m`, `21m20s`, `2s`, `250ms`: as the config file writes durations.
     public static func format(_ duration: Duration) -> String {
-        var ms = duration.milliseconds
+        var ms = Self.ms(duration)
         guard ms > 0 else { return "0" }
         var out = ""
         for (unit, size) in [("h", Int64(3_600_000)), ("m", 60_000), ("s", 1000)] where ms >= size {

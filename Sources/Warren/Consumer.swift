@@ -290,7 +290,7 @@ final class Consumer: Sendable {
     }
 
     /// The longest pause before a message goes back to the queue after a refused copy or a shortage.
-    static let refusalPauseCap: Duration = .seconds(5)
+    static let refusalPauseCap = SettleBounds.refusalPauseCap
 
     private func pause(_ duration: Duration, unless watchdog: Watchdog) async {
         await watchdog.shutdown.sleep(for: min(duration, Self.refusalPauseCap))
