@@ -90,6 +90,23 @@ import Testing
         }
     }
 
+    /// As README says: warren's binding to a headers exchange has no
+    /// arguments, so every message matches, whatever its headers.
+    @Test func aHeadersExchangeBindingFromWarrenTakesEveryMessage() async throws {
+        try await withNames { client, queue, exchange in
+            let warren = try WarrenBinary(config: try warrenConfig(queue: queue, command: Self.ledger,
+                                                                   extra: "exchange = \(exchange)\nexchange_type = headers"))
+            try await running(warren)
+            try await client.connection.publish(Array("h-1".utf8), exchange: exchange, routingKey: "", on: 1,
+                                                properties: MessageProperties(headers: FieldTable([("tenant", .string("acme"))]),
+                                                                              messageId: "h-1"))
+            try await publish(client, ids: ["h-2"], exchange: exchange, routingKey: "whatever")
+            try await eventually("both handled") { Set(warren.lines("handled")) == ["h-1", "h-2"] }
+            await stop(warren)
+            #expect(warren.lines("handled").sorted() == ["h-1", "h-2"])
+        }
+    }
+
     // MARK: Queue and consumer arguments
 
     @Test func aPriorityNineMessagePublishedAfterAHundredIsHandledAmongTheFirst() async throws {
