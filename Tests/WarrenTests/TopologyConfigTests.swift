@@ -89,4 +89,32 @@ import Warren
         #expect(fromEnvironment, "consumer_timeout = 0 from the environment turns the check off")
         #expect(problems("[broker]\nconsumer_timeout = 1h\n" + Self.minimal + "prefetch = 40\nconcurrency = 4\ntimeout = 5m\n").isEmpty)
     }
+
+    /// `--check-config` prints what warren will use; read back, it is the same config.
+    @Test func theResolvedConfigPrintsEveryTopologyKeyAndReadsBackTheSame() throws {
+        let text = "[broker]\nconsumer_timeout = 45m\n" + Self.minimal + """
+            queue_type = quorum
+            exchange = shop
+            exchange_type = headers
+            routing_keys = a b.c
+            consumer_priority = 3
+            exclusive = true
+            single_active_consumer = true
+            max_length = 10
+            overflow = reject-publish
+            delivery_limit = 4
+
+            """
+        let config = try ConfigLoader.parse(text, file: "w.ini")
+        let printed = ConfigDescription.render(config)
+        for line in ["consumer_timeout = 2700s", "exchange = shop", "exchange_type = headers", "routing_keys = a b.c",
+                     "consumer_priority = 3", "exclusive = true", "single_active_consumer = true", "max_length = 10",
+                     "overflow = reject-publish", "delivery_limit = 4"] {
+            #expect(printed.contains(line + "\n"), "\(line) missing from:\n\(printed)")
+        }
+        // The URL's password is printed masked; the rest reads back as it was.
+        let read = try ConfigLoader.parse(printed, file: "printed.ini").warren
+        #expect(read.consumers == config.warren.consumers)
+        #expect(read.broker.consumerTimeout == config.warren.broker.consumerTimeout)
+    }
 }
