@@ -35,7 +35,7 @@ extension Reader {
         }
         for key in ["exchange_type", "routing_keys"] {
             guard let at = values[key] else { continue }
-            if t.exchange == nil && values["exchange"] == nil {
+            if values["exchange"] == nil {
                 problem(at, "\(key) needs exchange: name the exchange to bind the queue to")
             } else if !declare {
                 problem(at, "\(key) is used when warren declares the exchange and binds the queue, and declare = false: "
