@@ -16,7 +16,8 @@ flags=(-swift-version 6 -parse-as-library -I "$out" -enable-upcoming-feature Exi
 swiftc "${flags[@]}" -O -wmo -module-name AMQP -emit-module -emit-module-path "$out/AMQP.swiftmodule" \
     -c Sources/AMQP/AMQPError.swift Sources/AMQP/ConnectionOptions.swift -o "$out/AMQP.o"
 swiftc "${flags[@]}" -O -wmo -module-name Warren -emit-module -emit-module-path "$out/Warren.swiftmodule" \
-    -c Sources/Warren/Settings.swift Sources/Warren/CommandWords.swift -o "$out/Warren.o"
+    -c Sources/Warren/Settings.swift Sources/Warren/CommandWords.swift Sources/Warren/AckTimeoutRule.swift \
+    Sources/Warren/SettleBounds.swift -o "$out/Warren.o"
 # ConfigDescription (--check-config's printer) is left out: the loader never
 # calls it, and it needs more of Warren.
 loader=$(ls Sources/WarrenConfig/*.swift | grep -v /ConfigDescription.swift)

@@ -183,6 +183,40 @@ public final class AMQPConnection: Sendable {
         }
     }
 
+    /// `exchange.declare`, durable. `passive` only checks that it exists (404 if not).
+    public func declareExchange(_ name: String, type: String, on channel: UInt16, passive: Bool = false,
+                                durable: Bool = true) async throws(AMQPError) {
+        try await call { loop throws(AMQPError) in
+            let arena = CArena()
+            _ = try loop.rpc(channel: channel, "declaring exchange '\(name)'") {
+                amqp_exchange_declare($0, channel, arena.bytes(name), arena.bytes(type), passive ? 1 : 0, durable ? 1 : 0,
+                                      0, 0, amqp_empty_table)
+            }
+        }
+    }
+
+    /// `exchange.delete`.
+    public func deleteExchange(_ name: String, on channel: UInt16) async throws(AMQPError) {
+        try await call { loop throws(AMQPError) in
+            let arena = CArena()
+            _ = try loop.rpc(channel: channel, "deleting exchange '\(name)'") {
+                amqp_exchange_delete($0, channel, arena.bytes(name), 0)
+            }
+        }
+    }
+
+    /// `queue.bind`: messages `exchange` routes with `routingKey` go to `queue`.
+    public func bindQueue(_ queue: String, to exchange: String, routingKey: String, on channel: UInt16,
+                          arguments: FieldTable = FieldTable()) async throws(AMQPError) {
+        try await call { loop throws(AMQPError) in
+            let arena = CArena()
+            _ = try loop.rpc(channel: channel, "binding queue '\(queue)' to exchange '\(exchange)' with key '\(routingKey)'") {
+                amqp_queue_bind($0, channel, arena.bytes(queue), arena.bytes(exchange), arena.bytes(routingKey),
+                                arena.table(arguments))
+            }
+        }
+    }
+
     /// `queue.delete`; returns how many messages it held.
     @discardableResult
     public func deleteQueue(_ name: String, on channel: UInt16) async throws(AMQPError) -> UInt32 {
@@ -210,14 +244,16 @@ public final class AMQPConnection: Sendable {
     /// `basic.consume` with manual acks; returns the consumer tag.
     /// `noAck`: the broker counts a message settled once sent (direct
     /// reply-to, `amq.rabbitmq.reply-to`, takes only such consumers); its
-    /// deliveries must not be settled.
-    public func consume(queue name: String, on channel: UInt16, consumerTag: String = "",
-                        noAck: Bool = false) async throws(AMQPError) -> String {
+    /// deliveries must not be settled. `exclusive`: no other consumer may
+    /// consume from the queue meanwhile. `arguments`: RabbitMQ's consumer
+    /// arguments (`x-priority`).
+    public func consume(queue name: String, on channel: UInt16, consumerTag: String = "", noAck: Bool = false,
+                        exclusive: Bool = false, arguments: FieldTable = FieldTable()) async throws(AMQPError) -> String {
         try await call { loop throws(AMQPError) in
             let arena = CArena()
             return try loop.rpc(channel: channel, "consuming from '\(name)'") {
-                amqp_basic_consume($0, channel, arena.bytes(name), arena.bytes(consumerTag), 0, noAck ? 1 : 0, 0,
-                                   amqp_empty_table)
+                amqp_basic_consume($0, channel, arena.bytes(name), arena.bytes(consumerTag), 0, noAck ? 1 : 0, exclusive ? 1 : 0,
+                                   arena.table(arguments))
             }.pointee.consumer_tag.string
         }
     }

@@ -15,6 +15,9 @@ public struct AMQPError: Error, Sendable, CustomStringConvertible {
         public static let closed = Code(name: "connection closed")
         public static let publishRejected = Code(name: "publish rejected")
         public static let invalidArgument = Code(name: "invalid argument")
+        /// A declare refused (406) because the queue or exchange exists with
+        /// other arguments: only an operator can settle it.
+        public static let inequivalentArguments = Code(name: "inequivalent arguments")
         public var description: String { name }
     }
 

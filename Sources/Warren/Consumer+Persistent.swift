@@ -319,6 +319,7 @@ extension Consumer {
         private mutating func take(_ received: Received) async -> [WorkerSlot.Action] {
             let message = Message(delivery: received.delivery, consumer: consumer.settings.name,
                                   queue: consumer.settings.queue, attempt: Message.attempt(of: received.delivery))
+            if consumer.settings.deliveryLimit != nil { consumer.warnIfLastDelivery(message) }
             if received.delivery.payload.count > consumer.settings.maxBody {
                 await consumer.refuseOversized(message, connection: received.connection, watchdog: watchdog)
                 consumer.busy.subtract(1, ordering: .relaxed)

@@ -106,6 +106,7 @@ final class Consumer: Sendable {
         let connection = received.connection
         let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
                               attempt: Message.attempt(of: delivery))
+        if settings.deliveryLimit != nil { warnIfLastDelivery(message) }
         if delivery.payload.count > settings.maxBody {
             await refuseOversized(message, connection: connection, watchdog: watchdog)
             return false
@@ -328,6 +329,20 @@ final class Consumer: Sendable {
         metrics.requeued.increment()
     }
 
+    /// A quorum queue's message the broker delivers for the last time: if
+    /// it goes back to the queue once more (warren stopped or killed
+    /// mid-message, the connection lost), RabbitMQ dead-letters it, and
+    /// only its `x-death` header says why. Said here too, so the log shows
+    /// the message that is about to leave that way.
+    func warnIfLastDelivery(_ message: Message) {
+        guard let limit = settings.deliveryLimit,
+              let count = message.delivery.properties.headers?["x-delivery-count"]?.integerValue, count >= limit
+        else { return }
+        logger.warning("the broker's last delivery of this message (delivery_limit): returned once more, RabbitMQ moves it to the dead-letter queue with x-first-death-reason = delivery_limit",
+                       metadata: ["message_id": "\(message.logID)", "delivery_count": "\(count)",
+                                  "delivery_limit": "\(limit)", "dead_letter_queue": "\(settings.deadLetterQueue)"])
+    }
+
     /// Success: no log line unless debugging, so no metadata built.
     func ack(_ message: Message, on connection: AMQPConnection) {
         if debugLogging {
@@ -360,8 +375,11 @@ final class Consumer: Sendable {
         return false
     }
 
+    /// The longest pause before a message goes back to the queue after a refused copy or a shortage.
+    static let refusalPauseCap = SettleBounds.refusalPauseCap
+
     private func pause(_ duration: Duration, unless watchdog: Watchdog) async {
-        await watchdog.shutdown.sleep(for: min(duration, .seconds(5)))
+        await watchdog.shutdown.sleep(for: min(duration, Self.refusalPauseCap))
     }
 
     /// Keeps where the message first came from, since copies travel through other queues.

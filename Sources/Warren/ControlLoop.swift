@@ -145,8 +145,13 @@ struct ControlLoop {
         case .channelClosed(let channel, let error):
             connection.forget(channel: channel)
             if let request = stopConsuming(on: channel) {
-                consumers[request.consumer].logger.error("the broker closed the consumer's channel; subscribing again",
-                                                         metadata: ["error": "\(error)"])
+                let consumer = consumers[request.consumer]
+                if AckTimeoutRule.isBrokerTimeout(error) {
+                    consumer.logger.error("\(AckTimeoutRule.explain(error, consumer.settings, shutdown: settings.shutdown))")
+                } else {
+                    consumer.logger.error("the broker closed the consumer's channel; subscribing again",
+                                          metadata: ["error": "\(error)"])
+                }
                 resubscribes.request(request)
             }
             return .none
@@ -224,7 +229,8 @@ struct ControlLoop {
             } else {
                 logger.critical("warren cannot start: \(error.reason)")
             }
-            return machine.failed()
+            // Arguments that differ are the config's to fix, like any other config error.
+            return machine.failed(exitCode: error.code == .inequivalentArguments ? 78 : 1)
         case .reconnect:
             logger.error("setting up the consumers failed; reconnecting", metadata: ["error": "\(error)"])
             return await abandon(connection)
@@ -320,9 +326,9 @@ struct ControlLoop {
         do throws(AMQPError) {
             try await connection.openChannel(channel, prefetch: s.prefetch)
             if s.declare {
-                try await consumer.topology.declare(on: connection, channel: channel)
+                try await consumer.topology.declare(on: connection, channel: channel, logger: consumer.logger)
             } else {
-                try await consumer.topology.check(on: connection, channel: channel)
+                try await consumer.topology.check(on: connection, channel: channel, logger: consumer.logger)
             }
             return channel
         } catch {
@@ -336,7 +342,8 @@ struct ControlLoop {
         // Routed before consuming, so the first delivery finds its buffer.
         router.route(channel: channel, to: consumer.index)
         do throws(AMQPError) {
-            _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel))
+            _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel),
+                                             exclusive: s.exclusive, arguments: consumer.topology.consumeArguments)
         } catch {
             router.route(channel: channel, to: nil)
             await release(channel, on: connection, after: error)

@@ -75,12 +75,14 @@ public struct Lifecycle: Sendable, Equatable {
         }
     }
 
-    /// Starting cannot succeed (a queue missing with `declare = false`).
-    public mutating func failed() -> Action {
+    /// Starting cannot succeed: a queue missing with `declare = false`
+    /// (exit 1), or one whose arguments differ from the config's (78, a
+    /// configuration error).
+    public mutating func failed(exitCode: Int32 = 1) -> Action {
         switch state {
         case .starting:
-            state = .stopped(exitCode: 1)
-            return .exit(1)
+            state = .stopped(exitCode: exitCode)
+            return .exit(exitCode)
         case .running, .reconnecting, .draining, .closing, .stopped:
             preconditionFailure("Lifecycle: 'failed' in state \(state): only a first start can fail")
         }

@@ -21,7 +21,7 @@ final class Publisher: Sendable {
     /// How long a copy waits for its confirm before it counts as refused.
     /// Long enough for a persistent message on a busy broker; short enough
     /// that a blocked broker cannot hold a worker for long.
-    static let confirmTimeout: Duration = .seconds(5)
+    static let confirmTimeout = SettleBounds.confirmTimeout
     /// Channels 1...this: the broker's default channel_max is 2047.
     static let maxChannels: UInt16 = 2000
 

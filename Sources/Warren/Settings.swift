@@ -19,17 +19,38 @@ public struct BrokerSettings: Sendable, Equatable {
     public var endpoints: [ConnectionOptions]
     public var reconnectMin: Duration
     public var reconnectMax: Duration
+    /// The broker's delivery acknowledgement timeout (RabbitMQ's
+    /// `consumer_timeout`, 30 minutes unless configured): a message unacked
+    /// for longer gets its channel closed. warren cannot read the broker's
+    /// value, so the operator states it and warren refuses settings that
+    /// could overrun it (`AckDeadline`). nil: the broker has none.
+    public var consumerTimeout: Duration?
 
     public init(endpoints: [ConnectionOptions] = [ConnectionOptions()], reconnectMin: Duration = .seconds(1),
-                reconnectMax: Duration = .seconds(30)) {
+                reconnectMax: Duration = .seconds(30), consumerTimeout: Duration? = .seconds(1800)) {
         self.endpoints = endpoints
         self.reconnectMin = reconnectMin
         self.reconnectMax = reconnectMax
+        self.consumerTimeout = consumerTimeout
     }
 }
 
 public enum QueueType: String, Sendable, Equatable, CaseIterable {
     case classic, quorum
+}
+
+/// `exchange_type`: how the exchange a consumer's queue is bound to routes.
+public enum ExchangeType: String, Sendable, Equatable, CaseIterable {
+    case direct, fanout, topic, headers
+}
+
+/// `overflow`: what a queue at `max_length` does with one message more
+/// (RabbitMQ's `x-overflow`). `drop-head` and `reject-publish-dlx` send
+/// what they discard along the queue's dead-letter route.
+public enum Overflow: String, Sendable, Equatable, CaseIterable {
+    case dropHead = "drop-head"
+    case rejectPublish = "reject-publish"
+    case rejectPublishDLX = "reject-publish-dlx"
 }
 
 /// How a consumer's `command` runs.
@@ -90,6 +111,24 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var outputExchange: String?
     /// The routing key of messages sent to `outputExchange`.
     public var outputRoutingKey: String
+    /// Bind the queue to this exchange; nil: no binding (the default exchange routes by queue name).
+    public var exchange: String?
+    public var exchangeType: ExchangeType
+    /// Binding keys; the queue's name unless given.
+    public var routingKeys: [String]
+    /// `x-priority` on `basic.consume`: the broker feeds higher ones first while they have room.
+    public var consumerPriority: Int32?
+    /// `basic.consume` exclusive: no other consumer on the queue while this one consumes.
+    public var exclusive: Bool
+    /// Queue argument `x-single-active-consumer`.
+    public var singleActiveConsumer: Bool
+    /// Queue argument `x-max-priority` (classic queues).
+    public var maxPriority: Int?
+    /// Queue argument `x-max-length`, with `overflow` as `x-overflow` (nil: RabbitMQ's own, drop-head).
+    public var maxLength: Int?
+    public var overflow: Overflow?
+    /// Queue argument `x-delivery-limit` (quorum queues).
+    public var deliveryLimit: Int?
 
     public init(name: String, queue: String, prefetch: UInt16 = 16, concurrency: Int = 4, command: [String] = [],
                 timeout: Duration? = .seconds(300), maxAttempts: Int = 5, retryDelay: Duration = .seconds(1),
@@ -98,7 +137,11 @@ public struct ConsumerSettings: Sendable, Equatable {
                 declare: Bool = true, queueType: QueueType = .classic, maxBody: Int = 16 << 20,
                 mode: HandlerMode = .exec, startupTimeout: Duration = .seconds(30), maxMessages: Int = 0,
                 maxMemory: Int? = nil, input: HandlerInput = .body, replies: Bool = false,
-                replyContentType: String = "text/plain", outputExchange: String? = nil, outputRoutingKey: String = "") {
+                replyContentType: String = "text/plain", outputExchange: String? = nil, outputRoutingKey: String = "",
+                exchange: String? = nil,
+                exchangeType: ExchangeType = .direct, routingKeys: [String]? = nil, consumerPriority: Int32? = nil,
+                exclusive: Bool = false, singleActiveConsumer: Bool = false, maxPriority: Int? = nil,
+                maxLength: Int? = nil, overflow: Overflow? = nil, deliveryLimit: Int? = nil) {
         self.name = name
         self.queue = queue
         self.prefetch = prefetch
@@ -124,6 +167,16 @@ public struct ConsumerSettings: Sendable, Equatable {
         self.replyContentType = replyContentType
         self.outputExchange = outputExchange
         self.outputRoutingKey = outputRoutingKey
+        self.exchange = exchange
+        self.exchangeType = exchangeType
+        self.routingKeys = routingKeys ?? [queue]
+        self.consumerPriority = consumerPriority
+        self.exclusive = exclusive
+        self.singleActiveConsumer = singleActiveConsumer
+        self.maxPriority = maxPriority
+        self.maxLength = maxLength
+        self.overflow = overflow
+        self.deliveryLimit = deliveryLimit
     }
 
     /// Whether any message's output may be published: persistent workers

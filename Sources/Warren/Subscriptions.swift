@@ -134,7 +134,8 @@ struct Subscriptions: Sendable, Equatable {
 
     /// A consumer's set-up on a new connection failed.
     func setUpFailed(consumer: Int, _ error: AMQPError, firstStart: Bool, failFast: Bool) -> Decision {
-        if firstStart && (error.code == .invalidArgument || (failFast && !error.isConnectionFatal)) { return .cannotStart }
+        let refusedTopology = error.code == .invalidArgument || error.code == .inequivalentArguments
+        if firstStart && (refusedTopology || (failFast && !error.isConnectionFatal)) { return .cannotStart }
         if error.isConnectionFatal { return .reconnect }
         return .resubscribe(Resubscribe(consumer: consumer, attempt: 1, generation: generation))
     }

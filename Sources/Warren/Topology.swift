@@ -1,6 +1,8 @@
 import AMQP
+import Logging
 
-/// The queues one consumer uses: its own, its delay queues and its
+/// What one consumer needs on the broker: its queue (with the arguments the
+/// config asks for), the exchange it is bound to, its delay queues and its
 /// dead-letter queue. `declare = true` creates them; otherwise they are
 /// checked, naming the one that is missing.
 struct Topology: Sendable {
@@ -24,29 +26,128 @@ struct Topology: Sendable {
         ])
     }
 
-    func declare(on connection: AMQPConnection, channel: UInt16) async throws(AMQPError) {
-        var queueArguments = FieldTable()
-        if consumer.queueType == .quorum { queueArguments["x-queue-type"] = .string("quorum") }
+    /// Whether the consumed queue gets a dead-letter route to the
+    /// dead-letter queue: wherever the broker itself may discard a message.
+    /// A quorum queue drops a message returned more than its delivery limit
+    /// times (RabbitMQ 4 sets a limit of 20 on every quorum queue), and a
+    /// queue with `max_length` drops or refuses what overflows; with the
+    /// route the broker moves such a message to the dead-letter queue, with
+    /// its reason in `x-death`, instead of losing it.
+    var routesDeadLetters: Bool { consumer.queueType == .quorum || consumer.maxLength != nil }
+
+    /// The consumed queue's arguments when warren declares it.
+    var queueArguments: FieldTable {
+        var arguments = FieldTable()
+        if consumer.queueType == .quorum { arguments["x-queue-type"] = .string("quorum") }
+        if routesDeadLetters {
+            arguments["x-dead-letter-exchange"] = .string("")
+            arguments["x-dead-letter-routing-key"] = .string(consumer.deadLetterQueue)
+        }
+        if consumer.singleActiveConsumer { arguments["x-single-active-consumer"] = .bool(true) }
+        if let maxPriority = consumer.maxPriority { arguments["x-max-priority"] = .int64(Int64(maxPriority)) }
+        if let maxLength = consumer.maxLength { arguments["x-max-length"] = .int64(Int64(maxLength)) }
+        if let overflow = consumer.overflow { arguments["x-overflow"] = .string(overflow.rawValue) }
+        if let limit = consumer.deliveryLimit { arguments["x-delivery-limit"] = .int64(Int64(limit)) }
+        return arguments
+    }
+
+    /// The consumer's `basic.consume` arguments.
+    var consumeArguments: FieldTable {
+        var arguments = FieldTable()
+        if let priority = consumer.consumerPriority { arguments["x-priority"] = .int32(priority) }
+        return arguments
+    }
+
+    func declare(on connection: AMQPConnection, channel: UInt16, logger: Logger) async throws(AMQPError) {
         try await declareOne(consumer.queue, arguments: queueArguments, what: "the queue", connection, channel)
-        try await declareOne(consumer.deadLetterQueue, arguments: queueArguments, what: "the dead-letter queue", connection, channel)
+        var deadLetterArguments = FieldTable()
+        if consumer.queueType == .quorum { deadLetterArguments["x-queue-type"] = .string("quorum") }
+        try await besideTheQueue(connection, channel, logger) { () throws(AMQPError) in
+            try await declareOne(consumer.deadLetterQueue, arguments: deadLetterArguments, what: "the dead-letter queue",
+                                 connection, channel)
+        }
         for level in stride(from: 1, through: policy.levels, by: 1) {
-            try await declareOne(retryQueue(level: level), arguments: retryArguments(level: level),
-                                 what: "delay queue \(level)", connection, channel)
+            try await besideTheQueue(connection, channel, logger) { () throws(AMQPError) in
+                try await declareOne(retryQueue(level: level), arguments: retryArguments(level: level),
+                                     what: "delay queue \(level)", connection, channel)
+            }
+        }
+        if let exchange = consumer.exchange {
+            try await declareExchange(exchange, connection, channel)
+            for key in consumer.routingKeys {
+                try await connection.bindQueue(consumer.queue, to: exchange, routingKey: key, on: channel)
+            }
         }
     }
 
-    func check(on connection: AMQPConnection, channel: UInt16) async throws(AMQPError) {
+    func check(on connection: AMQPConnection, channel: UInt16, logger: Logger) async throws(AMQPError) {
         var names = [(consumer.queue, "queue"), (consumer.deadLetterQueue, "dead-letter queue")]
         for level in stride(from: 1, through: policy.levels, by: 1) { names.append((retryQueue(level: level), "delay queue")) }
-        for (name, what) in names {
-            do {
-                try await connection.declareQueue(name, on: channel, passive: true)
-            } catch {
-                guard error.replyCode == 404 else { throw error }
-                throw AMQPError(.invalidArgument,
-                                "\(what) '\(name)' of [consumer.\(consumer.name)] does not exist and declare = false: create it, or set declare = true",
-                                replyCode: 404)
+        for (index, (name, what)) in names.enumerated() {
+            if index == 0 {
+                try await checkOne(name, what: what, connection, channel)
+            } else {
+                try await besideTheQueue(connection, channel, logger) { () throws(AMQPError) in
+                    try await checkOne(name, what: what, connection, channel)
+                }
             }
+        }
+        if let exchange = consumer.exchange {
+            do {
+                try await connection.declareExchange(exchange, type: consumer.exchangeType.rawValue, on: channel, passive: true)
+            } catch {
+                throw missing(error, what: "exchange", name: exchange)
+            }
+        }
+    }
+
+    private func checkOne(_ name: String, what: String, _ connection: AMQPConnection, _ channel: UInt16) async throws(AMQPError) {
+        do {
+            try await connection.declareQueue(name, on: channel, passive: true)
+        } catch {
+            throw missing(error, what: what, name: name)
+        }
+    }
+
+    /// A delay or dead-letter queue whose cluster node is down (a classic
+    /// queue lives on one node) must not keep the consumer from its own
+    /// queue, which may be a quorum queue served by the other nodes: its
+    /// declare is skipped with a warning, the channel the broker closed for
+    /// it is opened again, and a copy sent to it meanwhile is refused, so
+    /// its original goes back to the queue (never acked, never lost).
+    private func besideTheQueue(_ connection: AMQPConnection, _ channel: UInt16, _ logger: Logger,
+                                _ body: () async throws(AMQPError) -> Void) async throws(AMQPError) {
+        do {
+            try await body()
+        } catch {
+            guard Self.isOnADownNode(error) else { throw error }
+            logger.warning("a queue beside the consumer's is on a cluster node that is down: retries or dead letters to it are refused (their messages requeued) until the node is back; consuming meanwhile",
+                           metadata: ["error": "\(error)"])
+            try await connection.openChannel(channel, prefetch: consumer.prefetch)
+        }
+    }
+
+    /// RabbitMQ's answer for a durable classic queue whose node is down:
+    /// `404 NOT_FOUND - home node '...' of durable queue '...' is down or inaccessible`.
+    static func isOnADownNode(_ error: AMQPError) -> Bool {
+        error.replyCode == 404 && error.reason.contains("home node") && error.reason.contains("is down or inaccessible")
+    }
+
+    private func missing(_ error: AMQPError, what: String, name: String) -> AMQPError {
+        guard error.replyCode == 404, !Self.isOnADownNode(error) else { return error }
+        return AMQPError(.invalidArgument,
+                         "\(what) '\(name)' of [consumer.\(consumer.name)] does not exist and declare = false: create it, or set declare = true",
+                         replyCode: 404)
+    }
+
+    /// RabbitMQ's own exchanges (`amq.topic` ...) may not be declared, only
+    /// checked: they always exist, with their type.
+    private func declareExchange(_ name: String, _ connection: AMQPConnection, _ channel: UInt16) async throws(AMQPError) {
+        do {
+            try await connection.declareExchange(name, type: consumer.exchangeType.rawValue, on: channel,
+                                                 passive: name.hasPrefix("amq."))
+        } catch {
+            throw refusal(error, what: "the exchange", name: name)
         }
     }
 
@@ -55,12 +156,47 @@ struct Topology: Sendable {
         do {
             try await connection.declareQueue(name, on: channel, durable: true, arguments: arguments)
         } catch {
-            guard error.replyCode == 406 else { throw error }
-            throw AMQPError(.invalidArgument,
-                            "\(what) '\(name)' of [consumer.\(consumer.name)] exists with other arguments (\(error.reason)); "
-                                + "a changed queue_type, retry_delay or retry_delay_max needs it deleted once empty "
-                                + "(rabbitmqctl delete_queue \(name)), or set declare = false",
-                            replyCode: 406)
+            throw refusal(error, what: what, name: name)
+        }
+    }
+
+    /// A 406 from a declare: the queue or exchange exists with other
+    /// arguments. RabbitMQ cannot change them in place, so the error names
+    /// the argument, both values, the key that sets it, and the ways out.
+    private func refusal(_ error: AMQPError, what: String, name: String) -> AMQPError {
+        guard error.replyCode == 406 else { return error }
+        let subject = "\(what) '\(name)' of [consumer.\(consumer.name)]"
+        let deleteIt = what == "the exchange"
+            ? "delete the exchange (management UI, or rabbitmqadmin delete exchange name=\(name)) so warren declares it anew"
+            : "delete the queue once it is empty (rabbitmqctl delete_queue \(name)) so warren declares it anew"
+        guard let refused = InequivalentArgument(replyText: error.reason) else {
+            return AMQPError(.inequivalentArguments,
+                             "\(subject) exists with other arguments (\(error.reason)); RabbitMQ cannot change them in place: "
+                                 + "\(deleteIt), or set declare = false", replyCode: 406)
+        }
+        return AMQPError(.inequivalentArguments,
+                         "\(subject) exists with \(refused.argument) = \(refused.existing), but warren declares it with "
+                             + "\(refused.argument) = \(refused.declared) (\(setBy(refused.argument, what: what))); "
+                             + "RabbitMQ cannot change it in place: make the config match, or \(deleteIt), "
+                             + "or set declare = false to use it as it is",
+                         replyCode: 406)
+    }
+
+    /// The config key behind an argument warren sends.
+    private func setBy(_ argument: String, what: String) -> String {
+        switch argument {
+        case "x-queue-type": return "queue_type"
+        case "x-single-active-consumer": return "single_active_consumer"
+        case "x-max-priority": return "max_priority"
+        case "x-max-length": return "max_length"
+        case "x-overflow": return "overflow"
+        case "x-delivery-limit": return "delivery_limit"
+        case "type": return "exchange_type"
+        case "x-message-ttl": return "retry_delay and retry_delay_max"
+        case "x-dead-letter-exchange", "x-dead-letter-routing-key":
+            if what.hasPrefix("delay queue") { return "the route back to the queue" }
+            return "the dead-letter route to dead_letter_queue that warren gives quorum queues and queues with max_length"
+        default: return "warren does not set it: whoever declared the queue did"
         }
     }
 }

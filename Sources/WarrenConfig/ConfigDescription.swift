@@ -12,6 +12,7 @@ public enum ConfigDescription {
         out += "heartbeat = \(seconds(.seconds(broker.endpoints.first?.heartbeat ?? 0)))\n"
         out += "reconnect_min = \(seconds(broker.reconnectMin))\n"
         out += "reconnect_max = \(seconds(broker.reconnectMax))\n"
+        out += "consumer_timeout = \(broker.consumerTimeout.map(seconds) ?? "0")\n"
         if let first = broker.endpoints.first(where: \.tls) {
             if let ca = first.tlsCA { out += "tls_ca = \(ca)\n" }
             if let cert = first.tlsCert { out += "tls_cert = \(cert)\n" }
@@ -50,6 +51,18 @@ public enum ConfigDescription {
                 out += "output_exchange = \(exchange)\n"
                 out += "output_routing_key = \(consumer.outputRoutingKey.isEmpty ? "''" : consumer.outputRoutingKey)\n"
             }
+            if let exchange = consumer.exchange {
+                out += "exchange = \(exchange)\n"
+                out += "exchange_type = \(consumer.exchangeType.rawValue)\n"
+                out += "routing_keys = \(consumer.routingKeys.joined(separator: " "))\n"
+            }
+            if let priority = consumer.consumerPriority { out += "consumer_priority = \(priority)\n" }
+            out += "exclusive = \(consumer.exclusive)\n"
+            out += "single_active_consumer = \(consumer.singleActiveConsumer)\n"
+            if let maxPriority = consumer.maxPriority { out += "max_priority = \(maxPriority)\n" }
+            if let maxLength = consumer.maxLength { out += "max_length = \(maxLength)\n" }
+            if let overflow = consumer.overflow { out += "overflow = \(overflow.rawValue)\n" }
+            if let limit = consumer.deliveryLimit { out += "delivery_limit = \(limit)\n" }
         }
         if let metrics = config.metrics {
             out += "\n[metrics]\nlisten = \(metrics.host.contains(":") ? "[\(metrics.host)]" : metrics.host):\(metrics.port)\n"

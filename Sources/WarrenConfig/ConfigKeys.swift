@@ -11,6 +11,7 @@
 /// | broker | reconnect_max | duration | >= reconnect_min |
 /// | broker | tls_ca | file path | amqps only |
 /// | broker | tls_cert, tls_key | file path | amqps only; together |
+/// | broker | consumer_timeout | duration | 0 (the broker has none) or more; checked against every consumer (`AckTimeoutRule`) |
 /// | shutdown | grace_period | duration | >= 0 |
 /// | shutdown | kill_after | duration | > 0 |
 /// | consumer.NAME | queue | queue name | 1-255 bytes |
@@ -35,18 +36,30 @@
 /// | consumer.NAME | reply_content_type | MIME type | 1-255 bytes |
 /// | consumer.NAME | output_exchange | exchange name | 1-255 bytes; amq.default for the default exchange |
 /// | consumer.NAME | output_routing_key | routing key | 0-255 bytes; only with output_exchange |
+/// | consumer.NAME | exchange | exchange name | 1-255 bytes |
+/// | consumer.NAME | exchange_type | direct fanout topic headers | with exchange and declare = true |
+/// | consumer.NAME | routing_keys | binding keys, space separated | with exchange and declare = true; each 0-255 bytes |
+/// | consumer.NAME | consumer_priority | integer | -2147483648 to 2147483647 |
+/// | consumer.NAME | exclusive | boolean |  |
+/// | consumer.NAME | single_active_consumer | boolean | declare = true |
+/// | consumer.NAME | max_priority | integer | 1-255; classic queues, declare = true |
+/// | consumer.NAME | max_length | integer | 1 to 1000000000; declare = true |
+/// | consumer.NAME | overflow | drop-head reject-publish reject-publish-dlx | with max_length; quorum: not reject-publish-dlx |
+/// | consumer.NAME | delivery_limit | integer | 1 to 1000000; quorum queues, declare = true |
 /// | metrics | listen | host:port |  |
 /// | log | level | trace debug info notice warning error critical |  |
 /// | log | format | text or json |  |
 enum ConfigKeys {
     static let broker: Set<String> = ["url", "password_file", "heartbeat", "reconnect_min", "reconnect_max", "tls_ca", "tls_cert",
-                                      "tls_key"]
+                                      "tls_key", "consumer_timeout"]
     static let shutdown: Set<String> = ["grace_period", "kill_after"]
     static let consumer: Set<String> = [
         "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "retry_delay", "retry_delay_max",
         "dead_letter_queue", "exit_ack", "exit_retry", "exit_dead_letter", "declare", "queue_type",
         "max_body", "mode", "startup_timeout", "max_messages", "max_memory",
         "input", "replies", "reply_content_type", "output_exchange", "output_routing_key",
+        "input", "exchange", "exchange_type", "routing_keys", "consumer_priority", "exclusive",
+        "single_active_consumer", "max_priority", "max_length", "overflow", "delivery_limit",
     ]
     static let metrics: Set<String> = ["listen"]
     static let log: Set<String> = ["level", "format"]

@@ -196,6 +196,10 @@ struct Reader {
         if reconnectMax < reconnectMin, let at = broker["reconnect_max"] ?? broker["reconnect_min"] {
             problem(at, "reconnect_max (\(reconnectMax)) is less than reconnect_min (\(reconnectMin))")
         }
+        let consumerTimeout = duration(broker["consumer_timeout"], default: brokerDefaults.consumerTimeout ?? .zero, min: .zero)
+            ?? brokerDefaults.consumerTimeout ?? .zero
+        let brokerSettings = BrokerSettings(endpoints: endpoints, reconnectMin: reconnectMin, reconnectMax: reconnectMax,
+                                            consumerTimeout: consumerTimeout == .zero ? nil : consumerTimeout)
 
         // [shutdown]
         let shutdownValues = values("shutdown")
@@ -209,7 +213,9 @@ struct Reader {
         // [consumer.NAME]
         var consumers: [ConsumerSettings] = []
         for section in sections where section.name.hasPrefix("consumer.") {
-            if let consumer = consumer(section.name, line: section.line, section.values) { consumers.append(consumer) }
+            guard let consumer = consumer(section.name, line: section.line, section.values) else { continue }
+            checkAckTimeout(consumer, section.values, line: section.line, shutdown: shutdown, broker: brokerSettings)
+            consumers.append(consumer)
         }
         if consumers.isEmpty && !sections.contains(where: { $0.name.hasPrefix("consumer.") }) {
             problems.append(ConfigProblem(file: file, line: 0, message:
@@ -229,9 +235,7 @@ struct Reader {
 
         guard problems.isEmpty else { return nil }
         return Config(file: file,
-                      warren: WarrenSettings(broker: BrokerSettings(endpoints: endpoints, reconnectMin: reconnectMin,
-                                                                    reconnectMax: reconnectMax),
-                                             shutdown: shutdown, consumers: consumers),
+                      warren: WarrenSettings(broker: brokerSettings, shutdown: shutdown, consumers: consumers),
                       metrics: metrics, log: LogSettings(level: level, format: format))
     }
 
@@ -304,6 +308,7 @@ struct Reader {
             }
             outputRoutingKey = key
         }
+        let topology = topology(values, queueType: queueType, declare: declare)
         guard problems.count == before, let queue else { return nil }
         return ConsumerSettings(name: name, queue: queue, prefetch: UInt16(prefetch), concurrency: concurrency, command: command,
                                 timeout: timeout == .zero ? nil : timeout, maxAttempts: maxAttempts, retryDelay: retryDelay,
@@ -312,7 +317,11 @@ struct Reader {
                                 maxBody: maxBody, mode: mode, startupTimeout: startupTimeout, maxMessages: maxMessages,
                                 maxMemory: maxMemory, input: input, replies: replies,
                                 replyContentType: replyContentType, outputExchange: outputExchange,
-                                outputRoutingKey: outputRoutingKey)
+                                outputRoutingKey: outputRoutingKey, exchange: topology.exchange,
+                                exchangeType: topology.exchangeType, routingKeys: topology.routingKeys,
+                                consumerPriority: topology.consumerPriority, exclusive: topology.exclusive,
+                                singleActiveConsumer: topology.singleActiveConsumer, maxPriority: topology.maxPriority,
+                                maxLength: topology.maxLength, overflow: topology.overflow, deliveryLimit: topology.deliveryLimit)
     }
 
     /// The system bundle, or nil after one problem saying how to set `tls_ca`.

@@ -23,6 +23,12 @@ import Testing
         ("output_routing_key alone", consumer + "output_routing_key = done\n", 4, "output_routing_key without output_exchange"),
         ("output_exchange too long", consumer + "output_exchange = \(String(repeating: "x", count: 300))\n", 4,
          "output_exchange is longer than 255 bytes"),
+        ("a message could outlast consumer_timeout", consumer + "prefetch = 100\nconcurrency = 1\n", 4,
+         "[consumer.a]: a message could stay unacked for 100 × "),
+        ("no timeout under a finite consumer_timeout", "[broker]\nconsumer_timeout = 1h\n" + consumer + "timeout = 0\n", 6,
+         "timeout = 0 lets a handler run forever"),
+        ("delivery_limit on a classic queue", consumer + "delivery_limit = 3\n", 4, "delivery_limit needs queue_type = quorum"),
+        ("routing_keys without exchange", consumer + "routing_keys = a b\n", 4, "routing_keys needs exchange"),
     ]
 
     @Test(arguments: cases.indices)

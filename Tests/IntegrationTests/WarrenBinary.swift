@@ -89,13 +89,17 @@ final class WarrenBinary: @unchecked Sendable {
     }
 }
 
-/// A config for one consumer on the test broker.
+/// A config for one consumer on the test broker. `consumerTimeout`: the
+/// test broker's acknowledgement timeout is an hour (scripts/broker.sh),
+/// far beyond any test's handlers, so the check against it is off unless
+/// a test is about it (TopologyTests).
 func warrenConfig(queue: String, command: String, prefetch: Int = 16, concurrency: Int = 4, grace: String = "30s",
-                  killAfter: String = "10s", extra: String = "") throws -> String {
+                  killAfter: String = "10s", consumerTimeout: String = "0", extra: String = "") throws -> String {
     """
     [broker]
     url = \(TestBroker.url)
     heartbeat = 5s
+    consumer_timeout = \(consumerTimeout)
 
     [shutdown]
     grace_period = \(grace)

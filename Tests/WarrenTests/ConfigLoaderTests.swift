@@ -55,6 +55,7 @@ import Warren
             heartbeat = 10s
             reconnect_min = 250ms
             reconnect_max = 1m
+            consumer_timeout = 0
             [shutdown]
             grace_period = 45
             kill_after = 5s
@@ -85,6 +86,7 @@ import Warren
         #expect(broker.endpoints[0].virtualHost == "prod")
         #expect(broker.endpoints[0].heartbeat == 10)
         #expect(broker.reconnectMin == .milliseconds(250) && broker.reconnectMax == .seconds(60))
+        #expect(broker.consumerTimeout == nil, "0: the broker has no acknowledgement timeout")
         #expect(config.warren.shutdown == ShutdownSettings(gracePeriod: .seconds(45), killAfter: .seconds(5)))
         let consumer = try #require(config.warren.consumers.first)
         #expect(consumer.command == ["/opt/my handler", "--flag"])
@@ -99,11 +101,11 @@ import Warren
     @Test func environmentOverridesFileValues() throws {
         let config = try load(Self.minimal + "prefetch = 8\n", environment: [
             "WARREN_BROKER_URL": "amqp://x:y@other:5999/%2f",
-            "WARREN_CONSUMER_ORDERS_PREFETCH": "64",
+            "WARREN_CONSUMER_ORDERS_PREFETCH": "20",
             "WARREN_SHUTDOWN_GRACE_PERIOD": "2m",
         ])
         #expect(config.warren.broker.endpoints.first?.host == "other")
-        #expect(config.warren.consumers.first?.prefetch == 64)
+        #expect(config.warren.consumers.first?.prefetch == 20)
         #expect(config.warren.shutdown.gracePeriod == .seconds(120))
     }
 

@@ -142,6 +142,10 @@ import Testing
         #expect(run(.starting) { $0.failed() } == (.exit(1), .stopped(exitCode: 1)))
     }
 
+    @Test func aFirstStartRefusedForTheConfigsSakeExitsWithItsCode() {
+        #expect(run(.starting) { $0.failed(exitCode: 78) } == (.exit(78), .stopped(exitCode: 78)))
+    }
+
     @Test func failingAfterTheFirstStartIsAProgrammingError() async {
         await #expect(processExitsWith: .failure) {
             var machine = Lifecycle(state: .reconnecting)

@@ -8,6 +8,7 @@ import Testing
     let refused = AMQPError(.channelClosedByBroker, "NOT_FOUND - no queue 'q'", replyCode: 404)
     let invalid = AMQPError(.invalidArgument, "queue 'q' is missing and declare = false")
     let lost = AMQPError(.connectionLost, "socket closed")
+    let inequivalent = AMQPError(.inequivalentArguments, "the queue 'q' exists with x-max-priority = 5", replyCode: 406)
 
     func connected(consumers: Int = 2, generation: Int = 1, limit: UInt16 = 1000) -> Subscriptions {
         var subscriptions = Subscriptions(consumers: consumers, channelLimit: limit)
@@ -81,6 +82,9 @@ import Testing
         let s = connected()
         #expect(s.setUpFailed(consumer: 0, invalid, firstStart: true, failFast: false) == .cannotStart)
         #expect(s.setUpFailed(consumer: 0, invalid, firstStart: false, failFast: false)
+            == .resubscribe(Resubscribe(consumer: 0, attempt: 1, generation: 1)))
+        #expect(s.setUpFailed(consumer: 0, inequivalent, firstStart: true, failFast: false) == .cannotStart)
+        #expect(s.setUpFailed(consumer: 0, inequivalent, firstStart: false, failFast: false)
             == .resubscribe(Resubscribe(consumer: 0, attempt: 1, generation: 1)))
     }
 
