@@ -43,10 +43,14 @@ final class SupervisorLoop {
         var protocolLines: WorkerLineSplitter?
         /// A worker's message in hand, for its stderr lines.
         var tag: String? = nil
-        /// A worker's messages taken for its stdin, and whether the last one
-        /// could not be written whole (EPIPE, or stdin already closed).
+        /// A worker's messages taken for its stdin; bytes of the last one
+        /// written to the pipe; and, once stdin is closed, what was left
+        /// unread in it. The last message reached the worker if it read at
+        /// least one of its bytes (a worker that dies on a message it read
+        /// in part was still handed it: the attempt counts).
         var writes = 0
-        var inputRefused = false
+        var currentWritten = 0
+        var unreadAtClose = 0
         /// Once a worker is told to go (end of file, SIGTERM): how many more
         /// stdout lines its owner hears (a late answer), so one that floods
         /// stdout on its way out costs this thread reads, not its owner.
@@ -291,11 +295,8 @@ final class SupervisorLoop {
         case .write(let request, let bytes, let tag):
             guard let pid = pidOf[request], let child = children[pid] else { return }
             child.writes += 1
-            guard child.stdinFD >= 0, !child.closeWhenWritten else {
-                child.inputRefused = true
-                return
-            }
-            child.inputRefused = false
+            child.currentWritten = 0
+            guard child.stdinFD >= 0, !child.closeWhenWritten else { return }
             // What the worker wrote on stderr before this message is its previous message's.
             var reads = 0
             while reads < Self.finalReads, readOutput(child, index: 1) { reads += 1 }
@@ -383,6 +384,14 @@ final class SupervisorLoop {
     /// Lines of stdout a worker told to go may still write to its owner.
     static let linesAfterEnd = 16
 
+    /// `{"id"` first: the one kind of line that must reach the owner however
+    /// much else the worker wrote.
+    static func looksLikeAnswer(_ piece: WorkerLineSplitter.Piece) -> Bool {
+        guard case .line(let bytes) = piece else { return false }
+        let text = bytes.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        return text.starts(with: Array(#"{"id""#.utf8))
+    }
+
     private func terminate(_ child: Child, killAfterMs: Int64) {
         if case .worker = child.owner { child.linesLeft = min(child.linesLeft ?? Self.linesAfterEnd, Self.linesAfterEnd) }
         perform(child.phase.terminate(now: monotonicMilliseconds(), killAfterMs: killAfterMs), for: child)
@@ -444,11 +453,14 @@ final class SupervisorLoop {
                 let written = input.withUnsafeBytes { raw in
                     write(child.stdinFD, raw.baseAddress! + child.inputOffset, input.count - child.inputOffset)
                 }
-                if written > 0 { child.inputOffset += written; continue }
+                if written > 0 {
+                    child.inputOffset += written
+                    child.currentWritten += written
+                    continue
+                }
                 if written < 0 && (errno == EAGAIN || errno == EINTR) { return }
                 // EPIPE: the command does not want the rest (a worker: no more messages).
                 noteClosedPipe(child, "stdin")
-                child.inputRefused = true
                 child.inputs.removeAll()
                 child.inputOffset = 0
                 closeInput(child)
@@ -461,6 +473,9 @@ final class SupervisorLoop {
     }
 
     private func closeInput(_ child: Child) {
+        if child.stdinFD >= 0, case .worker = child.owner {
+            child.unreadAtClose = max(0, Int(warren_pipe_unread(child.stdinFD)))
+        }
         if child.stdinFD >= 0 { close(child.stdinFD) }
         child.stdinFD = -1
         child.inputs.removeAll()
@@ -484,7 +499,9 @@ final class SupervisorLoop {
                 child.capture(scratch[0..<count])
             } else if stream == .stdout, case .worker(let link) = child.owner {
                 child.protocolLines?.feed(scratch[0..<count]) { piece in
-                    if let left = child.linesLeft {
+                    // An answer is never cut off: a worker told to go may
+                    // still finish the message in hand after some chatter.
+                    if let left = child.linesLeft, !Self.looksLikeAnswer(piece) {
                         guard left > 0 else { return }
                         child.linesLeft = left - 1
                     }
@@ -548,7 +565,8 @@ final class SupervisorLoop {
         }
         // Whether a worker's last message is still unread: queued, refused,
         // or in the pipe (no byte of it was read, or not all).
-        let unread = child.inputRefused || !child.inputs.isEmpty || (child.stdinFD >= 0 && warren_pipe_unread(child.stdinFD) > 0)
+        let inPipe = child.stdinFD >= 0 ? max(0, Int(warren_pipe_unread(child.stdinFD))) : child.unreadAtClose
+        let unread = child.currentWritten - inPipe <= 0
         closeInput(child)
         children.removeValue(forKey: child.pid)
         pidOf.removeValue(forKey: child.request)

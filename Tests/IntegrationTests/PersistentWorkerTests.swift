@@ -1,3 +1,4 @@
+import AMQP
 import Foundation
 import Glibc
 import Testing
@@ -605,6 +606,43 @@ import Testing
         }
     }
 
+    /// A worker that dies on a message it read in part (a line too long for
+    /// it) was handed that message: each death is an attempt, and the
+    /// message reaches the dead-letter queue instead of looping for ever.
+    @Test func aWorkerDyingOnAMessageItReadInPartSpendsItsAttempts() async throws {
+        let directory = try WarrenBinary.makeDirectory()
+        let script = """
+            import json, os, sys
+            print(json.dumps({"ready": True}), flush=True)
+            while True:
+                chunk = os.read(0, 4096)
+                if not chunk:
+                    break
+                if b"\\n" not in chunk:
+                    sys.exit(1)  # a line longer than this worker takes
+                env = json.loads(chunk)
+                with open(os.path.join(sys.argv[1], "finished"), "a") as f:
+                    f.write(env["properties"]["message_id"] + "\\n")
+                print(json.dumps({"id": env["id"], "outcome": "ack"}), flush=True)
+            """
+        try script.write(toFile: directory + "/chunky.py", atomically: true, encoding: .utf8)
+        try await withTestQueue { client, queue in
+            try await client.connection.publish(Array(repeating: UInt8(ascii: "x"), count: 300_000), routingKey: queue, on: 1,
+                                                properties: MessageProperties(deliveryMode: 2, messageId: "big"))
+            try await client.publish(ids: ["small"], to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: "python3 \(directory)/chunky.py {dir}", concurrency: 1,
+                extra: Self.persistent("max_attempts = 2\nretry_delay = 100ms"))
+                .replacingOccurrences(of: "heartbeat = 5s", with: "heartbeat = 5s\nreconnect_min = 100ms\nreconnect_max = 200ms"))
+            try await eventually("big dead-lettered", timeout: .seconds(15)) { try await client.count(queue + ".dead") == 1 }
+            try await eventually("small finished") { warren.lines("finished") == ["small"] }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(try await client.drain(queue + ".dead").map(\.id) == ["big"])
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+
     /// A stray line on stdout makes the worker a protocol breaker, but it may
     /// still be working on its message: the message is not run anywhere
     /// else until the worker has gone, and an answer it still gives stands.
@@ -612,7 +650,11 @@ import Testing
         let command = try Self.worker(setup: "signal.signal(signal.SIGTERM, signal.SIG_IGN)", handle: """
             if body == "chatty":
                 print("debug: starting", flush=True)
-                time.sleep(2)
+                time.sleep(0.5)
+                # Told to go by now: more chatter, then its answer.
+                for _ in range(20):
+                    print("debug: working", flush=True)
+                time.sleep(1.5)
             note("finished", mid + " " + str(time.time()))
             answer()
             """)
