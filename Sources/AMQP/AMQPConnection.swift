@@ -250,6 +250,7 @@ public final class AMQPConnection: Sendable {
     public func consume(queue name: String, on channel: UInt16, consumerTag: String = "", noAck: Bool = false,
                         exclusive: Bool = false, arguments: FieldTable = FieldTable()) async throws(AMQPError) -> String {
         try await call { loop throws(AMQPError) in
+            try loop.requireOpen(channel, doing: "consuming from '\(name)'")
             let arena = CArena()
             return try loop.rpc(channel: channel, "consuming from '\(name)'") {
                 amqp_basic_consume($0, channel, arena.bytes(name), arena.bytes(consumerTag), 0, noAck ? 1 : 0, exclusive ? 1 : 0,
@@ -263,6 +264,7 @@ public final class AMQPConnection: Sendable {
     /// must settle them (drain nacks them with requeue).
     public func cancel(consumerTag: String, on channel: UInt16) async throws(AMQPError) {
         try await call { loop throws(AMQPError) in
+            try loop.requireOpen(channel, doing: "cancelling consumer '\(consumerTag)'")
             let arena = CArena()
             _ = try loop.rpc(channel: channel, "cancelling consumer '\(consumerTag)'") {
                 amqp_basic_cancel($0, channel, arena.bytes(consumerTag))

@@ -404,6 +404,14 @@ final class IOLoop {
         return result
     }
 
+    /// A method on a channel this loop already knows is closed would be a
+    /// connection error (504 CHANNEL_ERROR): refused here instead.
+    func requireOpen(_ channel: UInt16, doing what: String) throws(AMQPError) {
+        guard channels[channel] != nil else {
+            throw AMQPError(.channelClosedByBroker, "\(what): channel \(channel) is closed")
+        }
+    }
+
     /// Opening an open channel is refused: two owners of one channel would
     /// share its prefetch, its deliveries and its fate. With `confirms`, the
     /// channel is in confirm mode before anything else can use it: both

@@ -32,8 +32,16 @@ public struct AckTimeoutRule: Sendable, Equatable {
     public init(_ consumer: ConsumerSettings, shutdown: ShutdownSettings) {
         let concurrency = max(1, consumer.concurrency)
         turns = (Int(consumer.prefetch) + concurrency - 1) / concurrency
-        var overhead = shutdown.killAfter + Self.settleAllowance
-        if consumer.mode == .persistent { overhead += consumer.startupTimeout }
+        // A reply and an output message each wait for their confirm too,
+        // before a failure's copy does.
+        let outputs = (consumer.replies ? 1 : 0) + (consumer.outputExchange == nil ? 0 : 1)
+        var overhead = shutdown.killAfter + Self.settleAllowance + SettleBounds.confirmTimeout * outputs
+        if consumer.mode == .persistent {
+            overhead += consumer.startupTimeout
+            // A recycled worker gets end of file, then SIGTERM kill_after
+            // later, then SIGKILL after another: its slot waits through both.
+            if consumer.maxMessages > 0 || consumer.maxMemory != nil { overhead += shutdown.killAfter }
+        }
         self.overhead = overhead
         turn = consumer.timeout.map { $0 + overhead }
     }

@@ -160,9 +160,10 @@ final class Consumer: Sendable {
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
-        // Its connection is gone: the broker redelivers the message, so a
+        // Its connection or channel is gone (the broker closed the channel
+        // for an ack timeout, say): the broker redelivers the message, so a
         // retry or dead-letter copy now would make it two.
-        if connection.isGone {
+        if !connection.canSettle(message.delivery) {
             log.notice("connection lost before the outcome was settled; the broker redelivers the message")
             return
         }
@@ -196,6 +197,9 @@ final class Consumer: Sendable {
             let failure = outcome.failure
             let delay = RetryPolicy.jittered(topology.policy.delay(level: level), random: Double.random(in: 0..<1))
             var properties = message.delivery.properties
+            // Persistent whatever the original was: a copy waits in a classic
+            // delay queue, which keeps only persistent messages over a restart.
+            properties.deliveryMode = 2
             var headers = Self.withOrigin(properties.headers, message)
             headers["x-warren-attempt"] = .int64(Int64(nextAttempt))
             headers["x-warren-last-failure"] = .string(failure?.reason ?? "")
@@ -230,9 +234,9 @@ final class Consumer: Sendable {
     /// never acking a request without its reply. Requesters match replies
     /// by `correlation_id` and drop ones they no longer wait for.
     func publishOutput(_ message: Message, output: MessageBody?, connection: AMQPConnection, watchdog: Watchdog) async {
-        // The request's connection is gone: the broker redelivers it, and
-        // its next run answers; a reply now would be a second one.
-        if connection.isGone { return }
+        // The request's connection or channel is gone: the broker redelivers
+        // it, and its next run answers; a reply now would be a second one.
+        if !connection.canSettle(message.delivery) { return }
         let body = output ?? MessageBody([])
         let properties = message.delivery.properties
         var problem: String? = nil
@@ -288,6 +292,7 @@ final class Consumer: Sendable {
     private func deadLetter(_ message: Message, reason: String, failure: Failure?, extraHeaders: [String: FieldValue] = [:],
                             connection: AMQPConnection, log: Logger, watchdog: Watchdog) async {
         var properties = message.delivery.properties
+        properties.deliveryMode = 2  // kept over a restart, like the retry copy
         var headers = Self.withOrigin(properties.headers, message)
         headers["x-warren-reason"] = .string(reason)
         if let code = failure?.exitCode { headers["x-warren-exit-code"] = .int32(code) }

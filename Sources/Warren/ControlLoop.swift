@@ -135,7 +135,12 @@ struct ControlLoop {
         case .consumerCancelledByBroker(let channel, let tag):
             // The channel is closed below: what it delivered is the broker's again.
             connection.forget(channel: channel)
-            guard let request = stopConsuming(on: channel) else { return .none }
+            let ours = subscriptions.owns(channel)
+            guard let request = stopConsuming(on: channel) else {
+                // A held consumer's channel (no re-subscribe while held): closed all the same.
+                if ours { try? await connection.closeChannel(channel) }
+                return .none
+            }
             let consumer = consumers[request.consumer]
             consumer.logger.warning("the broker cancelled the consumer (queue deleted, or a node failed over); subscribing again",
                                     metadata: ["queue": "\(consumer.settings.queue)", "consumer_tag": "\(tag)"])
@@ -280,6 +285,10 @@ struct ControlLoop {
             // slot already holds stays valid (it runs, or goes back, and its
             // settlement gets through); no channel number is spent.
             if let channel = subscriptions.hold(consumer.index), let connection = current {
+                // Unrouted first: a delivery the broker sent before its
+                // cancel-ok (queued by rabbitmq-c during the call) is
+                // requeued on arrival, never buffered for nobody.
+                router.route(channel: channel, to: nil)
                 try? await connection.cancel(consumerTag: consumer.consumerTag(channel: channel), on: channel)
                 // After cancel-ok no delivery of it is on the way: what is
                 // buffered is every unstarted one.
@@ -296,7 +305,7 @@ struct ControlLoop {
             consumer.logger.notice("a worker is ready: consuming again", metadata: ["queue": "\(consumer.settings.queue)"])
             guard let connection = current else { return .none }
             do {
-                try await consume(consumer, on: channel, connection)
+                try await consume(consumer, on: channel, connection, reusable: false)
                 return startedOnceAllConsume()
             } catch {
                 return await setUpFailed(consumer, error, firstStart: false, on: connection) ?? .none
@@ -311,7 +320,8 @@ struct ControlLoop {
     /// Running (systemd `READY=1`, `/readyz`, a reload's promotion) means
     /// every consumer consumes, not merely that a connection is up.
     private mutating func startedOnceAllConsume() -> Lifecycle.Action {
-        guard subscriptions.allConsume else { return .none }
+        // Held consumers count as consuming, but never without a connection.
+        guard current != nil, subscriptions.allConsume else { return .none }
         status.served(subscriptions.generation)
         return machine.started()
     }
@@ -337,7 +347,10 @@ struct ControlLoop {
         }
     }
 
-    private mutating func consume(_ consumer: Consumer, on channel: UInt16, _ connection: AMQPConnection) async throws(AMQPError) {
+    /// `reusable: false`: the channel consumed before (a held consumer's):
+    /// if consuming fails, its deliveries are void and its number retired.
+    private mutating func consume(_ consumer: Consumer, on channel: UInt16, _ connection: AMQPConnection,
+                                  reusable: Bool = true) async throws(AMQPError) {
         let s = consumer.settings
         // Routed before consuming, so the first delivery finds its buffer.
         router.route(channel: channel, to: consumer.index)
@@ -346,7 +359,13 @@ struct ControlLoop {
                                              exclusive: s.exclusive, arguments: consumer.topology.consumeArguments)
         } catch {
             router.route(channel: channel, to: nil)
-            await release(channel, on: connection, after: error)
+            if reusable {
+                await release(channel, on: connection, after: error)
+            } else {
+                connection.forget(channel: channel)
+                subscriptions.retire(channel)
+                if !error.isConnectionFatal { try? await connection.closeChannel(channel) }
+            }
             throw error
         }
         subscriptions.consumes(consumer.index, on: channel)

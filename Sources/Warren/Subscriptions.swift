@@ -87,6 +87,16 @@ struct Subscriptions: Sendable, Equatable {
         return channel
     }
 
+    /// Whether `channel` is a consumer's (consuming, or held open).
+    func owns(_ channel: UInt16) -> Bool {
+        channelOf.values.contains(channel) || heldChannel.values.contains(channel)
+    }
+
+    /// A channel that consumed once and failed to consume again: its number
+    /// is never used again on this connection (a late ack of its old tags
+    /// must not land on a newer channel).
+    mutating func retire(_ channel: UInt16) { channels.retire(channel) }
+
     /// A held consumer's channel, set up on a new connection but not consumed on.
     mutating func keep(_ consumer: Int, _ channel: UInt16) { heldChannel[consumer] = channel }
 

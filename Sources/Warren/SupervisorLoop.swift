@@ -55,6 +55,9 @@ final class SupervisorLoop {
         /// stdout lines its owner hears (a late answer), so one that floods
         /// stdout on its way out costs this thread reads, not its owner.
         var linesLeft: Int? = nil
+        /// Answers (or what may be one) it may still write then: few, but
+        /// never cut off by chatter.
+        var answersLeft = SupervisorLoop.answersAfterEnd
         /// A worker closed its stdin or stdout (which, and when): reported
         /// once, if its leader is still alive `pipeGraceMs` later.
         var closedPipe: (pipe: String, at: Int64)? = nil
@@ -384,12 +387,20 @@ final class SupervisorLoop {
     /// Lines of stdout a worker told to go may still write to its owner.
     static let linesAfterEnd = 16
 
-    /// `{"id"` first: the one kind of line that must reach the owner however
-    /// much else the worker wrote.
+    /// Answer-looking lines a worker told to go may still write to its owner.
+    static let answersAfterEnd = 4
+
+    /// An object with an `"id"` key, in any order: the one kind of line
+    /// that must reach the owner however much else the worker wrote.
     static func looksLikeAnswer(_ piece: WorkerLineSplitter.Piece) -> Bool {
         guard case .line(let bytes) = piece else { return false }
-        let text = bytes.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
-        return text.starts(with: Array(#"{"id""#.utf8))
+        guard bytes.first(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") }) == UInt8(ascii: "{") else { return false }
+        let key = Array(#""id""#.utf8)
+        guard bytes.count >= key.count else { return false }
+        for start in 0...(bytes.count - key.count) where bytes[start] == key[0] {
+            if bytes[start..<(start + key.count)].elementsEqual(key) { return true }
+        }
+        return false
     }
 
     private func terminate(_ child: Child, killAfterMs: Int64) {
@@ -501,9 +512,14 @@ final class SupervisorLoop {
                 child.protocolLines?.feed(scratch[0..<count]) { piece in
                     // An answer is never cut off: a worker told to go may
                     // still finish the message in hand after some chatter.
-                    if let left = child.linesLeft, !Self.looksLikeAnswer(piece) {
-                        guard left > 0 else { return }
-                        child.linesLeft = left - 1
+                    if let left = child.linesLeft {
+                        if Self.looksLikeAnswer(piece) {
+                            guard child.answersLeft > 0 else { return }
+                            child.answersLeft -= 1
+                        } else {
+                            guard left > 0 else { return }
+                            child.linesLeft = left - 1
+                        }
                     }
                     link.events(.stdout(piece))
                 }

@@ -147,6 +147,11 @@ struct Topology: Sendable {
             try await connection.declareExchange(name, type: consumer.exchangeType.rawValue, on: channel,
                                                  passive: name.hasPrefix("amq."))
         } catch {
+            // A mistyped amq.* name is checked, not declared: missing is a config error, not a wait.
+            if name.hasPrefix("amq."), error.replyCode == 404, !Self.isOnADownNode(error) {
+                throw AMQPError(.invalidArgument, "the exchange '\(name)' of [consumer.\(consumer.name)] does not exist, "
+                                + "and names starting with amq. are RabbitMQ's own, which warren may not declare: check the name")
+            }
             throw refusal(error, what: "the exchange", name: name)
         }
     }
@@ -166,8 +171,10 @@ struct Topology: Sendable {
     private func refusal(_ error: AMQPError, what: String, name: String) -> AMQPError {
         guard error.replyCode == 406 else { return error }
         let subject = "\(what) '\(name)' of [consumer.\(consumer.name)]"
+        // Never advise deleting an exchange: others' bindings go with it,
+        // and their messages become unroutable.
         let deleteIt = what == "the exchange"
-            ? "delete the exchange (management UI, or rabbitmqadmin delete exchange name=\(name)) so warren declares it anew"
+            ? "declare it elsewhere as warren would (or ask whoever owns it)"
             : "delete the queue once it is empty (rabbitmqctl delete_queue \(name)) so warren declares it anew"
         guard let refused = InequivalentArgument(replyText: error.reason) else {
             return AMQPError(.inequivalentArguments,

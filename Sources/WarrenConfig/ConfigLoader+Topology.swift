@@ -67,6 +67,13 @@ extension Reader {
         if let at = values["delivery_limit"], queueType != .quorum {
             problem(at, "delivery_limit needs queue_type = quorum: classic queues do not count deliveries")
         }
+        if let at = values["overflow"], queueType != .quorum, t.overflow == .rejectPublish {
+            // Verified on RabbitMQ 3.10: a full classic queue drops the copy a
+            // delay queue dead-letters back into it, with no trace.
+            problem(at, "overflow = reject-publish on a classic queue silently drops retried messages when the queue "
+                + "is full (the delay queue's copy is refused with no one told): use reject-publish-dlx, which "
+                + "dead-letters them instead")
+        }
         if let at = values["overflow"], queueType == .quorum, t.overflow == .rejectPublishDLX {
             problem(at, "quorum queues take overflow = drop-head or reject-publish, not reject-publish-dlx")
         }

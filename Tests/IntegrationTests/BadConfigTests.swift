@@ -29,6 +29,8 @@ import Testing
          "timeout = 0 lets a handler run forever"),
         ("delivery_limit on a classic queue", consumer + "delivery_limit = 3\n", 4, "delivery_limit needs queue_type = quorum"),
         ("routing_keys without exchange", consumer + "routing_keys = a b\n", 4, "routing_keys needs exchange"),
+        ("reject-publish drops retries on a classic queue", consumer + "max_length = 5\noverflow = reject-publish\n", 5,
+         "silently drops retried messages"),
     ]
 
     @Test(arguments: cases.indices)

@@ -322,6 +322,33 @@ import Testing
         }
     }
 
+    /// Workers fail faster than a connection is made: the consumer holds
+    /// before warren has any connection, and must still connect, and
+    /// consume once a worker is ready.
+    @Test func aConsumerHeldBeforeItsFirstConnectionConsumesOnceAWorkerIsReady() async throws {
+        let worker = try Self.worker(handle: "note(\"finished\", mid)\nanswer()")
+        let command = "sh -c 'test -f {dir}/fixed || exit 1; exec \(worker)'"
+        try await withTestQueue { client, queue in
+            // The first URL refuses: the first connection comes a backoff
+            // (at least 500 ms) after the workers have failed.
+            let dead = "amqp://guest:guest@127.0.0.1:\(MetricsTests.freePort())/%2f"
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: command, prefetch: 4, concurrency: 1, extra: Self.persistent())
+                .replacingOccurrences(of: "url = \(TestBroker.url)", with: "url = \(dead) \(TestBroker.url)")
+                .replacingOccurrences(of: "heartbeat = 5s", with: "heartbeat = 5s\nreconnect_min = 1s\nreconnect_max = 2s"))
+            try await eventually("it holds") { !Self.logLines(warren, "no worker can start").isEmpty }
+            try await Task.sleep(for: .seconds(1))
+            FileManager.default.createFile(atPath: warren.file("fixed"), contents: nil)
+            try await eventually("a worker is ready") { !Self.logLines(warren, "worker ready").isEmpty }
+            let ids = ["h1", "h2", "h3"]
+            try await client.publish(ids: ids, to: queue)
+            try await eventually("its worker ran them") { Set(warren.lines("finished")) == Set(ids) }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+
     @Test func aCrashLoopAtStartupBacksOffSaysWhyOnReadyzAndLosesNothing() async throws {
         let port = MetricsTests.freePort()
         let command = try Self.worker(setup: "sys.exit(1)")

@@ -28,6 +28,17 @@ import Testing
         }
     }
 
+    @Test func repliesOutputsAndRecycledWorkersEachLengthenATurn() {
+        // 1 × (60 s + kill_after 10 s + settling 10 s) + 5 s per confirmed output (+ kill_after for a recycle).
+        var replying = consumer(prefetch: 1, concurrency: 1, timeout: .seconds(60))
+        replying.replies = true
+        replying.outputExchange = "next"
+        #expect(AckTimeoutRule(replying, shutdown: shutdown).worstHold == .seconds(80 + 10))
+        var recycled = consumer(prefetch: 1, concurrency: 1, timeout: .seconds(60), mode: .persistent)
+        recycled.maxMessages = 100
+        #expect(AckTimeoutRule(recycled, shutdown: shutdown).worstHold == .seconds(80 + 30 + 10))
+    }
+
     @Test func theDefaultsFitRabbitMQsDefault() {
         let rule = AckTimeoutRule(ConsumerSettings(name: "c", queue: "q"), shutdown: ShutdownSettings())
         #expect(rule.problem(ConsumerSettings(name: "c", queue: "q"), consumerTimeout: BrokerSettings().consumerTimeout) == nil)
