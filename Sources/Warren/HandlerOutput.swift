@@ -19,7 +19,7 @@ enum HandlerOutput {
     /// `mandatory`. A requester that has gone then loses the reply, which
     /// nobody waits for any more; the request is acked.
     static func isRoutable(replyTo: String) -> Bool {
-        !replyTo.hasPrefix("amq.rabbitmq.reply-to")
+        !DirectReplyTo.isDirect(replyTo)
     }
 
     /// A reply: the request's `correlation_id`, `reply_content_type`, and
