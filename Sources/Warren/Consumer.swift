@@ -127,7 +127,7 @@ final class Consumer: Sendable {
         let outcome: Outcome
         var output: MessageBody? = nil
         if publishes {
-            watched.outputLimit = settings.maxBody
+            watched.outputLimit = settings.outputLimit
             let result = await handler.handleWithOutput(watched)
             outcome = result.outcome
             output = result.output
@@ -237,8 +237,8 @@ final class Consumer: Sendable {
         let body = output ?? MessageBody([])
         let properties = message.delivery.properties
         var problem: String? = nil
-        if body.count > settings.maxBody {
-            problem = "the handler's output (\(body.count) bytes) is larger than max_body (\(settings.maxBody) bytes)"
+        if body.count > settings.outputLimit {
+            problem = "the handler's output (\(body.count) bytes) is larger than max_body (\(settings.outputLimit) bytes; 128 MiB at most for output)"
         }
         if problem == nil, settings.replies, let replyTo = properties.replyTo, !replyTo.isEmpty {
             let direct = DirectReplyTo.isDirect(replyTo)

@@ -47,6 +47,10 @@ enum HandlerOutput {
 }
 
 extension ConsumerSettings {
+    /// The most a reply or output message may be: `max_body`, up to
+    /// `ProcessSupervisor.outputCap`.
+    var outputLimit: Int { min(maxBody, ProcessSupervisor.outputCap) }
+
     /// Whether a message's handler output is published (a reply, the output
     /// exchange, or both): then it is captured instead of logged. (Here,
     /// not in Settings.swift, which the config fuzzer compiles without
