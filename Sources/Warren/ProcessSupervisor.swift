@@ -50,6 +50,10 @@ public final class ProcessSupervisor: Sendable {
         /// More stdout came than the capture limit allows: `output` holds
         /// only the first part, and must not be published.
         public var outputOverLimit = false
+        /// stdout was still open once the group was gone and its pipe read
+        /// empty: a process outside the group holds it and may write more.
+        /// `output` may be cut short, and must not be published.
+        public var outputIncomplete = false
     }
 
     public struct SpawnError: Error, Sendable, CustomStringConvertible {

@@ -221,6 +221,29 @@ import Testing
         }
     }
 
+    /// A command that enlarges its stdout pipe (F_SETPIPE_SZ, 1 MiB) and
+    /// exits with 900 KB in it: its reply is every byte of it.
+    @Test func anExecReplyLeftInAnEnlargedPipeArrivesWhole() async throws {
+        let directory = try WarrenBinary.makeDirectory()
+        try """
+            import fcntl, sys
+            sys.stdin.read()
+            fcntl.fcntl(1, 1031, 1 << 20)
+            sys.stdout.write("x" * 900000)
+            """.write(toFile: directory + "/big.py", atomically: true, encoding: .utf8)
+        try await withTestQueue { client, queue in
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: "python3 \(directory)/big.py", extra: Self.extra(.exec, "max_body = 1MB\n")))
+            let requester = try await RPCClient(route: .replyQueue)
+            try await requester.request((1...5).map { "big-\($0)" }, to: queue)
+            try await eventually("five replies", timeout: .seconds(30)) { requester.replies.count >= 5 }
+            #expect(requester.replies.map(\.body.utf8.count) == [900_000, 900_000, 900_000, 900_000, 900_000])
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            await requester.close()
+        }
+    }
+
     // MARK: Replies that cannot be delivered
 
     @Test(arguments: [Mode.exec, .persistent])
