@@ -61,6 +61,18 @@ public enum ShortStringBytes {
         return bytes
     }
 
+    /// `text` as a handler sees it (envelope, `WARREN_*` variables): each
+    /// escaped byte as U+FFFD, as bytes that are not UTF-8 always read there.
+    public static func displayed(_ text: String) -> String {
+        // Every escape's UTF-8 starts with 0xF4; most strings have none.
+        guard text.utf8.contains(0xF4) else { return text }
+        var scalars = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            scalars.append(scalar.value >= escapeBase ? "\u{FFFD}" : scalar)
+        }
+        return String(scalars)
+    }
+
     /// How many bytes `text` is on the wire.
     public static func byteCount(_ text: String) -> Int {
         let utf8 = text.utf8

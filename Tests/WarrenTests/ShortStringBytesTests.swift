@@ -27,6 +27,11 @@ import Testing
         }
     }
 
+    @Test func handlersSeeBytesThatAreNotUTF8AsReplacementCharacters() {
+        #expect(ShortStringBytes.displayed(ShortStringBytes.decode([0x61, 0xFF, 0x62])) == "a\u{FFFD}b")
+        #expect(ShortStringBytes.displayed("caf\u{e9}") == "caf\u{e9}")
+    }
+
     @Test func aPublishWithAShortStringOver255BytesIsRefusedBeforeAnythingIsSent() {
         let long = ShortStringBytes.decode([UInt8](repeating: 0xFF, count: 256))
         #expect(ShortStringBytes.tooLong(exchange: "", routingKey: "q", properties: MessageProperties(correlationId: long))?
