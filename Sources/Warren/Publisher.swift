@@ -4,7 +4,9 @@ import Synchronization
 
 /// The connection that retry and dead-letter copies, replies and output
 /// messages go out on: one per runtime, shared by every consumer, apart
-/// from the consuming connection.
+/// from the consuming connection. A second one, of role "direct replies",
+/// takes only replies to direct reply-to addresses: RabbitMQ 3.10 closes
+/// the connection a stale one is published on (see `DirectReplyTo`).
 ///
 /// RabbitMQ blocks a connection that publishes while a memory or disk alarm
 /// is on: it stops reading from it, so nothing sent on it (acks included)
@@ -178,8 +180,8 @@ final class Publisher: Sendable {
     /// same way; nil when confirmed. `mandatory` (the default) makes an
     /// unroutable message a refusal.
     ///
-    /// Direct reply-to (`amq.rabbitmq.reply-to.…`) works from this
-    /// connection too: the name encodes the requester's channel, and the
+    /// Direct reply-to (`amq.rabbitmq.reply-to.…`) works from any
+    /// connection: the name encodes the requester's channel, and the
     /// broker delivers to it whichever connection publishes.
     func publish(_ body: MessageBody, exchange: String, routingKey: String, properties: MessageProperties,
                  mandatory: Bool = true, shutdown: TerminationSignal) async -> AMQPError? {
