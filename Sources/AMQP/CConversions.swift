@@ -10,9 +10,11 @@ extension amqp_bytes_t {
         return Array(UnsafeRawBufferPointer(start: bytes, count: len))
     }
 
+    /// A short string, decoded so that it encodes back to these very
+    /// bytes (see `ShortStringBytes`).
     var string: String {
         guard len > 0, let bytes else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(start: bytes, count: len), as: UTF8.self)
+        return ShortStringBytes.decode(UnsafeRawBufferPointer(start: bytes, count: len))
     }
 }
 
@@ -96,7 +98,8 @@ final class CArena {
         return amqp_bytes_t(len: array.count, bytes: pointer)
     }
 
-    func bytes(_ text: String) -> amqp_bytes_t { bytes(Array(text.utf8)) }
+    /// A short string's bytes: the ones it was decoded from, if it was.
+    func bytes(_ text: String) -> amqp_bytes_t { bytes(ShortStringBytes.encode(text)) }
 
     func table(_ table: FieldTable) -> amqp_table_t {
         guard !table.isEmpty else { return amqp_empty_table }

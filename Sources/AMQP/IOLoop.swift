@@ -480,6 +480,10 @@ final class IOLoop {
             confirmed(.failure(AMQPError(.invalidArgument, "channel \(channel) is not in confirm mode: a publish that needs the broker's confirm cannot go out on it")))
             return
         }
+        if let problem = ShortStringBytes.tooLong(exchange: exchange, routingKey: routingKey, properties: properties) {
+            confirmed(.failure(AMQPError(.invalidArgument, "not sent: \(problem)")))
+            return
+        }
         let arena = CArena()
         var props = arena.properties(properties)
         let status = body.withUnsafeBytes { raw in

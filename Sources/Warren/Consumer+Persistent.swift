@@ -139,7 +139,7 @@ extension Consumer {
                     guard generation == self.generation else { continue }
                     switch event {
                     case .stdout(.line(let bytes)):
-                        let line = WorkerLine(bytes)
+                        let line = WorkerLine(bytes, quoting: !consumer.settings.mayPublishOutput)
                         // Measured as the answer comes, before it is fed:
                         // over max_memory, the worker gets no next message.
                         // After answers only: never recycled at start-up.
@@ -155,7 +155,7 @@ extension Consumer {
                         await perform(machine.line(line), arm: arm)
                     case .stdout(.tooLong(let prefix)):
                         let line = WorkerLine.invalid(why: "longer than \(ProcessSupervisor.workerLineLimit(for: consumer.settings)) bytes",
-                                                      excerpt: WorkerLine.excerpt(prefix))
+                                                      excerpt: WorkerLine.excerpt(prefix, quoting: !consumer.settings.mayPublishOutput))
                         await perform(machine.line(line), arm: arm)
                     case .closedPipe(let pipe):
                         await perform(machine.closedPipe(pipe), arm: arm)

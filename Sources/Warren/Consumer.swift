@@ -11,6 +11,10 @@ final class Consumer: Sendable {
     let index: Int
     /// Retry and dead-letter copies go out here, with publisher confirms.
     let publisher: Publisher
+    /// Replies to direct reply-to addresses go out here: a stale address
+    /// makes RabbitMQ 3.10 close the connection it came on (see
+    /// `DirectReplyTo`), which must not cost the copies on `publisher`.
+    let directReplies: Publisher
     let topology: Topology
     let handler: any MessageHandler
     /// `mode = persistent`: the workers that take the messages instead of `handler`.
@@ -28,10 +32,11 @@ final class Consumer: Sendable {
     private let debugLogging: Bool
 
     init(settings: ConsumerSettings, index: Int, handler: any MessageHandler, workers: PersistentWorkers? = nil,
-         publisher: Publisher, logger: Logger) {
+         publisher: Publisher, directReplies: Publisher? = nil, logger: Logger) {
         self.settings = settings
         self.index = index
         self.publisher = publisher
+        self.directReplies = directReplies ?? publisher
         self.topology = Topology(settings)
         self.metrics = ConsumerMetrics(settings)
         self.handler = handler
@@ -126,7 +131,7 @@ final class Consumer: Sendable {
         let outcome: Outcome
         var output: MessageBody? = nil
         if publishes {
-            watched.outputLimit = settings.maxBody
+            watched.outputLimit = settings.outputLimit
             let result = await handler.handleWithOutput(watched)
             outcome = result.outcome
             output = result.output
@@ -240,16 +245,32 @@ final class Consumer: Sendable {
         let body = output ?? MessageBody([])
         let properties = message.delivery.properties
         var problem: String? = nil
-        if body.count > settings.maxBody {
-            problem = "the handler's output (\(body.count) bytes) is larger than max_body (\(settings.maxBody) bytes)"
+        if body.count > settings.outputLimit {
+            problem = "the handler's output (\(body.count) bytes) is larger than max_body (\(settings.outputLimit) bytes; 128 MiB at most for output)"
         }
         if problem == nil, settings.replies, let replyTo = properties.replyTo, !replyTo.isEmpty {
+            let direct = DirectReplyTo.isDirect(replyTo)
+            // Published, it would bring down the connection (see
+            // `DirectReplyTo`); and no later attempt can deliver it.
+            if direct, let malformed = DirectReplyTo.problem(replyTo) {
+                await deadLetterUndeliverable(message, reason: malformed + "; no reply can be sent, the request is dead-lettered without retries",
+                                              connection: connection, watchdog: watchdog)
+                return
+            }
             let reply = HandlerOutput.replyProperties(for: properties, contentType: settings.replyContentType)
-            if let error = await publisher.publish(body, exchange: "", routingKey: replyTo, properties: reply,
-                                                   mandatory: HandlerOutput.isRoutable(replyTo: replyTo),
-                                                   shutdown: watchdog.shutdown) {
-                problem = "the reply to '\(replyTo)' could not be delivered: \(error.reason)"
+            if let error = await (direct ? directReplies : publisher).publish(
+                body, exchange: "", routingKey: replyTo, properties: reply,
+                mandatory: HandlerOutput.isRoutable(replyTo: replyTo), shutdown: watchdog.shutdown) {
                 metrics.refusedPublishes.increment()
+                // The broker closed the connection on this reply: a stale
+                // address does that (the requester's node or channel is
+                // gone), and would again at every retry.
+                if direct && error.isConnectionFatal {
+                    await deadLetterUndeliverable(message, reason: "the broker closed the direct reply-to connection when the reply to '\(replyTo.prefix(120))' was published (\(error.reason)): a stale or bad address, which RabbitMQ 3.10 cannot route; the request is dead-lettered without retries",
+                                                  connection: connection, watchdog: watchdog)
+                    return
+                }
+                problem = "the reply to '\(replyTo)' could not be delivered: \(error.reason)"
             } else {
                 metrics.replies.increment()
             }
@@ -272,6 +293,18 @@ final class Consumer: Sendable {
         logger.warning("the handler succeeded but its output was not delivered; the attempt counts as failed",
                        metadata: ["message_id": "\(message.logID)", "attempt": "\(message.attempt)", "problem": "\(problem)"])
         await settle(message, outcome: .retry(Failure(reason: problem)), stop: nil, connection: connection, watchdog: watchdog)
+    }
+
+    /// A request whose reply can never be delivered: dead-lettered at once,
+    /// whatever attempts are left, since every one would fail the same way.
+    private func deadLetterUndeliverable(_ message: Message, reason: String, connection: AMQPConnection,
+                                         watchdog: Watchdog) async {
+        if connection.isGone { return }
+        var log = logger
+        log[metadataKey: "message_id"] = "\(message.logID)"
+        log[metadataKey: "attempt"] = "\(message.attempt)"
+        await deadLetter(message, reason: String(reason.prefix(Failure.reasonLimit)), failure: nil, connection: connection,
+                         log: log, watchdog: watchdog)
     }
 
     /// `max_body`: a body this large never reaches a handler (a command

@@ -46,6 +46,11 @@ public struct ExecHandler: MessageHandler {
                 reason: "the handler wrote more than max_body (\(limit) bytes) on stdout: no reply or output message is sent for it",
                 lastErrorLine: termination.lastErrorLine)))
         }
+        if termination.outputIncomplete {
+            return HandlerResult(outcome: .retry(Failure(
+                reason: "the handler's stdout was still open after its process group ended (a process that left the group, e.g. with setsid, holds it): the output may be cut short, so no reply or output message is sent; close stdout in background processes (>/dev/null)",
+                lastErrorLine: termination.lastErrorLine)))
+        }
         return HandlerResult(outcome: outcome, output: MessageBody(termination.output ?? []))
     }
 

@@ -112,7 +112,7 @@ enum HandlerEnvironment {
     /// A string header as its text; any other as compact JSON, written as
     /// in the envelope (`JSONWriter`).
     private static func clean(_ value: FieldValue) -> String {
-        if case .string(let bytes) = value { return clean(String(decoding: bytes, as: UTF8.self)) }
+        if case .string(let bytes) = value { return withoutNUL(String(decoding: bytes, as: UTF8.self)) }
         return JSONWriter.text(of: value)
     }
 
@@ -126,6 +126,11 @@ enum HandlerEnvironment {
 
     /// Environment values cannot hold NUL bytes; a hostile header must not truncate or break the spawn.
     private static func clean(_ text: String) -> String {
+        // Short strings hold bytes that are not UTF-8 as escapes (see `ShortStringBytes`).
+        withoutNUL(ShortStringBytes.displayed(text))
+    }
+
+    private static func withoutNUL(_ text: String) -> String {
         text.contains("\0") ? text.replacingOccurrences(of: "\0", with: "") : text
     }
 }

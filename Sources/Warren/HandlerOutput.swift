@@ -19,7 +19,7 @@ enum HandlerOutput {
     /// `mandatory`. A requester that has gone then loses the reply, which
     /// nobody waits for any more; the request is acked.
     static func isRoutable(replyTo: String) -> Bool {
-        !replyTo.hasPrefix("amq.rabbitmq.reply-to")
+        !DirectReplyTo.isDirect(replyTo)
     }
 
     /// A reply: the request's `correlation_id`, `reply_content_type`, and
@@ -47,6 +47,10 @@ enum HandlerOutput {
 }
 
 extension ConsumerSettings {
+    /// The most a reply or output message may be: `max_body`, up to
+    /// `ProcessSupervisor.outputCap`.
+    var outputLimit: Int { min(maxBody, ProcessSupervisor.outputCap) }
+
     /// Whether a message's handler output is published (a reply, the output
     /// exchange, or both): then it is captured instead of logged. (Here,
     /// not in Settings.swift, which the config fuzzer compiles without

@@ -38,7 +38,8 @@ struct JSONWriter {
     }
 
     mutating func string(_ text: String) {
-        var text = text
+        // Short strings hold bytes that are not UTF-8 as escapes (see `ShortStringBytes`).
+        var text = ShortStringBytes.displayed(text)
         text.withUTF8 { string(validUTF8: $0) }
     }
 
@@ -51,8 +52,8 @@ struct JSONWriter {
         let start = count
         if !escapedIfValid(input) {
             truncate(to: start)
-            let repaired = String(decoding: input, as: UTF8.self)
-            string(repaired)
+            var repaired = String(decoding: input, as: UTF8.self)
+            repaired.withUTF8 { string(validUTF8: $0) }
         }
     }
 

@@ -50,6 +50,10 @@ public final class ProcessSupervisor: Sendable {
         /// More stdout came than the capture limit allows: `output` holds
         /// only the first part, and must not be published.
         public var outputOverLimit = false
+        /// stdout was still open once the group was gone and its pipe read
+        /// empty: a process outside the group holds it and may write more.
+        /// `output` may be cut short, and must not be published.
+        public var outputIncomplete = false
     }
 
     public struct SpawnError: Error, Sendable, CustomStringConvertible {
@@ -160,13 +164,21 @@ public final class ProcessSupervisor: Sendable {
     static let workerLineLimit = 1 << 20
 
     /// A worker whose answers may carry a reply of up to `max_body` bytes
-    /// gets lines twice that long (JSON escapes text, typically far less
-    /// than twofold) and 64 KiB for the rest of the answer; others 1 MiB.
+    /// gets lines six times that long and 64 KiB for the rest of the
+    /// answer; others 1 MiB. Six: JSON's longest escape, `\u0000`, is six
+    /// bytes for one, and Python's default `json.dumps` writes every
+    /// character outside ASCII as escapes (an emoji: 12 bytes for 4). The
+    /// reply itself is held to `max_body` once decoded. `max_body` counts
+    /// here only up to `outputCap`: no reply is larger than that.
     static func workerLineLimit(for settings: ConsumerSettings) -> Int {
         guard settings.mayPublishOutput else { return workerLineLimit }
-        let (doubled, overflow) = settings.maxBody.multipliedReportingOverflow(by: 2)
-        return overflow ? Int.max : max(workerLineLimit, doubled + 64 * 1024)
+        return max(workerLineLimit, 6 * settings.outputLimit + 64 * 1024)
     }
+
+    /// The most a reply or output message may be, whatever `max_body` says
+    /// (which allows up to 512 MiB): what warren holds of one handler's
+    /// output, six times over for a worker's line, must stay well within memory.
+    static let outputCap = 128 << 20
 
     struct Spawned {
         var pid: pid_t

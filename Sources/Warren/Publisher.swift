@@ -4,7 +4,9 @@ import Synchronization
 
 /// The connection that retry and dead-letter copies, replies and output
 /// messages go out on: one per runtime, shared by every consumer, apart
-/// from the consuming connection.
+/// from the consuming connection. A second one, of role "direct replies",
+/// takes only replies to direct reply-to addresses: RabbitMQ 3.10 closes
+/// the connection a stale one is published on (see `DirectReplyTo`).
 ///
 /// RabbitMQ blocks a connection that publishes while a memory or disk alarm
 /// is on: it stops reading from it, so nothing sent on it (acks included)
@@ -46,14 +48,21 @@ final class Publisher: Sendable {
     private let broker: BrokerSettings
     private let logger: Logger
     private let stopped = TerminationSignal()
-    private let metrics = PublisherMetrics()
+    /// nil for a publisher that does not report `warren_broker_blocked`.
+    private let metrics: PublisherMetrics?
+    /// What the connection is for, in its name and log lines: "publishing"
+    /// (copies, replies, output) or "direct replies" (see `DirectReplyTo`).
+    private let role: String
 
-    init(broker: BrokerSettings, logger: Logger) {
+    init(broker: BrokerSettings, logger: Logger, role: String = "publishing") {
         self.broker = broker
+        self.role = role
         var logger = logger
-        logger[metadataKey: "connection"] = "publishing"
+        logger[metadataKey: "connection"] = "\(role)"
         self.logger = logger
-        metrics.record(blocked: false)
+        // One gauge, for the connection the retry and dead-letter copies need.
+        metrics = role == "publishing" ? PublisherMetrics() : nil
+        metrics?.record(blocked: false)
     }
 
     /// Why the broker blocks publishing now (a resource alarm), or nil.
@@ -70,7 +79,7 @@ final class Publisher: Sendable {
         var failures = 0
         while !stopped.isFired && !Task.isCancelled {
             var options = endpoints[endpointIndex % endpoints.count]
-            options.connectionName += " (publishing)"
+            options.connectionName += " (\(role))"
             let generation = state.withLock { state -> Int in
                 state.generation += 1
                 return state.generation
@@ -88,7 +97,7 @@ final class Publisher: Sendable {
                     return Array(state.waiters.values)
                 }
                 for waiter in waiters { waiter.resume() }
-                logger.info("publishing connection open", metadata: ["broker": "\(options.redactedURL)"])
+                logger.info("\(role) connection open", metadata: ["broker": "\(options.redactedURL)"])
                 failures = 0
                 if stopped.isFired { await close(connection) }
                 await connection.closed()
@@ -98,10 +107,10 @@ final class Publisher: Sendable {
                     return state.blocked != nil
                 }
                 // Only then: after a reload, the gauge may be the new runtime's by now.
-                if wasBlocked { metrics.record(blocked: false) }
+                if wasBlocked { metrics?.record(blocked: false) }
             } catch {
                 endpointIndex += 1
-                logger.warning("cannot open the publishing connection; retrying", metadata: [
+                logger.warning("cannot open the \(role) connection; retrying", metadata: [
                     "broker": "\(options.redactedURL)", "error": "\(error)"])
             }
             guard !stopped.isFired && !Task.isCancelled else { break }
@@ -130,19 +139,19 @@ final class Publisher: Sendable {
         switch event {
         case .blocked(let reason):
             state.withLock { $0.blocked = reason }
-            metrics.record(blocked: true)
-            logger.warning("the broker blocked the publishing connection: retry and dead-letter copies are not sent, and their originals are requeued, until it unblocks",
+            metrics?.record(blocked: true)
+            logger.warning("the broker blocked the \(role) connection: retry and dead-letter copies are not sent, and their originals are requeued, until it unblocks",
                            metadata: ["reason": "\(reason)"])
         case .unblocked:
             state.withLock { $0.blocked = nil }
-            metrics.record(blocked: false)
-            logger.notice("the broker unblocked the publishing connection")
+            metrics?.record(blocked: false)
+            logger.notice("the broker unblocked the \(role) connection")
         case .channelClosed(let channel, let error):
             logger.error("the broker closed a publishing channel; the copy on it counts as refused, the channel reopens for the next one",
                          metadata: ["channel": "\(channel)", "error": "\(error)"])
         case .connectionLost(let error):
             guard !stopped.isFired else { return }
-            logger.warning("publishing connection lost; reconnecting", metadata: ["error": "\(error)"])
+            logger.warning("\(role) connection lost; reconnecting", metadata: ["error": "\(error)"])
         case .delivery, .consumerCancelledByBroker, .returned:
             break
         }
@@ -171,8 +180,8 @@ final class Publisher: Sendable {
     /// same way; nil when confirmed. `mandatory` (the default) makes an
     /// unroutable message a refusal.
     ///
-    /// Direct reply-to (`amq.rabbitmq.reply-to.…`) works from this
-    /// connection too: the name encodes the requester's channel, and the
+    /// Direct reply-to (`amq.rabbitmq.reply-to.…`) works from any
+    /// connection: the name encodes the requester's channel, and the
     /// broker delivers to it whichever connection publishes.
     func publish(_ body: MessageBody, exchange: String, routingKey: String, properties: MessageProperties,
                  mandatory: Bool = true, shutdown: TerminationSignal) async -> AMQPError? {

@@ -67,6 +67,8 @@ final class SupervisorLoop {
         var captured: [UInt8]? = nil
         var captureLimit = 0
         var captureOverLimit = false
+        /// stdout was still open, and empty, once the group was gone.
+        var captureIncomplete = false
         let request: Int
         let sink: ProcessSupervisor.LineSink
 
@@ -567,6 +569,14 @@ final class SupervisorLoop {
         // group may still hold them and write.
         for index in child.outputs.indices {
             var reads = 0
+            if index == 0, child.captured != nil {
+                // Captured stdout is a reply: read to its end, however much
+                // a pipe enlarged with F_SETPIPE_SZ still holds. Bounded by
+                // the capture limit: past it, the output is refused anyway.
+                while !child.captureOverLimit, readOutput(child, index: 0) {}
+                // Empty but open: a process outside the group holds it.
+                if child.outputs[0].fd >= 0 && !child.captureOverLimit { child.captureIncomplete = true }
+            }
             while reads < Self.finalReads, readOutput(child, index: index) { reads += 1 }
             if child.outputs[index].fd >= 0 {
                 let stream = child.outputs[index].stream
@@ -598,7 +608,8 @@ final class SupervisorLoop {
         }
         let termination = ProcessSupervisor.Termination(status: status, lastErrorLine: child.outputs[1].lines.lastLine,
                                                         terminated: terminated, output: child.captured,
-                                                        outputOverLimit: child.captureOverLimit)
+                                                        outputOverLimit: child.captureOverLimit,
+                                                        outputIncomplete: child.captureIncomplete)
         child.captured = nil
         switch child.owner {
         case .job(let job): job.continuation.resume(returning: .success(termination))

@@ -35,6 +35,9 @@ public final class WarrenRuntime: Sendable {
     private let failFast: Bool
     /// Retry and dead-letter copies go out on this connection of their own.
     let publisher: Publisher
+    /// Direct replies' own connection (see `DirectReplyTo`), run only if a
+    /// consumer has `replies = true`.
+    let directReplies: Publisher
     /// The process supervisor this runtime made for itself (none was
     /// passed): shut down when the runtime is done, so no thread or
     /// descriptor outlives it. One that was passed belongs to the caller.
@@ -63,9 +66,11 @@ public final class WarrenRuntime: Sendable {
         self.logger = logger
         let publisher = Publisher(broker: settings.broker, logger: logger)
         self.publisher = publisher
+        let directReplies = Publisher(broker: settings.broker, logger: logger, role: "direct replies")
+        self.directReplies = directReplies
         consumers = settings.consumers.enumerated().map { index, consumer in
             Consumer(settings: consumer, index: index, handler: resolved[consumer.name]!, workers: workers[consumer.name],
-                     publisher: publisher, logger: logger)
+                     publisher: publisher, directReplies: directReplies, logger: logger)
         }
         self.observer = observer
         (events, eventSink) = AsyncStream<ControlLoop.Event>.makeStream()
@@ -222,6 +227,9 @@ public final class WarrenRuntime: Sendable {
             group.addTask { await connections.run() }
             group.addTask { await self.resubscribes.run { sink.yield(.resubscribe($0)) } }
             group.addTask { await self.publisher.run() }
+            if settings.consumers.contains(where: \.replies) {
+                group.addTask { await self.directReplies.run() }
+            }
             // The drain is done when every consumer's workers have returned:
             // their buffers are closed and the last handler settled.
             group.addTask {
@@ -254,6 +262,7 @@ public final class WarrenRuntime: Sendable {
             }
             // After the last outcome: no copy is published any more.
             await publisher.stop()
+            await directReplies.stop()
             watchdog.close()
             await ownSupervisor?.shutdown()
             return code

@@ -17,19 +17,23 @@ enum WorkerLine: Equatable, Sendable {
     /// one would make every copy fail, and the message come back forever.
     static let reasonLimit = Failure.reasonLimit
 
-    init(_ bytes: [UInt8]) {
-        let excerpt = Self.excerpt(bytes)
+    /// `quoting: false` for a worker whose answers carry replies: a line
+    /// it got wrong may be a requester's data, which belongs neither in the
+    /// log nor in the headers of a dead letter; then only its length and
+    /// its keys are told.
+    init(_ bytes: [UInt8], quoting: Bool = true) {
         let value: JSONValue
         do throws(JSONValue.ParseError) {
             value = try JSONValue.parse(bytes)
         } catch {
-            self = .invalid(why: "not JSON (\(error.description))", excerpt: excerpt)
+            self = .invalid(why: "not JSON (\(error.description))", excerpt: Self.excerpt(bytes, quoting: quoting))
             return
         }
         guard case .object(let fields) = value else {
-            self = .invalid(why: "not a JSON object", excerpt: excerpt)
+            self = .invalid(why: "not a JSON object", excerpt: Self.excerpt(bytes, quoting: quoting))
             return
         }
+        let excerpt = Self.excerpt(bytes, quoting: quoting, keys: fields.keys.sorted())
         if fields["ready"] == .bool(true), fields["id"] == nil {
             self = .ready
             return
@@ -59,6 +63,14 @@ enum WorkerLine: Equatable, Sendable {
             }
         }
         self = .answer(answer)
+    }
+
+    /// What of a line the log shows: its start, or when not `quoting`, its
+    /// length and (for an object) its keys.
+    static func excerpt(_ bytes: some Collection<UInt8>, quoting: Bool, keys: [String]? = nil) -> String {
+        if quoting { return excerpt(bytes) }
+        let named = keys.map { keys in ", keys " + keys.map { "\"\(excerpt($0.utf8.prefix(40)))\"" }.joined(separator: ", ") } ?? ""
+        return "(\(bytes.count) bytes\(named); not quoted: this consumer's output is published)"
     }
 
     static func excerpt(_ bytes: some Collection<UInt8>) -> String {

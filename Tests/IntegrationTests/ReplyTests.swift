@@ -181,6 +181,69 @@ import Testing
         }
     }
 
+    /// `json.dumps` escapes every character outside ASCII: an emoji takes
+    /// 12 bytes on the answer line for 4 in the reply. A reply just under
+    /// max_body written that way is published, and an invalid line of a
+    /// worker whose answers carry replies is logged without its content.
+    @Test func aPersistentWorkersReplyOfEmojiJustUnderMaxBodyIsPublishedAndInvalidLinesAreNotQuoted() async throws {
+        let directory = try WarrenBinary.makeDirectory()
+        try """
+            import json, sys
+            print(json.dumps({"ready": True}), flush=True)
+            for line in sys.stdin:
+                env = json.loads(line)
+                if env["body"] == "garbled":
+                    print("secret-" + "x" * 300, flush=True)
+                    continue
+                print(json.dumps({"id": env["id"], "outcome": "ack", "reply": "\\U0001F600" * ((1 << 20) // 4 - 1)}), flush=True)
+            """.write(toFile: directory + "/worker.py", atomically: true, encoding: .utf8)
+        try await withTestQueue { client, queue in
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: "python3 \(directory)/worker.py",
+                extra: Self.extra(.persistent, "max_body = 1MB\nmax_attempts = 1\n")))
+            let requester = try await RPCClient(route: .replyQueue)
+            try await requester.request(["emoji", "garbled"], to: queue)
+            try await eventually("a reply and a dead letter", timeout: .seconds(30)) {
+                let dead = try await client.count(queue + ".dead")
+                return requester.replies.count >= 1 && dead >= 1
+            }
+            #expect(requester.replies.map(\.correlationId) == ["emoji"])
+            #expect(requester.replies.first?.body == String(repeating: "\u{1F600}", count: (1 << 20) / 4 - 1))
+            let dead = try await client.drain(queue + ".dead")
+            #expect(dead.map(\.id) == ["garbled"])
+            let reason = dead.first?.headers?["x-warren-reason"]?.stringValue ?? ""
+            #expect(!reason.contains("secret"), "\(reason)")
+            #expect(!warren.log.contains("secret"), "a line of a worker that replies is not quoted")
+            #expect(!warren.log.contains("longer than"))
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            await requester.close()
+        }
+    }
+
+    /// A command that enlarges its stdout pipe (F_SETPIPE_SZ, 1 MiB) and
+    /// exits with 900 KB in it: its reply is every byte of it.
+    @Test func anExecReplyLeftInAnEnlargedPipeArrivesWhole() async throws {
+        let directory = try WarrenBinary.makeDirectory()
+        try """
+            import fcntl, sys
+            sys.stdin.read()
+            fcntl.fcntl(1, 1031, 1 << 20)
+            sys.stdout.write("x" * 900000)
+            """.write(toFile: directory + "/big.py", atomically: true, encoding: .utf8)
+        try await withTestQueue { client, queue in
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: "python3 \(directory)/big.py", extra: Self.extra(.exec, "max_body = 1MB\n")))
+            let requester = try await RPCClient(route: .replyQueue)
+            try await requester.request((1...5).map { "big-\($0)" }, to: queue)
+            try await eventually("five replies", timeout: .seconds(30)) { requester.replies.count >= 5 }
+            #expect(requester.replies.map(\.body.utf8.count) == [900_000, 900_000, 900_000, 900_000, 900_000])
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0)
+            await requester.close()
+        }
+    }
+
     // MARK: Replies that cannot be delivered
 
     @Test(arguments: [Mode.exec, .persistent])

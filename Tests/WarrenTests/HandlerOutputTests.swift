@@ -37,11 +37,13 @@ import Testing
         #expect(!HandlerOutput.isRoutable(replyTo: "amq.rabbitmq.reply-to.g1h2AA9yZXBseUAxMDE2.j0WtcVrMJ7GivIjF8HAt6A=="))
     }
 
-    @Test func aWorkerPublishingOutputMayAnswerWithLinesTwiceMaxBody() {
+    @Test func aWorkerPublishingOutputMayAnswerWithLinesSixTimesMaxBodyCappedAt128MiB() {
         let plain = ConsumerSettings(name: "a", queue: "a")
         #expect(ProcessSupervisor.workerLineLimit(for: plain) == 1 << 20)
         #expect(ProcessSupervisor.workerLineLimit(for: ConsumerSettings(name: "a", queue: "a", replies: true))
-            == 2 * (16 << 20) + 64 * 1024)
+            == 6 * (16 << 20) + 64 * 1024, "json.dumps writes an emoji in 12 bytes, a control character in 6")
+        #expect(ProcessSupervisor.workerLineLimit(for: ConsumerSettings(name: "a", queue: "a", maxBody: 512 << 20, replies: true))
+            == 6 * (128 << 20) + 64 * 1024)
         #expect(ProcessSupervisor.workerLineLimit(for: ConsumerSettings(name: "a", queue: "a", maxBody: 1000, outputExchange: "x"))
             == 1 << 20, "never less than without output")
     }

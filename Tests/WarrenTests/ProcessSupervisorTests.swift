@@ -71,7 +71,7 @@ import Testing
             try await run(["sh", "-c", "trap '' TERM; sleep 300 & echo $! > \(pidFile); wait; wait"], killAfter: .milliseconds(700))
         }
         try await waitForFile(pidFile)
-        let child = pid_t(try String(contentsOfFile: pidFile).trimmingCharacters())!
+        let child = pid_t(try String(readingFile: pidFile).trimmingCharacters())!
         task.cancel()
         let result = try await task.value
         let elapsed = clock.now - started
@@ -153,7 +153,7 @@ import Testing
         defer { unlink(pidFile) }
         let result = try await run(["sh", "-c", "setsid sleep 300 > /dev/null 2>&1 & echo $! > \(pidFile); exit 0"])
         #expect(result.status == .exited(0))
-        let child = pid_t(try String(contentsOfFile: pidFile).trimmingCharacters())!
+        let child = pid_t(try String(readingFile: pidFile).trimmingCharacters())!
         try await until("the process that left the group is killed and reaped") { isGone(child) }
     }
 
@@ -164,7 +164,7 @@ import Testing
             try await run(["sh", "-c", "setsid sleep 300 > /dev/null 2>&1 & echo $! > \(pidFile); sleep 300"])
         }
         try await waitForFile(pidFile)
-        let child = pid_t(try String(contentsOfFile: pidFile).trimmingCharacters())!
+        let child = pid_t(try String(readingFile: pidFile).trimmingCharacters())!
         try await Task.sleep(for: .milliseconds(100))  // time to leave the group
         task.cancel()
         #expect(try await task.value.terminated)
@@ -187,7 +187,7 @@ import Testing
         defer { unlink(pidFile) }
         let result = try await run(["sh", "-c", "sleep 300 > /dev/null 2>&1 & echo $! > \(pidFile); exit 0"])
         #expect(result.status == .exited(0))
-        let child = pid_t(try String(contentsOfFile: pidFile).trimmingCharacters())!
+        let child = pid_t(try String(readingFile: pidFile).trimmingCharacters())!
         #expect(isGone(child))
     }
 }
@@ -206,7 +206,7 @@ func until(_ what: String, timeout: Duration = .seconds(10), _ condition: () -> 
 func waitForFile(_ path: String, lines: Int = 1, timeout: Duration = .seconds(10)) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
-        if let text = try? String(contentsOfFile: path), text.split(separator: "\n").count >= lines { return }
+        if let text = try? String(readingFile: path), text.split(separator: "\n").count >= lines { return }
         try await Task.sleep(for: .milliseconds(20))
     }
     Issue.record("\(path) did not get \(lines) line(s) within \(timeout)")
@@ -216,13 +216,13 @@ func waitForFile(_ path: String, lines: Int = 1, timeout: Duration = .seconds(10
 /// A process is gone when /proc has no entry for it. A zombie (`Z`) is not
 /// gone: it holds its pid until its parent reaps it.
 func isGone(_ pid: pid_t) -> Bool {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat") else { return true }
+    guard let stat = try? String(readingFile: "/proc/\(pid)/stat") else { return true }
     guard let close = stat.lastIndex(of: ")") else { return true }
     return stat[stat.index(close, offsetBy: 2)] == "X"
 }
 
 extension String {
-    init(contentsOfFile path: String) throws {
+    init(readingFile path: String) throws {
         guard let file = fopen(path, "r") else { throw CancellationError() }
         defer { fclose(file) }
         var bytes: [UInt8] = []

@@ -32,6 +32,26 @@ import Testing
         #expect(lines.all.map(\.1) == ["done"])
     }
 
+    /// A command may enlarge its pipe (F_SETPIPE_SZ) and exit with far
+    /// more in it than 64 reads take: every byte is read, up to the end.
+    @Test func stdoutLeftInAnEnlargedPipeAfterTheCommandExitedIsCapturedWhole() async throws {
+        let lines = ProcessSupervisorTests.Lines()
+        let result = try await run("python3 -c 'import fcntl,sys;fcntl.fcntl(1,1031,1<<20);sys.stdout.write(\"x\"*900000)'",
+                                   capture: 1 << 20, lines: lines)
+        #expect(result.status == .exited(0))
+        #expect(result.output?.count == 900_000)
+        #expect(!result.outputIncomplete)
+    }
+
+    /// A process that left the group and still holds stdout could write
+    /// more: the output is incomplete, never published as a reply.
+    @Test func stdoutStillHeldByAProcessOutsideTheGroupMarksTheOutputIncomplete() async throws {
+        let lines = ProcessSupervisorTests.Lines()
+        let result = try await run("printf part; setsid sh -c 'sleep 2' & sleep 0.2", capture: 1000, lines: lines)
+        #expect(result.status == .exited(0))
+        #expect(result.outputIncomplete)
+    }
+
     @Test func withoutCaptureStdoutIsLoggedAndNotKept() async throws {
         let lines = ProcessSupervisorTests.Lines()
         let result = try await ProcessSupervisorTests.supervisor.run(["sh", "-c", "echo hi"], environment: [], input: [],
