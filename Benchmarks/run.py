@@ -219,6 +219,7 @@ def bench_warren_acks(broker, queue, n, extra, concurrency=4):
     with open(path, "w") as f:
         f.write(f"""[broker]
 url = {broker.url}
+consumer_timeout = 0
 [shutdown]
 grace_period = 30s
 kill_after = 5s
