@@ -279,6 +279,12 @@ struct ControlLoop {
         }
         if holding {
             guard !subscriptions.held.contains(consumer.index) else { return .none }
+            // A reload's new consumers whose workers cannot start must not
+            // replace running ones (a bad deploy): the reload fails at once.
+            if failFast, machine.state == .starting {
+                consumer.logger.error("the new workers cannot start (see above): the reload is given up")
+                return machine.failed()
+            }
             consumer.logger.error("no worker can start: stopped consuming until one is ready; its deliveries go back to the queue",
                                   metadata: ["queue": "\(consumer.settings.queue)"])
             // basic.cancel only: the channel stays open, so a delivery a
@@ -289,7 +295,12 @@ struct ControlLoop {
                 // cancel-ok (queued by rabbitmq-c during the call) is
                 // requeued on arrival, never buffered for nobody.
                 router.route(channel: channel, to: nil)
-                try? await connection.cancel(consumerTag: consumer.consumerTag(channel: channel), on: channel)
+                // Bounded like a drain's cancels: a broker that stopped
+                // answering must not hold up the loop (and a stop) for long.
+                let tag = consumer.consumerTag(channel: channel)
+                _ = await finishes(within: WarrenRuntime.brokerAnswerBound, orElse: { connection.abort() }) {
+                    try? await connection.cancel(consumerTag: tag, on: channel)
+                }
                 // After cancel-ok no delivery of it is on the way: what is
                 // buffered is every unstarted one.
                 for received in consumer.buffer.takeAll(from: connection) {
@@ -300,7 +311,8 @@ struct ControlLoop {
         }
         switch subscriptions.release(consumer.index) {
         case .nothing:
-            return .none
+            // Not held: perhaps its first worker is ready, which a reload waits for.
+            return startedOnceAllConsume()
         case .consume(let channel):
             consumer.logger.notice("a worker is ready: consuming again", metadata: ["queue": "\(consumer.settings.queue)"])
             guard let connection = current else { return .none }
@@ -322,6 +334,10 @@ struct ControlLoop {
     private mutating func startedOnceAllConsume() -> Lifecycle.Action {
         // Held consumers count as consuming, but never without a connection.
         guard current != nil, subscriptions.allConsume else { return .none }
+        // A reload's new persistent consumers take over only once a worker of
+        // each is ready: a deploy whose workers never start must not replace
+        // running ones (they fail the reload instead; see `hold`).
+        if failFast, consumers.contains(where: { !($0.workers?.hasBeenReady ?? true) }) { return .none }
         status.served(subscriptions.generation)
         return machine.started()
     }

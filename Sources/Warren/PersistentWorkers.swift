@@ -18,6 +18,8 @@ final class PersistentWorkers: Sendable {
         var problems: [Int: String] = [:]
         /// Slots whose last worker failed before it ever said ready.
         var neverReady: Set<Int> = []
+        /// A worker of this consumer has said ready at least once.
+        var everReady = false
         var onHold: (@Sendable () -> Void)? = nil
     }
     /// Guards the failing slots, whether the consumer holds, and who hears of it.
@@ -45,12 +47,18 @@ final class PersistentWorkers: Sendable {
     /// idle) does not count: the next one may well work.
     var isHolding: Bool { state.withLock { $0.neverReady.count >= slots } }
 
+    /// Whether a worker of this consumer has said ready yet: a reload's new
+    /// consumers replace the running ones only then.
+    var hasBeenReady: Bool { state.withLock { $0.everReady } }
+
     func failing(_ slot: Int, _ why: String?, beforeReady: Bool) {
         let (poke, changed) = state.withLock { state -> ((@Sendable () -> Void)?, Bool) in
             let before = state.neverReady.count >= slots
             state.problems[slot] = why
             if why != nil && beforeReady { state.neverReady.insert(slot) } else { state.neverReady.remove(slot) }
-            return (state.onHold, before != (state.neverReady.count >= slots))
+            let firstReady = why == nil && !state.everReady
+            if firstReady { state.everReady = true }
+            return (state.onHold, firstReady || before != (state.neverReady.count >= slots))
         }
         if changed { poke?() }
     }

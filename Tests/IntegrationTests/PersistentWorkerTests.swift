@@ -482,6 +482,32 @@ import Testing
     /// The new runtime of a reload starts its workers before its broker
     /// answers; when the broker never does, the runtime gives up, and its
     /// workers must go with it rather than idle until warren exits.
+    /// A deploy whose workers cannot start must not replace the running
+    /// ones: the reload fails, and the old workers go on.
+    @Test func aReloadWhoseWorkersCannotStartKeepsTheRunningWorkers() async throws {
+        let good = try Self.worker(handle: "note(\"finished\", mid)\nanswer()")
+        let broken = try Self.worker(setup: "sys.exit(3)")
+        try await withTestQueue { client, queue in
+            func config(_ command: String) throws -> String {
+                try warrenConfig(queue: queue, command: command, prefetch: 4, concurrency: 2, extra: Self.persistent())
+                    .replacingOccurrences(of: "heartbeat = 5s", with: "heartbeat = 5s\nreconnect_min = 100ms\nreconnect_max = 200ms")
+            }
+            let warren = try WarrenBinary(config: try config(good))
+            try await eventually("two workers ready") { Self.logLines(warren, "worker ready").count == 2 }
+            try config(broken).replacingOccurrences(of: "{dir}", with: warren.directory)
+                .write(toFile: warren.configPath, atomically: true, encoding: .utf8)
+            warren.signal(SIGHUP)
+            try await eventually("the reload failed", timeout: .seconds(10)) { warren.log.contains("reload failed") }
+            #expect(!warren.log.contains("reloaded: the new consumers consume"))
+            let ids = (1...10).map { "k\($0)" }
+            try await client.publish(ids: ids, to: queue)
+            try await eventually("the old workers ran them") { Set(warren.lines("finished")) == Set(ids) }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+
     @Test func aReloadWhoseBrokerCannotBeReachedLeavesNoWorkerBehind() async throws {
         let command = try Self.worker()
         try await withTestQueue { client, queue in
