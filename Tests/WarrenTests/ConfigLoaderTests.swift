@@ -3,7 +3,7 @@ import Testing
 import Warren
 @testable import WarrenConfig
 
-@Suite struct ConfigLoaderTests {
+@Suite struct ConfigLoaderTests: ConfigProblems {
     static let minimal = """
         [consumer.orders]
         queue = orders
@@ -15,14 +15,6 @@ import Warren
         try ConfigLoader.parse(text, file: "w.ini", environment: environment)
     }
 
-    func problems(_ text: String, environment: [String: String] = [:]) -> [String] {
-        do {
-            _ = try ConfigLoader.parse(text, file: "w.ini", environment: environment)
-            return []
-        } catch {
-            return error.problems.map(\.description)
-        }
-    }
 
     @Test func aMinimalFileGetsEveryDefault() throws {
         let config = try load(Self.minimal)

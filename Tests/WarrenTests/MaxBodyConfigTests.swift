@@ -3,21 +3,13 @@ import Warren
 @testable import WarrenConfig
 
 /// `max_body`: its size syntax, its default, its errors.
-@Suite struct MaxBodyConfigTests {
+@Suite struct MaxBodyConfigTests: ConfigProblems {
     static let minimal = "[consumer.orders]\nqueue = orders\ncommand = /bin/true\n"
 
     func load(_ text: String, environment: [String: String] = [:]) throws -> Config {
         try ConfigLoader.parse(text, file: "w.ini", environment: environment)
     }
 
-    func problems(_ text: String) -> [String] {
-        do {
-            _ = try ConfigLoader.parse(text, file: "w.ini")
-            return []
-        } catch {
-            return error.problems.map(\.description)
-        }
-    }
 
     @Test func sizesAreBytesOrPowersOf1024() {
         #expect(SizeParser.parse("1048576") == 1 << 20)

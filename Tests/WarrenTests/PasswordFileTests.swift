@@ -6,7 +6,7 @@ import Warren
 /// `password_file`: the broker password from a file (systemd's
 /// `LoadCredential=`, a container secret), never printed, never beside a
 /// password in `url`.
-@Suite struct PasswordFileTests {
+@Suite struct PasswordFileTests: ConfigProblems {
     static let secret = "s3cret-\(UInt64.random(in: 0...UInt64.max))"
 
     func file(_ contents: String) throws -> String {
@@ -29,14 +29,6 @@ import Warren
         """
     }
 
-    func problems(_ text: String) -> [String] {
-        do {
-            _ = try ConfigLoader.parse(text, file: "w.ini", environment: [:])
-            return []
-        } catch {
-            return error.problems.map(\.description)
-        }
-    }
 
     @Test func thePasswordComesFromTheFileForEveryURLWithoutItsFinalNewline() throws {
         let path = try file(Self.secret + "\n")

@@ -4,17 +4,9 @@ import Warren
 
 /// `mode`, `startup_timeout`, `max_messages`, `max_memory`: their defaults,
 /// their types, and the nonsense refused with the line named.
-@Suite struct PersistentModeConfigTests {
+@Suite struct PersistentModeConfigTests: ConfigProblems {
     static let minimal = "[consumer.orders]\nqueue = orders\ncommand = /usr/bin/worker\n"
 
-    func problems(_ text: String) -> [String] {
-        do {
-            _ = try ConfigLoader.parse(text, file: "w.ini")
-            return []
-        } catch {
-            return error.problems.map(\.description)
-        }
-    }
 
     @Test func execIsTheDefaultAndPersistentKeysHaveTheirDefaults() throws {
         let consumer = try #require(try ConfigLoader.parse(Self.minimal, file: "w.ini").warren.consumers.first)

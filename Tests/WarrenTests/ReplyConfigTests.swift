@@ -5,17 +5,9 @@ import Warren
 
 /// `replies`, `reply_content_type`, `output_exchange`, `output_routing_key`:
 /// their defaults, how they are read, and the nonsense refused with its line.
-@Suite struct ReplyConfigTests {
+@Suite struct ReplyConfigTests: ConfigProblems {
     static let minimal = "[consumer.orders]\nqueue = orders\ncommand = /bin/cat\n"
 
-    func problems(_ text: String) -> [String] {
-        do {
-            _ = try ConfigLoader.parse(text, file: "w.ini")
-            return []
-        } catch {
-            return error.problems.map(\.description)
-        }
-    }
 
     @Test func repliesAreOffAndNoOutputIsPublishedByDefault() throws {
         let consumer = try #require(try ConfigLoader.parse(Self.minimal, file: "w.ini").warren.consumers.first)

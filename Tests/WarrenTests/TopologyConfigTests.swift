@@ -5,17 +5,9 @@ import Warren
 /// The topology keys: read with their types, and the combinations the
 /// broker would refuse, or that would be silently ignored, refused with
 /// their line.
-@Suite struct TopologyConfigTests {
+@Suite struct TopologyConfigTests: ConfigProblems {
     static let minimal = "[consumer.orders]\nqueue = orders\ncommand = /usr/bin/worker\n"
 
-    func problems(_ text: String) -> [String] {
-        do {
-            _ = try ConfigLoader.parse(text, file: "w.ini")
-            return []
-        } catch {
-            return error.problems.map(\.description)
-        }
-    }
 
     func consumer(_ extra: String) throws -> ConsumerSettings {
         try #require(try ConfigLoader.parse(Self.minimal + extra, file: "w.ini").warren.consumers.first)
