@@ -215,25 +215,8 @@ def bench_warren_acks(broker, queue, n, extra, concurrency=4):
     Returns msg/s, warren's own CPU µs/msg, its workers' (or commands')
     CPU µs/msg, and warren's peak RSS in KB."""
     port = int(subprocess.check_output([f"{ROOT}/scripts/free-port.sh", "26800"]).strip())
-    path = tempfile.mktemp(suffix=".ini")
-    with open(path, "w") as f:
-        f.write(f"""[broker]
-url = {broker.url}
-consumer_timeout = 0
-[shutdown]
-grace_period = 30s
-kill_after = 5s
-[consumer.bench]
-queue = {queue}
-prefetch = 100
-concurrency = {concurrency}
-timeout = 0
-{extra}
-[metrics]
-listen = 127.0.0.1:{port}
-[log]
-level = warning
-""")
+    path = warren_config(broker, queue, 100, None, level="warning", concurrency=concurrency, extra=extra,
+                         metrics_port=port)
     log = tempfile.mktemp()
     with open(log, "w") as err:
         p = subprocess.Popen([warren, "--config", path], stderr=err, stdout=subprocess.DEVNULL)
@@ -333,7 +316,10 @@ def persistent_table(rows, lib_rates):
     return lines
 
 
-def warren_config(broker, queue, prefetch, command, level="info"):
+def warren_config(broker, queue, prefetch, command, level="info", concurrency=None, extra="", metrics_port=None):
+    """A config file for one consumer; `command` None when `extra` names it."""
+    command_line = "" if command is None else f"command = {command}\n"
+    metrics = "" if metrics_port is None else f"[metrics]\nlisten = 127.0.0.1:{metrics_port}\n"
     path = tempfile.mktemp(suffix=".ini")
     with open(path, "w") as f:
         f.write(f"""[broker]
@@ -346,12 +332,12 @@ grace_period = 30s
 kill_after = 5s
 [consumer.bench]
 queue = {queue}
-command = {command}
-prefetch = {prefetch}
-concurrency = {min(prefetch, 4)}
+{command_line}prefetch = {prefetch}
+concurrency = {concurrency or min(prefetch, 4)}
 timeout = 0
 declare = true
-[log]
+{extra}
+{metrics}[log]
 level = {level}
 """)
     return path

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite against a private RabbitMQ node that this script
 # starts (own port, own data directory) and stops afterwards. If the broker
-# cannot start, this fails with its log: the tests never skip.
+# cannot start, this fails with its log: no test skips but the cluster
+# suite, which `make test-cluster` runs against three nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=$(scripts/free-port.sh "${BROKER_PORT:-25672}")

@@ -201,10 +201,7 @@ extension Consumer {
                 if machine.state == .done { break }
             }
             // Taken from the buffer but never handed to a worker: back to the queue.
-            if let held {
-                release(held)
-                self.held = nil
-            }
+            releaseHeld()
             // The stream ended before the slot was done: its task was
             // cancelled (a runtime that gave up, an embedder's cancel), and
             // the drain events will never come. Nothing may outlive the
@@ -299,10 +296,7 @@ extension Consumer {
                 log.error("worker did not start: \(why); check the command and its stderr above",
                           metadata: ["command": "\(workers.argv.joined(separator: " "))"])
                 // Not kept waiting through a backoff: other workers may take it.
-                if let held {
-                    self.held = nil
-                    release(held)
-                }
+                releaseHeld()
             case .exitedIdle(let status):
                 log.warning("worker exited while waiting for a message", metadata: ["status": "\(status)"])
             case .finish:

@@ -260,7 +260,7 @@ final class Consumer: Sendable {
             let reply = HandlerOutput.replyProperties(for: properties, contentType: settings.replyContentType)
             if let error = await (direct ? directReplies : publisher).publish(
                 body, exchange: "", routingKey: replyTo, properties: reply,
-                mandatory: HandlerOutput.isRoutable(replyTo: replyTo), shutdown: watchdog.shutdown) {
+                mandatory: !direct, shutdown: watchdog.shutdown) {
                 metrics.refusedPublishes.increment()
                 // The broker closed the connection on this reply: a stale
                 // address does that (the requester's node or channel is
@@ -299,11 +299,12 @@ final class Consumer: Sendable {
     /// whatever attempts are left, since every one would fail the same way.
     private func deadLetterUndeliverable(_ message: Message, reason: String, connection: AMQPConnection,
                                          watchdog: Watchdog) async {
-        if connection.isGone { return }
+        if !connection.canSettle(message.delivery) { return }
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
-        await deadLetter(message, reason: String(reason.prefix(Failure.reasonLimit)), failure: nil, connection: connection,
+        await deadLetter(message, reason: Failure(capping: Failure(reason: reason), at: Failure.reasonLimit).reason,
+                         failure: nil, connection: connection,
                          log: log, watchdog: watchdog)
     }
 
@@ -398,8 +399,8 @@ final class Consumer: Sendable {
                              log: Logger, watchdog: Watchdog) async -> Bool {
         let result = await publisher.publishCopy(message.payload, to: queue, properties: properties, shutdown: watchdog.shutdown)
         guard let result else {
-            if connection.isGone {
-                log.warning("the connection was lost while the copy was confirmed: the broker redelivers the original too",
+            if !connection.canSettle(message.delivery) {
+                log.warning("the channel was lost while the copy was confirmed: the broker redelivers the original too",
                             metadata: ["target_queue": "\(queue)"])
             }
             return true
@@ -413,11 +414,9 @@ final class Consumer: Sendable {
         return false
     }
 
-    /// The longest pause before a message goes back to the queue after a refused copy or a shortage.
-    static let refusalPauseCap = SettleBounds.refusalPauseCap
-
+    /// Waits before a message goes back to the queue after a refused copy or a shortage, at most `SettleBounds.refusalPauseCap`.
     private func pause(_ duration: Duration, unless watchdog: Watchdog) async {
-        await watchdog.shutdown.sleep(for: min(duration, Self.refusalPauseCap))
+        await watchdog.shutdown.sleep(for: min(duration, SettleBounds.refusalPauseCap))
     }
 
     /// Keeps where the message first came from, since copies travel through other queues.

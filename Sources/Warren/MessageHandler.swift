@@ -151,21 +151,25 @@ extension Outcome {
     /// The same outcome, its failure's reason cut to `limit` bytes (at a
     /// character boundary, marked with an ellipsis).
     func withReasonCapped(at limit: Int) -> Outcome {
-        func capped(_ failure: Failure) -> Failure {
-            guard failure.reason.utf8.count > limit else { return failure }
-            var failure = failure
-            var cut = ""
-            for character in failure.reason {
-                if cut.utf8.count + character.utf8.count > limit { break }
-                cut.append(character)
-            }
-            failure.reason = cut + "…"
-            return failure
-        }
         switch self {
         case .ack: return self
-        case .retry(let failure): return .retry(capped(failure))
-        case .deadLetter(let failure): return .deadLetter(capped(failure))
+        case .retry(let failure): return .retry(Failure(capping: failure, at: limit))
+        case .deadLetter(let failure): return .deadLetter(Failure(capping: failure, at: limit))
         }
+    }
+}
+
+extension Failure {
+    /// `failure` with its reason cut to `limit` bytes, at a character
+    /// boundary, marked with an ellipsis.
+    init(capping failure: Failure, at limit: Int) {
+        self = failure
+        guard reason.utf8.count > limit else { return }
+        var cut = ""
+        for character in reason {
+            if cut.utf8.count + character.utf8.count > limit { break }
+            cut.append(character)
+        }
+        reason = cut + "…"
     }
 }

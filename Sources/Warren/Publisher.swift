@@ -147,7 +147,7 @@ final class Publisher: Sendable {
             metrics?.record(blocked: false)
             logger.notice("the broker unblocked the \(role) connection")
         case .channelClosed(let channel, let error):
-            logger.error("the broker closed a publishing channel; the copy on it counts as refused, the channel reopens for the next one",
+            logger.error("the broker closed a \(role) channel; the message on it counts as refused, the channel reopens for the next one",
                          metadata: ["channel": "\(channel)", "error": "\(error)"])
         case .connectionLost(let error):
             guard !stopped.isFired else { return }

@@ -288,7 +288,7 @@ final class SupervisorLoop {
         case .startWorker(let spec, let link, let started):
             let spawned: ProcessSupervisor.Spawned
             do throws(ProcessSupervisor.SpawnError) {
-                spawned = try ProcessSupervisor.spawn(spec.argv, environment: spec.environment, worker: true, openPidfd: openPidfd)
+                spawned = try ProcessSupervisor.spawn(spec.argv, environment: spec.environment, worker: spec.worker, openPidfd: openPidfd)
             } catch {
                 earlyTerminations[link.id] = nil
                 started(.failure(error))

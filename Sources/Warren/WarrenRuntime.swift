@@ -33,7 +33,8 @@ public final class WarrenRuntime: Sendable {
     /// A reload's new consumers: the old ones still serve, so a failure to
     /// start ends this runtime instead of being retried.
     private let failFast: Bool
-    /// Retry and dead-letter copies go out on this connection of their own.
+    /// Retry and dead-letter copies, replies to queues and output messages
+    /// go out on this connection of their own (direct replies on `directReplies`).
     let publisher: Publisher
     /// Direct replies' own connection (see `DirectReplyTo`), run only if a
     /// consumer has `replies = true`.

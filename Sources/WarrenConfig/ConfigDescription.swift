@@ -53,12 +53,15 @@ public enum ConfigDescription {
             }
             if let exchange = consumer.exchange {
                 out += "exchange = \(exchange)\n"
-                out += "exchange_type = \(consumer.exchangeType.rawValue)\n"
-                out += "routing_keys = \(consumer.routingKeys.joined(separator: " "))\n"
+                // Declared only with declare = true (and refused without it).
+                if consumer.declare {
+                    out += "exchange_type = \(consumer.exchangeType.rawValue)\n"
+                    out += "routing_keys = \(consumer.routingKeys.joined(separator: " "))\n"
+                }
             }
             if let priority = consumer.consumerPriority { out += "consumer_priority = \(priority)\n" }
             out += "exclusive = \(consumer.exclusive)\n"
-            out += "single_active_consumer = \(consumer.singleActiveConsumer)\n"
+            if consumer.declare { out += "single_active_consumer = \(consumer.singleActiveConsumer)\n" }
             if let maxPriority = consumer.maxPriority { out += "max_priority = \(maxPriority)\n" }
             if let maxLength = consumer.maxLength { out += "max_length = \(maxLength)\n" }
             if let overflow = consumer.overflow { out += "overflow = \(overflow.rawValue)\n" }

@@ -58,7 +58,7 @@ enum ConfigKeys {
         "dead_letter_queue", "exit_ack", "exit_retry", "exit_dead_letter", "declare", "queue_type",
         "max_body", "mode", "startup_timeout", "max_messages", "max_memory",
         "input", "replies", "reply_content_type", "output_exchange", "output_routing_key",
-        "input", "exchange", "exchange_type", "routing_keys", "consumer_priority", "exclusive",
+        "exchange", "exchange_type", "routing_keys", "consumer_priority", "exclusive",
         "single_active_consumer", "max_priority", "max_length", "overflow", "delivery_limit",
     ]
     static let metrics: Set<String> = ["listen"]

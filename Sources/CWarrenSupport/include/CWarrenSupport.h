@@ -21,9 +21,10 @@ int warren_pipe_cloexec(int fds[2]);
  * non-blocking. */
 int warren_wake_pipe(int fds[2]);
 
-/* Set O_NONBLOCK on a descriptor. */
 /* Bytes written to a pipe and not yet read (FIONREAD on either end); -1 on error. */
 int warren_pipe_unread(int fd);
+
+/* Set O_NONBLOCK on a descriptor. */
 int warren_set_nonblocking(int fd);
 
 /* posix_spawn with: a new process group, every signal's disposition reset to
