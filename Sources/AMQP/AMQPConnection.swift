@@ -217,6 +217,18 @@ public final class AMQPConnection: Sendable {
         }
     }
 
+    /// `queue.unbind`: undoes a `bindQueue` with the same arguments (the broker answers ok when no such binding exists).
+    public func unbindQueue(_ queue: String, from exchange: String, routingKey: String, on channel: UInt16,
+                            arguments: FieldTable = FieldTable()) async throws(AMQPError) {
+        try await call { loop throws(AMQPError) in
+            let arena = CArena()
+            _ = try loop.rpc(channel: channel, "unbinding queue '\(queue)' from exchange '\(exchange)' with key '\(routingKey)'") {
+                amqp_queue_unbind($0, channel, arena.bytes(queue), arena.bytes(exchange), arena.bytes(routingKey),
+                                  arena.table(arguments))
+            }
+        }
+    }
+
     /// `queue.delete`; returns how many messages it held.
     @discardableResult
     public func deleteQueue(_ name: String, on channel: UInt16) async throws(AMQPError) -> UInt32 {

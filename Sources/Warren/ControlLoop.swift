@@ -42,11 +42,15 @@ struct ControlLoop {
     private var subscriptions: Subscriptions
     /// The workers ended before any drain began (see `workersDone`).
     private var workersEnded = false
+    /// A reload's: what the previous config bound and this one does not (see `unbind`).
+    private var retiredBindings: [Topology.Binding]
 
     init(settings: WarrenSettings, failFast: Bool, consumers: [Consumer], router: DeliveryRouter, watchdog: Watchdog,
          resubscribes: ResubscribeTimer, drainStarted: TerminationSignal, status: RuntimeStatus, metrics: RuntimeMetrics,
-         observer: WarrenRuntime.Observer?, inFlight: @escaping @Sendable () -> Int, logger: Logger) {
+         observer: WarrenRuntime.Observer?, inFlight: @escaping @Sendable () -> Int, logger: Logger,
+         retiredBindings: [Topology.Binding] = []) {
         self.settings = settings
+        self.retiredBindings = retiredBindings
         self.failFast = failFast
         self.consumers = consumers
         self.router = router
@@ -198,30 +202,42 @@ struct ControlLoop {
         var prepared: [(Consumer, UInt16)] = []
         for consumer in consumers {
             do {
-                let channel = try await prepare(consumer, on: connection)
-                if subscriptions.held.contains(consumer.index) {
-                    // Declared (a broken topology still fails the start), not
-                    // consumed: it consumes there once released.
-                    subscriptions.keep(consumer.index, channel)
-                } else {
-                    prepared.append((consumer, channel))
-                }
+                prepared.append((consumer, try await prepare(consumer, on: connection)))
             } catch {
                 if let action = await setUpFailed(consumer, error, firstStart: firstStart, on: connection) { return action }
+            }
+        }
+        // Bound only once every queue and exchange was accepted: a refused
+        // one fails the start (or the reload) with no binding of the others
+        // made, so the broker routes as the running config has it.
+        var bound: [(Consumer, UInt16)] = []
+        for (consumer, channel) in prepared {
+            do {
+                try await bind(consumer, on: channel, connection)
+            } catch {
+                if let action = await setUpFailed(consumer, error, firstStart: firstStart, on: connection) { return action }
+                continue
+            }
+            if subscriptions.held.contains(consumer.index) {
+                // Declared (a broken topology still fails the start), not
+                // consumed: it consumes there once released.
+                subscriptions.keep(consumer.index, channel)
+            } else {
+                bound.append((consumer, channel))
             }
         }
         // Once one consumes, handlers may run: a refusal now never fails
         // the start (that would end them mid-message); the consumer
         // subscribes again later, and a reload not consuming in time is
         // abandoned with a drain.
-        for (consumer, channel) in prepared {
+        for (consumer, channel) in bound {
             do {
                 try await consume(consumer, on: channel, connection)
             } catch {
                 if let action = await setUpFailed(consumer, error, firstStart: false, on: connection) { return action }
             }
         }
-        return startedOnceAllConsume()
+        return await startedOnceAllConsume()
     }
 
     /// Carries out what a consumer's failed set-up means (see `Subscriptions.setUpFailed`).
@@ -252,8 +268,9 @@ struct ControlLoop {
     private mutating func subscribe(_ consumer: Consumer, on connection: AMQPConnection, attempt: Int) async -> Lifecycle.Action {
         do {
             let channel = try await prepare(consumer, on: connection)
+            try await bind(consumer, on: channel, connection)
             try await consume(consumer, on: channel, connection)
-            return startedOnceAllConsume()
+            return await startedOnceAllConsume()
         } catch {
             switch subscriptions.resubscribeFailed(consumer: consumer.index, attempt: attempt, error) {
             case .reconnect, .cannotStart:
@@ -307,18 +324,18 @@ struct ControlLoop {
                     connection.nack(received.delivery, requeue: true)
                 }
             }
-            return startedOnceAllConsume()
+            return await startedOnceAllConsume()
         }
         switch subscriptions.release(consumer.index) {
         case .nothing:
             // Not held: perhaps its first worker is ready, which a reload waits for.
-            return startedOnceAllConsume()
+            return await startedOnceAllConsume()
         case .consume(let channel):
             consumer.logger.notice("a worker is ready: consuming again", metadata: ["queue": "\(consumer.settings.queue)"])
             guard let connection = current else { return .none }
             do {
                 try await consume(consumer, on: channel, connection, reusable: false)
-                return startedOnceAllConsume()
+                return await startedOnceAllConsume()
             } catch {
                 return await setUpFailed(consumer, error, firstStart: false, on: connection) ?? .none
             }
@@ -331,13 +348,17 @@ struct ControlLoop {
 
     /// Running (systemd `READY=1`, `/readyz`, a reload's promotion) means
     /// every consumer consumes, not merely that a connection is up.
-    private mutating func startedOnceAllConsume() -> Lifecycle.Action {
+    private mutating func startedOnceAllConsume() async -> Lifecycle.Action {
         // Held consumers count as consuming, but never without a connection.
         guard current != nil, subscriptions.allConsume else { return .none }
         // A reload's new persistent consumers take over only once a worker of
         // each is ready: a deploy whose workers never start must not replace
         // running ones (they fail the reload instead; see `hold`).
         if failFast, consumers.contains(where: { !($0.workers?.hasBeenReady ?? true) }) { return .none }
+        if !retiredBindings.isEmpty, let connection = current {
+            await unbind(retiredBindings, on: connection)
+            retiredBindings = []
+        }
         status.served(subscriptions.generation)
         return machine.started()
     }
@@ -361,6 +382,50 @@ struct ControlLoop {
             await release(channel, on: connection, after: error)
             throw error
         }
+    }
+
+    /// Binds a prepared consumer's queue to its exchange (`declare = true`
+    /// only: otherwise the bindings are whoever declared the queue's).
+    private mutating func bind(_ consumer: Consumer, on channel: UInt16, _ connection: AMQPConnection) async throws(AMQPError) {
+        guard consumer.settings.declare else { return }
+        do {
+            try await consumer.topology.bind(on: connection, channel: channel)
+        } catch {
+            await release(channel, on: connection, after: error)
+            throw error
+        }
+    }
+
+    /// A reload's bindings that the previous config made and this one does
+    /// not: removed once the new consumers consume (just before they take
+    /// over), so a routing key taken out of the config stops routing. A
+    /// refused reload never gets here and leaves them. A failure is logged,
+    /// never fatal: the consumers are fine, an operator can unbind by hand.
+    private mutating func unbind(_ bindings: [Topology.Binding], on connection: AMQPConnection) async {
+        guard let channel = subscriptions.allocate() else {
+            logger.warning("no channel number to spare to remove the bindings the previous config made; remove them by hand",
+                           metadata: ["bindings": "\(bindings.map(\.description))"])
+            return
+        }
+        var open = false
+        for binding in bindings {
+            do throws(AMQPError) {
+                if !open { try await connection.openChannel(channel) }
+                open = true
+                try await connection.unbindQueue(binding.queue, from: binding.exchange, routingKey: binding.routingKey, on: channel)
+                logger.notice("removed a binding the previous config made and this one does not", metadata: [
+                    "queue": "\(binding.queue)", "exchange": "\(binding.exchange)", "routing_key": "\(binding.routingKey)"])
+            } catch {
+                // The broker closes the channel on a refusal; the next one opens it again.
+                open = false
+                logger.warning("could not remove a binding the previous config made and this one does not; remove it by hand", metadata: [
+                    "queue": "\(binding.queue)", "exchange": "\(binding.exchange)", "routing_key": "\(binding.routingKey)",
+                    "error": "\(error)"])
+                if error.isConnectionFatal { return }
+            }
+        }
+        if open { try? await connection.closeChannel(channel) }
+        subscriptions.releaseUnused(channel)
     }
 
     /// `reusable: false`: the channel consumed before (a held consumer's):

@@ -16,13 +16,16 @@ struct InequivalentArgument: Sendable, Equatable {
     /// What warren sent, and what the broker has; `none` when absent.
     var declared: String
     var existing: String
+    /// The AMQP type the broker named for its value (`bool`, `longstr`, `long` ...), when it named one.
+    var existingType: String?
 
-    init(argument: String, kind: String, name: String, declared: String, existing: String) {
+    init(argument: String, kind: String, name: String, declared: String, existing: String, existingType: String? = nil) {
         self.argument = argument
         self.kind = kind
         self.name = name
         self.declared = declared
         self.existing = existing
+        self.existingType = existingType
     }
 
     /// nil when the text is not an inequivalent-argument refusal.
@@ -42,6 +45,15 @@ struct InequivalentArgument: Sendable, Equatable {
         guard let received = rest.firstRange(of: ": received "), let current = rest.firstRange(of: " but current is ") else { return nil }
         declared = Self.value(rest[received.upperBound..<current.lowerBound])
         existing = Self.value(rest[current.upperBound...])
+        existingType = Self.type(rest[current.upperBound...])
+    }
+
+    /// `the value '10' of type 'long'` -> `long`.
+    static func type(_ text: Substring) -> String? {
+        guard let type = text.ranges(of: "' of type '").last else { return nil }
+        let rest = text[type.upperBound...]
+        guard rest.last == "'" else { return nil }
+        return String(rest.dropLast())
     }
 
     /// `the value '10' of type 'long'` -> `10`; `'topic'` -> `topic`; `none` stays.

@@ -58,25 +58,59 @@ struct Topology: Sendable {
         return arguments
     }
 
+    /// One binding warren makes: the queue bound to an exchange with a key.
+    struct Binding: Hashable, Sendable, CustomStringConvertible {
+        let queue: String
+        let exchange: String
+        let routingKey: String
+
+        var description: String { "queue '\(queue)' to exchange '\(exchange)' with key '\(routingKey)'" }
+    }
+
+    /// What a reload removes: bindings warren made for the previous config
+    /// (its `declare = true` consumers) that no consumer of the new one asks
+    /// for. Bindings of `declare = false` consumers were never warren's.
+    static func retired(from previous: [ConsumerSettings], keeping current: [ConsumerSettings]) -> [Binding] {
+        let kept = Set(current.flatMap { Topology($0).bindings })
+        var seen = Set<Binding>()
+        return previous.filter(\.declare).flatMap { Topology($0).bindings }
+            .filter { !kept.contains($0) && seen.insert($0).inserted }
+    }
+
+    /// The bindings this consumer's config asks for, whether warren
+    /// declares them (`declare = true`) or only relies on them.
+    var bindings: [Binding] {
+        guard let exchange = consumer.exchange else { return [] }
+        return consumer.routingKeys.map { Binding(queue: consumer.queue, exchange: exchange, routingKey: $0) }
+    }
+
+    /// Declares the queues and the exchange, but binds nothing: a start or
+    /// reload declares every consumer's first and binds only once all were
+    /// accepted, so a refused one leaves no binding of the others behind
+    /// (a refused reload must leave the broker as the running config has it).
     func declare(on connection: AMQPConnection, channel: UInt16, logger: Logger) async throws(AMQPError) {
-        try await declareOne(consumer.queue, arguments: queueArguments, what: "the queue", connection, channel)
+        try await declareOne(consumer.queue, arguments: queueArguments, what: "the queue", connection, channel, logger)
         var deadLetterArguments = FieldTable()
         if consumer.queueType == .quorum { deadLetterArguments["x-queue-type"] = .string("quorum") }
         try await besideTheQueue(connection, channel, logger) { () throws(AMQPError) in
             try await declareOne(consumer.deadLetterQueue, arguments: deadLetterArguments, what: "the dead-letter queue",
-                                 connection, channel)
+                                 connection, channel, logger)
         }
         for level in stride(from: 1, through: policy.levels, by: 1) {
             try await besideTheQueue(connection, channel, logger) { () throws(AMQPError) in
                 try await declareOne(retryQueue(level: level), arguments: retryArguments(level: level),
-                                     what: "delay queue \(level)", connection, channel)
+                                     what: "delay queue \(level)", connection, channel, logger)
             }
         }
         if let exchange = consumer.exchange {
             try await declareExchange(exchange, connection, channel)
-            for key in consumer.routingKeys {
-                try await connection.bindQueue(consumer.queue, to: exchange, routingKey: key, on: channel)
-            }
+        }
+    }
+
+    /// Binds the queue with every routing key (after `declare`).
+    func bind(on connection: AMQPConnection, channel: UInt16) async throws(AMQPError) {
+        for binding in bindings {
+            try await connection.bindQueue(binding.queue, to: binding.exchange, routingKey: binding.routingKey, on: channel)
         }
     }
 
@@ -156,12 +190,39 @@ struct Topology: Sendable {
         }
     }
 
+    /// Declares one queue; an argument the broker holds with a value that
+    /// means the same (see `EquivalentArgument`) is declared as the broker
+    /// has it, with a warning, instead of refusing the start.
     private func declareOne(_ name: String, arguments: FieldTable, what: String,
-                            _ connection: AMQPConnection, _ channel: UInt16) async throws(AMQPError) {
-        do {
-            try await connection.declareQueue(name, on: channel, durable: true, arguments: arguments)
-        } catch {
-            throw refusal(error, what: what, name: name)
+                            _ connection: AMQPConnection, _ channel: UInt16, _ logger: Logger) async throws(AMQPError) {
+        var arguments = arguments
+        var settled: Set<String> = []
+        while true {
+            do {
+                _ = try await connection.declareQueue(name, on: channel, durable: true, arguments: arguments)
+                return
+            } catch {
+                // Each refusal names one argument; one settled already and refused again is a real difference.
+                guard error.replyCode == 406, let refused = InequivalentArgument(replyText: error.reason),
+                      !settled.contains(refused.argument),
+                      let (settle, why) = EquivalentArgument.settling(refused, consumedQueue: what == "the queue") else {
+                    throw refusal(error, what: what, name: name)
+                }
+                settled.insert(refused.argument)
+                logger.warning("\(what) '\(name)' exists with \(refused.argument) = \(refused.existing) where warren declares \(refused.argument) = \(refused.declared): \(why); declared as the broker has it")
+                // The refusal closed the channel.
+                try await connection.openChannel(channel, prefetch: consumer.prefetch)
+                switch settle {
+                case .adopt(let value): arguments[refused.argument] = value
+                case .omit: arguments[refused.argument] = nil
+                }
+                if refused.argument == "x-dead-letter-exchange", !settled.contains("x-dead-letter-routing-key") {
+                    // The queue's own route replaces warren's whole: a key of its
+                    // own, if it has one, is the broker's to name next, in a
+                    // refusal short enough to read (RabbitMQ cuts them at 255 bytes).
+                    arguments["x-dead-letter-routing-key"] = nil
+                }
+            }
         }
     }
 

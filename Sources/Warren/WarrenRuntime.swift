@@ -33,6 +33,8 @@ public final class WarrenRuntime: Sendable {
     /// A reload's new consumers: the old ones still serve, so a failure to
     /// start ends this runtime instead of being retried.
     private let failFast: Bool
+    /// See `ControlLoop.unbind`.
+    private let retiredBindings: [Topology.Binding]
     /// Retry and dead-letter copies, replies to queues and output messages
     /// go out on this connection of their own (direct replies on `directReplies`).
     let publisher: Publisher
@@ -51,9 +53,13 @@ public final class WarrenRuntime: Sendable {
     /// - Parameter failFast: for a reload's new consumers: if the first round
     ///   of connects fails, or the set-up is refused, `runUntilStopped` returns 1 instead
     ///   of retrying.
+    /// - Parameter previous: a reload's running config: bindings it made
+    ///   that this one does not are removed once these consumers take over.
     public init(settings: WarrenSettings, handlers: [String: any MessageHandler] = [:], logger: Logger,
-                supervisor: ProcessSupervisor? = nil, failFast: Bool = false, observer: Observer? = nil) {
+                supervisor: ProcessSupervisor? = nil, failFast: Bool = false, replacing previous: WarrenSettings? = nil,
+                observer: Observer? = nil) {
         self.settings = settings
+        retiredBindings = previous.map { Topology.retired(from: $0.consumers, keeping: settings.consumers) } ?? []
         self.failFast = failFast
         do throws(Watchdog.StartError) {
             watchdog = try Watchdog()
@@ -250,7 +256,7 @@ public final class WarrenRuntime: Sendable {
             var loop = ControlLoop(settings: settings, failFast: failFast, consumers: consumers, router: router,
                                    watchdog: watchdog, resubscribes: resubscribes, drainStarted: drainStarted,
                                    status: status, metrics: metrics, observer: observer,
-                                   inFlight: { self.inFlight }, logger: logger)
+                                   inFlight: { self.inFlight }, logger: logger, retiredBindings: retiredBindings)
             let code = await loop.run(events)
             // Nothing is in flight any more: let idle workers go, stop timers and reconnects.
             for consumer in consumers { _ = consumer.buffer.close() }

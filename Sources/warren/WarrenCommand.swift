@@ -87,8 +87,9 @@ struct WarrenCommand: AsyncParsableCommand {
             case metricsStopped
         }
         let (events, sink) = AsyncStream<Event>.makeStream()
-        func makeRuntime(_ settings: WarrenSettings, generation: Int) -> WarrenRuntime {
-            WarrenRuntime(settings: settings, logger: logger, supervisor: supervisor, failFast: generation > 1) { state in
+        func makeRuntime(_ settings: WarrenSettings, generation: Int, replacing previous: WarrenSettings? = nil) -> WarrenRuntime {
+            WarrenRuntime(settings: settings, logger: logger, supervisor: supervisor, failFast: generation > 1,
+                          replacing: previous) { state in
                 if case .running = state { sink.yield(.ready(generation: generation)) }
                 if let notifier, let runtime = current.speaking(for: generation) {
                     notifier.lifecycleChanged(state, inFlight: runtime.inFlight)
@@ -166,7 +167,7 @@ struct WarrenCommand: AsyncParsableCommand {
                 case .start(let generation):
                     guard let fresh = loaded else { return }
                     loaded = nil
-                    runtimes[generation] = makeRuntime(fresh.warren, generation: generation)
+                    runtimes[generation] = makeRuntime(fresh.warren, generation: generation, replacing: current.get().settings)
                     shutdown[generation] = fresh.warren.shutdown
                     logger.notice("reloading: new consumers start; the old ones go on until they consume",
                                   metadata: ["config": "\(path)", "consumers": "\(fresh.warren.consumers.count)"])

@@ -41,7 +41,12 @@ import Testing
     }
 
     func running(_ warren: WarrenBinary) async throws {
-        try await eventually("warren consumes") { warren.log.contains("NOTICE running") }
+        do {
+            try await eventually("warren consumes") { warren.log.contains("NOTICE running") }
+        } catch {
+            Issue.record("warren's log: \(warren.log)")
+            throw error
+        }
     }
 
     func stop(_ warren: WarrenBinary) async {
@@ -267,6 +272,100 @@ import Testing
             try await client.publish(ids: ["after"], to: queue)
             try await eventually("still consuming") { warren.lines("handled") == ["before", "after"] }
             await stop(warren)
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+
+    /// A queue declared elsewhere with a default written out, or a quorum
+    /// queue with a dead-letter route of its own, means what warren asks
+    /// for: warren consumes it (with a warning) instead of refusing to start.
+    @Test func aQueueWhoseArgumentsMeanTheSameIsConsumedWithAWarning() async throws {
+        try await withNames { client, queue, exchange in
+            try await client.connection.declareQueue(queue, on: 1, arguments: FieldTable([
+                ("x-single-active-consumer", .bool(false)), ("x-overflow", .string("drop-head")), ("x-queue-type", .string("classic"))]))
+            let quorum = queue + ".b"
+            try await client.connection.declareQueue(quorum, on: 1, arguments: FieldTable([
+                ("x-queue-type", .string("quorum")), ("x-dead-letter-exchange", .string(exchange))]))
+            let config = try warrenConfig(queue: queue, command: Self.ledger, extra: """
+                [consumer.q]
+                queue = \(quorum)
+                queue_type = quorum
+                command = \(Self.ledger)
+                """)
+            let warren = try WarrenBinary(config: config)
+            try await running(warren)
+            // RabbitMQ 3.10 itself takes x-queue-type = classic for none; the others it refuses.
+            for argument in ["x-single-active-consumer = false", "x-overflow = drop-head"] {
+                #expect(warren.log.contains("the queue '\(queue)' exists with \(argument) where warren declares"), "\(warren.log)")
+            }
+            #expect(warren.log.contains("the queue '\(quorum)' exists with x-dead-letter-exchange = \(exchange)"), "\(warren.log)")
+            #expect(warren.log.contains("has a dead-letter route of its own"))
+            try await client.publish(ids: ["plain-1", "plain-2"], to: queue)
+            try await client.publish(ids: ["quorum-1", "quorum-2"], to: quorum)
+            try await eventually("every message handled") { warren.lines("handled").count == 4 }
+            await stop(warren)
+            #expect(warren.lines("handled").sorted() == ["plain-1", "plain-2", "quorum-1", "quorum-2"])
+            #expect(try await client.count(queue) == 0)
+            #expect(try await client.count(quorum) == 0)
+        }
+    }
+
+    /// A reload refused for one consumer's queue leaves no binding of the
+    /// others behind: the broker routes as the running config has it.
+    @Test func aRefusedReloadLeavesNoNewBindingBehind() async throws {
+        try await withNames { client, queue, exchange in
+            let other = queue + ".b"
+            func config(keys: String, maxPriority: Int) throws -> String {
+                try warrenConfig(queue: queue, command: Self.ledger, extra: """
+                    exchange = \(exchange)
+                    routing_keys = \(keys)
+
+                    [consumer.zz]
+                    queue = \(other)
+                    command = true
+                    max_priority = \(maxPriority)
+                    """)
+            }
+            let warren = try WarrenBinary(config: try config(keys: "old", maxPriority: 5))
+            try await running(warren)
+            try (try config(keys: "old new", maxPriority: 10)).replacingOccurrences(of: "{dir}", with: warren.directory)
+                .write(toFile: warren.configPath, atomically: true, encoding: .utf8)
+            warren.signal(SIGHUP)
+            try await eventually("the reload refused") { warren.log.contains("reload failed") }
+            #expect(warren.log.contains("x-max-priority = 5, but warren declares it with x-max-priority = 10"), "\(warren.log)")
+            try await publish(client, ids: ["via-old"], exchange: exchange, routingKey: "old")
+            try await publish(client, ids: ["via-new"], exchange: exchange, routingKey: "new")
+            try await eventually("the old key's message handled") { warren.lines("handled") == ["via-old"] }
+            try await Task.sleep(for: .milliseconds(500))
+            await stop(warren)
+            #expect(warren.lines("handled") == ["via-old"], "the refused config's key routed nothing")
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+
+    /// A routing key taken out of the config stops routing after a reload;
+    /// those kept go on, and no message is lost on the way.
+    @Test func aReloadRemovesTheBindingsItsConfigNoLongerHas() async throws {
+        try await withNames { client, queue, exchange in
+            func config(keys: String) throws -> String {
+                try warrenConfig(queue: queue, command: Self.ledger, extra: "exchange = \(exchange)\nrouting_keys = \(keys)")
+            }
+            let warren = try WarrenBinary(config: try config(keys: "kept dropped"))
+            try await running(warren)
+            try await publish(client, ids: ["kept-1"], exchange: exchange, routingKey: "kept")
+            try await publish(client, ids: ["dropped-1"], exchange: exchange, routingKey: "dropped")
+            try await eventually("both keys route") { Set(warren.lines("handled")) == ["kept-1", "dropped-1"] }
+            try (try config(keys: "kept")).replacingOccurrences(of: "{dir}", with: warren.directory)
+                .write(toFile: warren.configPath, atomically: true, encoding: .utf8)
+            warren.signal(SIGHUP)
+            try await eventually("reloaded") { warren.log.contains("reloaded: the new consumers consume") }
+            #expect(warren.log.contains("removed a binding the previous config made"), "\(warren.log)")
+            try await publish(client, ids: ["kept-2"], exchange: exchange, routingKey: "kept")
+            try await publish(client, ids: ["dropped-2"], exchange: exchange, routingKey: "dropped")
+            try await eventually("the kept key routes") { warren.lines("handled").contains("kept-2") }
+            try await Task.sleep(for: .milliseconds(500))
+            await stop(warren)
+            #expect(warren.lines("handled").sorted() == ["dropped-1", "kept-1", "kept-2"], "the dropped key routed nothing after the reload")
             #expect(try await client.count(queue) == 0)
         }
     }

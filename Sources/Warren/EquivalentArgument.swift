@@ -1,0 +1,74 @@
+import AMQP
+
+/// A queue argument the broker holds with another value than warren
+/// declared, where the difference means nothing to warren: the broker's
+/// default written out (`x-single-active-consumer = false`, `x-overflow =
+/// drop-head`, `x-queue-type = classic`), or a dead-letter route of the
+/// queue's own where warren would add one to `dead_letter_queue`.
+///
+/// RabbitMQ compares arguments as written, so it refuses such a declare
+/// (406) although nothing would change; refusing the start over it would
+/// make an operator delete a queue full of messages for no reason. warren
+/// declares with the broker's value instead, and says so in a warning.
+enum EquivalentArgument: Sendable, Equatable {
+    /// Declare the argument with the value the broker has.
+    case adopt(FieldValue)
+    /// Leave the argument out, as the queue has it.
+    case omit
+
+    /// Values (and their AMQP types) that mean what leaving the argument out means.
+    static let brokerDefaults: [String: (value: String, type: String)] = [
+        "x-single-active-consumer": ("false", "bool"),
+        "x-overflow": ("drop-head", "longstr"),
+        "x-queue-type": ("classic", "longstr"),
+    ]
+
+    /// What to declare instead of a refused argument, and why that is
+    /// safe; nil when the difference matters (the refusal stands).
+    /// `consumedQueue`: the queue warren consumes, whose dead-letter route
+    /// only catches what the broker itself discards; a delay queue's route
+    /// back to the queue is how a retry returns, and is never given up.
+    static func settling(_ refused: InequivalentArgument, consumedQueue: Bool) -> (EquivalentArgument, why: String)? {
+        guard refused.kind == "queue" else { return nil }
+        // Quorum queues' refusals name no types (`received '' but current is 'x'`):
+        // then the argument's own type is the one meant.
+        if refused.declared == "none", let standard = Self.brokerDefaults[refused.argument],
+           standard.value == refused.existing, (refused.existingType ?? standard.type) == standard.type,
+           let value = Self.value(refused.existing, type: standard.type) {
+            return (.adopt(value), "\(refused.existing) is the broker's default, which is what warren means by leaving it out")
+        }
+        guard consumedQueue, refused.declared != "none" else { return nil }
+        let ownRoute = "the queue has a dead-letter route of its own, kept as it is: what the broker itself discards from it "
+            + "(past a delivery limit, over max_length) goes there, not to dead_letter_queue; warren's own dead letters still go to dead_letter_queue"
+        switch refused.argument {
+        case "x-dead-letter-exchange" where refused.existing != "none":
+            guard let value = Self.value(refused.existing, type: refused.existingType ?? "longstr") else { return nil }
+            return (.adopt(value), ownRoute)
+        case "x-dead-letter-routing-key":
+            // No key of its own is equivalent only beside an exchange of its
+            // own: if the queue has none, the exchange's refusal comes next.
+            if refused.existing == "none" { return (.omit, ownRoute) }
+            guard let value = Self.value(refused.existing, type: refused.existingType ?? "longstr") else { return nil }
+            return (.adopt(value), ownRoute)
+        default:
+            return nil
+        }
+    }
+
+    /// The broker's value as warren must send it to match: only the types
+    /// these arguments take, so an unknown one keeps the refusal.
+    static func value(_ text: String, type: String?) -> FieldValue? {
+        switch type {
+        case "bool":
+            switch text {
+            case "true": return .bool(true)
+            case "false": return .bool(false)
+            default: return nil
+            }
+        case "longstr":
+            return .string(text == "''" ? "" : text)
+        default:
+            return nil
+        }
+    }
+}
