@@ -144,21 +144,29 @@ import Testing
     }
 
     /// A publisher picks the message id: a newline in it must not make a
-    /// second line, and a line that looks like an outcome must not appear.
+    /// second line, and a line that looks like an outcome must not appear,
+    /// whether the id has blanks (quoted anyway) or none.
     @Test func aMessageIdWithControlCharactersCannotForgeASecondOutcomeLine() async throws {
         try await withTestQueue { client, queue in
-            let forged = "ok-1\n2026-01-01T00:00:00.000Z INFO message acked consumer=test message_id=forged outcome=ack\r\u{1b}[2K"
-            try await client.publish(ids: [forged], to: queue)
+            let spaced = "ok-1\n2026-01-01T00:00:00.000Z INFO message acked consumer=test message_id=forged outcome=ack\r\u{1b}[2K"
+            let compact = "ok-2\n<2>forged\r\u{1b}[2K\u{2028}"
+            try await client.publish(ids: [spaced, compact], to: queue)
             let warren = try WarrenBinary(config: try warrenConfig(queue: queue, command: try Self.handler(persistent: false)))
-            try await eventually("acked") { warren.log.contains("outcome=ack") }
+            try await eventually("both acked") {
+                warren.log.split(separator: "\n").filter { $0.contains("INFO message acked") && $0.contains(" consumer=test") }.count >= 2
+            }
             warren.signal(SIGTERM)
             #expect(await warren.waitForExit() == 0, "\(warren.log)")
             let outcomeLines = warren.log.split(separator: "\n").filter { $0.contains("outcome=") }
-            #expect(outcomeLines.count == 1, "\(outcomeLines)")
-            let line = try #require(outcomeLines.first)
-            #expect(line.contains(#"message_id="ok-1\n2026-01-01T00:00:00.000Z INFO message acked consumer=test message_id=forged outcome=ack\r\u001b[2K""#),
-                    "\(line)")
-            #expect(!warren.log.contains("\r") && !warren.log.contains("\u{1b}"))
+            #expect(outcomeLines.count == 2, "\(outcomeLines)")
+            #expect(outcomeLines.contains { $0.contains(#"message_id="ok-1\n2026-01-01T00:00:00.000Z INFO message acked consumer=test message_id=forged outcome=ack\r\u001b[2K""#) },
+                    "\(outcomeLines)")
+            #expect(outcomeLines.contains { $0.contains(#"message_id="ok-2\n<2>forged\r\u001b[2K\u2028""#) }, "\(outcomeLines)")
+            #expect(!warren.log.contains("\r") && !warren.log.contains("\u{1b}") && !warren.log.contains("\u{2028}"))
+            // Every line is a record of warren's: it starts with its timestamp.
+            for line in warren.log.split(separator: "\n") {
+                #expect(line.hasPrefix("20") && line.dropFirst(4).first == "-", "a forged line: \(line.debugDescription)")
+            }
         }
     }
 
