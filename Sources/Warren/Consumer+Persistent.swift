@@ -53,7 +53,7 @@ extension Consumer {
                     if case .terminated = sink.yield(.message(received)), let received {
                         received.connection.nack(received.delivery, requeue: true)
                         self.metrics.requeued.increment()
-                        self.logReleased(received.delivery, "message released: its worker slot had ended")
+                        self.logUnstarted(received.delivery, "message released: its worker slot had ended")
                     }
                 }
             }
@@ -87,7 +87,7 @@ extension Consumer {
                 if case .message(let received?) = event {
                     received.connection.nack(received.delivery, requeue: true)
                     metrics.requeued.increment()
-                    logReleased(received.delivery, "message released: its worker slot had ended")
+                    logUnstarted(received.delivery, "message released: its worker slot had ended")
                 }
             }
             requester.finish()
@@ -180,6 +180,7 @@ extension Consumer {
                     if !received.connection.canSettle(received.delivery) {
                         // Its connection or channel died on the way here: the broker redelivers it.
                         consumer.busy.subtract(1, ordering: .relaxed)
+                        consumer.logGoneUnstarted(received.delivery)
                         if machine.state == .ready { await perform([.requestMessage], arm: arm) }
                     } else if machine.state == .ready {
                         await take(received, arm: arm)
@@ -256,6 +257,7 @@ extension Consumer {
                     // broker redelivers it, so running it now would be a duplicate.
                     if !held.connection.canSettle(held.delivery) {
                         consumer.busy.subtract(1, ordering: .relaxed)
+                        consumer.logGoneUnstarted(held.delivery)
                     } else {
                         return await take(held)
                     }
@@ -265,7 +267,10 @@ extension Consumer {
                 // the requester task would cost two task switches a message.
                 while let received = consumer.buffer.tryNext() {
                     // One of a connection or channel that died: the broker redelivers it.
-                    guard received.connection.canSettle(received.delivery) else { continue }
+                    guard received.connection.canSettle(received.delivery) else {
+                        consumer.logGoneUnstarted(received.delivery)
+                        continue
+                    }
                     consumer.busy.add(1, ordering: .relaxed)
                     return await take(received)
                 }
@@ -386,7 +391,7 @@ extension Consumer {
             if let message {
                 consumer.logOutcome(.released, message, level: level, level == .info ? "message released: \(why)" : "\(why)")
             } else {
-                consumer.logReleased(received.delivery, "message released: \(why)")
+                consumer.logUnstarted(received.delivery, "message released: \(why)")
             }
         }
 

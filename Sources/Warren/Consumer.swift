@@ -94,7 +94,10 @@ final class Consumer: Sendable {
             guard let received = next else { break }
             // Its connection or channel died while it waited: the broker
             // redelivers it, and running it here too would be a duplicate.
-            guard received.connection.canSettle(received.delivery) else { continue }
+            guard received.connection.canSettle(received.delivery) else {
+                logGoneUnstarted(received.delivery)
+                continue
+            }
             busy.add(1, ordering: .relaxed)
             let stopped = await process(received, watchdog: watchdog, handle: handle)
             busy.subtract(1, ordering: .relaxed)

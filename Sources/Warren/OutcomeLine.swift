@@ -14,7 +14,7 @@ import Logging
 /// | `requeued` | back to the queue: stopped at shutdown, or its copy refused | warning, error |
 /// | `requeued` | back to the queue: warren short of descriptors or processes | info (`log_outcomes`) |
 /// | `released` | back to the queue before any handler saw it; no attempt spent | info (`log_outcomes`), notice |
-/// | `dropped` | its connection or channel went first: the broker redelivers it | notice |
+/// | `dropped` | its connection or channel went first: the broker redelivers it | notice; info (`log_outcomes`) when not started |
 ///
 /// Successes and releases are the common case, and a line each costs at
 /// high rates: `log_outcomes = false` leaves them out. Failures were logged
@@ -45,11 +45,19 @@ extension Consumer {
                    reason: reason, metadata: extra)
     }
 
-    /// A delivery no worker started (its `Message` never made): `released`.
-    func logReleased(_ delivery: Delivery, _ text: @autoclosure () -> Logger.Message) {
+    /// A delivery no worker started (its `Message` never made): `released`
+    /// back to the queue, or `dropped` with its channel, at info.
+    func logUnstarted(_ delivery: Delivery, as outcome: SettledAs = .released, _ text: @autoclosure () -> Logger.Message) {
         guard outcomeLogging else { return }
-        logOutcome(.released, id: Message.logID(of: delivery), attempt: Message.attempt(of: delivery), started: nil,
+        logOutcome(outcome, id: Message.logID(of: delivery), attempt: Message.attempt(of: delivery), started: nil,
                    level: .info, text(), reason: nil)
+    }
+
+    /// A delivery a worker took whose connection or channel had gone
+    /// meanwhile (a channel the broker closed leaves its deliveries in the
+    /// buffer): never started, the broker redelivers it.
+    func logGoneUnstarted(_ delivery: Delivery) {
+        logUnstarted(delivery, as: .dropped, "message dropped unstarted: its connection or channel is gone, the broker redelivers it")
     }
 
     private func logOutcome(_ outcome: SettledAs, id: String, attempt: Int, started: Int64?, level: Logger.Level,
