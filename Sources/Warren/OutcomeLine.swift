@@ -62,7 +62,7 @@ extension Consumer {
 
     private func logOutcome(_ outcome: SettledAs, id: String, attempt: Int, started: Int64?, level: Logger.Level,
                             _ text: Logger.Message, reason: String?, metadata extra: Logger.Metadata = [:]) {
-        var metadata: Logger.Metadata = ["message_id": .string(id), "attempt": .stringConvertible(attempt),
+        var metadata: Logger.Metadata = ["message_id": .string(id), "attempt": .string(String(attempt)),
                                          "outcome": .string(outcome.rawValue)]
         if let started { metadata["duration_ms"] = .string(Self.milliseconds(since: started)) }
         if let reason { metadata["reason"] = .string(reason.capped(atBytes: Self.reasonLogLimit)) }
