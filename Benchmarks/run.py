@@ -27,8 +27,14 @@ last, with warren's CPU apart from its workers':
                   (mode = exec, input = envelope)
   amqp-consume-py amqp-consume running examples/worker.py per message
   persist-min x8  persist-min with 8 workers: warren's peak RSS
+  persist-min log persist-min at [log] level = info (what an operator runs;
+                  the rows above run at warning): one outcome line a message
+  persist-min quiet
+                  the same with log_outcomes = false: the lines' cost is the
+                  ratio of the two (target: at least 0.95)
 
-BENCH_ONLY=persistent runs the persistent rows alone.
+BENCH_ONLY=persistent runs the persistent rows alone; BENCH_ONLY=outcomes
+the last two alone.
 """
 import calendar, os, re, resource, signal, statistics, subprocess, sys, tempfile, time
 
@@ -209,13 +215,13 @@ def acked(port):
     return total
 
 
-def bench_warren_acks(broker, queue, n, extra, concurrency=4):
+def bench_warren_acks(broker, queue, n, extra, concurrency=4, level="warning"):
     """warren on a full queue, timed by its own ack counter from the first
     ack to the n-th (polled every 20 ms: worker start-up is not counted).
     Returns msg/s, warren's own CPU µs/msg, its workers' (or commands')
     CPU µs/msg, and warren's peak RSS in KB."""
     port = int(subprocess.check_output([f"{ROOT}/scripts/free-port.sh", "26800"]).strip())
-    path = warren_config(broker, queue, 100, None, level="warning", concurrency=concurrency, extra=extra,
+    path = warren_config(broker, queue, 100, None, level=level, concurrency=concurrency, extra=extra,
                          metrics_port=port)
     log = tempfile.mktemp()
     with open(log, "w") as err:
@@ -253,35 +259,56 @@ def bench_amqp_consume_py(broker, queue, n):
     return n / elapsed, float("nan"), (ru.ru_utime + ru.ru_stime) / n * 1e6, 0
 
 
-def persistent_rows(broker):
+def persistent_rows(broker, only_outcomes=False):
     """The persistent-worker rows, REPS times each, alternating."""
     worker = f"{ROOT}/.build/min-worker"
     python = f"python3 {ROOT}/examples/worker.py"
-    runs = [
-        ("persist-min", PERSIST_N, 4, f"mode = persistent\ncommand = {worker}"),
-        ("persist-py", PY_N, 4, f"mode = persistent\ncommand = {python}"),
-        ("exec-py", PER_MESSAGE_N, 4, f"input = envelope\ncommand = {python}"),
-        ("amqp-consume-py", PER_MESSAGE_N, 1, None),
-        ("persist-min x8", PERSIST_N, 8, f"mode = persistent\ncommand = {worker}"),
+    outcome_runs = [
+        ("persist-min log", PERSIST_N, 4, f"mode = persistent\ncommand = {worker}", "info"),
+        ("persist-min quiet", PERSIST_N, 4, f"mode = persistent\ncommand = {worker}\nlog_outcomes = false", "info"),
     ]
+    runs = [
+        ("persist-min", PERSIST_N, 4, f"mode = persistent\ncommand = {worker}", "warning"),
+        ("persist-py", PY_N, 4, f"mode = persistent\ncommand = {python}", "warning"),
+        ("exec-py", PER_MESSAGE_N, 4, f"input = envelope\ncommand = {python}", "warning"),
+        ("amqp-consume-py", PER_MESSAGE_N, 1, None, "warning"),
+        ("persist-min x8", PERSIST_N, 8, f"mode = persistent\ncommand = {worker}", "warning"),
+    ]
+    runs = outcome_runs if only_outcomes else runs + outcome_runs
     queue = "bench.persistent"
     tool("count", "127.0.0.1", broker.port, queue, 0, 0)
     rows = {}
     for rep in range(REPS):
-        for name, n, concurrency, extra in runs:
+        for name, n, concurrency, extra, level in runs:
             os.environ["BENCH_BODY"] = ENVELOPE_BODY
             fill(broker, queue, n)
             del os.environ["BENCH_BODY"]
             if extra is None:
                 result = bench_amqp_consume_py(broker, queue, n)
             else:
-                result = bench_warren_acks(broker, queue, n, extra, concurrency)
+                result = bench_warren_acks(broker, queue, n, extra, concurrency, level)
             tool("purge", "127.0.0.1", broker.port, queue, 0, 0)
             rows.setdefault(name, []).append(result)
             rate, own, workers, rss = result
             print(f"  {name:15} run {rep + 1}: {rate:9.0f} msg/s  warren {own:7.1f} µs/msg  "
                   f"workers {workers:9.1f} µs/msg  warren RSS {rss / 1024:6.1f} MB", flush=True)
     return rows
+
+
+def outcome_table(rows):
+    """The outcome lines' cost: the same run at level info with and without them."""
+    def med(name, i):
+        return statistics.median(r[i] for r in rows[name])
+
+    ratios = [x[0] / y[0] for x, y in zip(rows["persist-min log"], rows["persist-min quiet"])]
+    return ["", f"Outcome lines: persist-min at [log] level = info, log_outcomes on and off, medians of {REPS}",
+            "",
+            "| consumer | msg/s | warren CPU µs/msg |", "| --- | --- | --- |",
+            f"| persist-min log (an outcome line a message) | {med('persist-min log', 0):,.0f} | {med('persist-min log', 1):.1f} |",
+            f"| persist-min quiet (log_outcomes = false) | {med('persist-min quiet', 0):,.0f} | {med('persist-min quiet', 1):.1f} |",
+            "", "| ratio | value | target |", "| --- | --- | --- |",
+            f"| log / quiet, msg/s (each run's ratio: {', '.join(f'{r:.3f}' for r in ratios)}) | "
+            f"{statistics.median(ratios):.3f} | at least 0.95 |"]
 
 
 def persistent_table(rows, lib_rates):
@@ -313,7 +340,7 @@ def persistent_table(rows, lib_rates):
     lines.append(f"| exec-py / amqp-consume-py | {paired('exec-py', 'amqp-consume-py'):.2f} | |")
     lines.append(f"| warren CPU, persist-min | {med('persist-min', 1):.1f} µs/msg | at most 15 |")
     lines.append(f"| warren peak RSS, 8 workers | {max(r[3] for r in rows['persist-min x8']) / 1024:.1f} MB | under 30 |")
-    return lines
+    return lines + outcome_table(rows)
 
 
 def warren_config(broker, queue, prefetch, command, level="info", concurrency=None, extra="", metrics_port=None):
@@ -390,7 +417,9 @@ def main():
     # As `make install` builds it: the Swift runtime linked in.
     static = ["swift", "build", "-c", "release", "--static-swift-stdlib", "--scratch-path", ".build-static"]
     sh(*static, "--product", "warren", cwd=ROOT)
-    sh(*static, "--product", "warren-bench", cwd=ROOT)
+    only_outcomes = os.environ.get("BENCH_ONLY") == "outcomes"
+    if not only_outcomes:  # the outcome rows run the warren binary alone
+        sh(*static, "--product", "warren-bench", cwd=ROOT)
     os.makedirs(f"{ROOT}/.build", exist_ok=True)
     sh("cc", "-O2", "-Wall", "-o", f"{ROOT}/.build/bench-tool", f"{ROOT}/Benchmarks/bench-tool.c", "-lrabbitmq")
     sh("cc", "-O2", "-Wall", "-o", f"{ROOT}/.build/min-worker", f"{ROOT}/Benchmarks/min-worker.c")
@@ -401,6 +430,9 @@ def main():
     broker = Broker()
     rows = {}
     try:
+        if only_outcomes:
+            print("\n".join(outcome_table(persistent_rows(broker, only_outcomes=True))) + "\n")
+            return
         if only_persistent:
             lib_rates = []
             for _ in range(REPS):

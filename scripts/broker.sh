@@ -3,6 +3,7 @@
 #
 #   scripts/broker.sh start DIR PORT   # boots a node with its data under DIR, listening on 127.0.0.1:PORT
 #   scripts/broker.sh stop DIR
+#   scripts/broker.sh stop-stale DIR   # stops a node an earlier run left running on DIR, if any
 #   scripts/broker.sh ctl DIR ARGS...  # rabbitmqctl against that node
 #
 # The node has its own name, ports, data, logs and Erlang cookie, so it never
@@ -10,8 +11,8 @@
 # exits non-zero: tests must fail loudly, never skip.
 set -euo pipefail
 
-cmd=${1:?usage: broker.sh start|stop|ctl DIR [PORT]}
-dir=${2:?usage: broker.sh start|stop|ctl DIR [PORT]}
+cmd=${1:?usage: broker.sh start|stop|stop-stale|ctl DIR [PORT]}
+dir=${2:?usage: broker.sh start|stop|stop-stale|ctl DIR [PORT]}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
@@ -29,6 +30,18 @@ node_env() {
     export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
     export RABBITMQ_CONFIG_FILE="$dir/rabbitmq"
     export ERL_EPMD_PORT=$((port + 21000))
+}
+
+# True when PID is the Erlang VM of this very node: beam.smp, with this
+# node's name and this directory's pid file in its environment. A pid file
+# left behind names a pid the system may since have given to anything.
+is_this_node() {
+    local pid=$1
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = beam.smp ] || return 1
+    local environ
+    environ=$(tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null) || return 1
+    grep -qxF "RABBITMQ_NODENAME=$RABBITMQ_NODENAME" <<<"$environ" &&
+        grep -qxF "RABBITMQ_PID_FILE=$RABBITMQ_PID_FILE" <<<"$environ"
 }
 
 case "$cmd" in
@@ -94,11 +107,31 @@ stop)
     rabbitmqctl -q stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 || true
     epmd -port "$ERL_EPMD_PORT" -kill >/dev/null 2>&1 || true
     ;;
+stop-stale)
+    # A node an earlier run started on DIR and never stopped (its terminal
+    # was closed, it was killed): found by its pid file, stopped, and
+    # killed if it will not stop. Nothing happens without a live node.
+    node_env
+    pid=$(cat "$RABBITMQ_PID_FILE" 2>/dev/null || true)
+    case "$pid" in ''|*[!0-9]*) exit 0 ;; esac
+    if ! is_this_node "$pid"; then
+        echo "broker.sh: $RABBITMQ_PID_FILE names pid $pid, which is not node $RABBITMQ_NODENAME: left alone"
+        exit 0
+    fi
+    echo "broker.sh: stopping node $RABBITMQ_NODENAME (pid $pid), left running by an earlier run on $dir"
+    rabbitmqctl -q stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 || true
+    for _ in $(seq 1 100); do is_this_node "$pid" || break; sleep 0.1; done
+    if is_this_node "$pid"; then
+        echo "broker.sh: node $RABBITMQ_NODENAME did not stop; killing pid $pid"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    epmd -port "$ERL_EPMD_PORT" -kill >/dev/null 2>&1 || true
+    ;;
 ctl)
     node_env
     shift 2
     exec rabbitmqctl -q "$@"
     ;;
 *)
-    echo "usage: broker.sh start|stop|ctl DIR [PORT]" >&2; exit 2 ;;
+    echo "usage: broker.sh start|stop|stop-stale|ctl DIR [PORT]" >&2; exit 2 ;;
 esac

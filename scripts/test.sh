@@ -18,3 +18,6 @@ swift build ${SWIFT_BUILD_FLAGS:-}
 # this machine has two cores.
 # TEST_FILTER narrows the run (make chaos uses it).
 swift test --no-parallel --disable-xctest ${SWIFT_BUILD_FLAGS:-} ${TEST_FILTER:+--filter "$TEST_FILTER"}
+# Last, as it stops the broker: `make run`'s handling of a node an earlier
+# run left behind, on this one.
+scripts/check-stale-broker.sh "$dir"

@@ -53,6 +53,7 @@ extension Consumer {
                     if case .terminated = sink.yield(.message(received)), let received {
                         received.connection.nack(received.delivery, requeue: true)
                         self.metrics.requeued.increment()
+                        self.logUnstarted(received.delivery, "message released: its worker slot had ended")
                     }
                 }
             }
@@ -86,6 +87,7 @@ extension Consumer {
                 if case .message(let received?) = event {
                     received.connection.nack(received.delivery, requeue: true)
                     metrics.requeued.increment()
+                    logUnstarted(received.delivery, "message released: its worker slot had ended")
                 }
             }
             requester.finish()
@@ -178,13 +180,14 @@ extension Consumer {
                     if !received.connection.canSettle(received.delivery) {
                         // Its connection or channel died on the way here: the broker redelivers it.
                         consumer.busy.subtract(1, ordering: .relaxed)
+                        consumer.logGoneUnstarted(received.delivery)
                         if machine.state == .ready { await perform([.requestMessage], arm: arm) }
                     } else if machine.state == .ready {
                         await take(received, arm: arm)
                     } else if machine.expectsAWorkerSoon {
                         held = received
                     } else {
-                        release(received)
+                        release(received, nil, "no worker can take it now")
                     }
                 case .alarm(let token):
                     await perform(machine.alarm(token), arm: arm)
@@ -216,7 +219,7 @@ extension Consumer {
             if let hand = inHand {
                 inHand = nil
                 if let id = hand.watchdogID { _ = watchdog.finish(id) }
-                release(hand.received)
+                release(hand.received, hand.message, "its worker slot was cancelled")
             }
         }
 
@@ -254,6 +257,7 @@ extension Consumer {
                     // broker redelivers it, so running it now would be a duplicate.
                     if !held.connection.canSettle(held.delivery) {
                         consumer.busy.subtract(1, ordering: .relaxed)
+                        consumer.logGoneUnstarted(held.delivery)
                     } else {
                         return await take(held)
                     }
@@ -263,7 +267,10 @@ extension Consumer {
                 // the requester task would cost two task switches a message.
                 while let received = consumer.buffer.tryNext() {
                     // One of a connection or channel that died: the broker redelivers it.
-                    guard received.connection.canSettle(received.delivery) else { continue }
+                    guard received.connection.canSettle(received.delivery) else {
+                        consumer.logGoneUnstarted(received.delivery)
+                        continue
+                    }
                     consumer.busy.add(1, ordering: .relaxed)
                     return await take(received)
                 }
@@ -279,9 +286,8 @@ extension Consumer {
                 if let hand = inHand {
                     inHand = nil
                     if let id = hand.watchdogID { _ = watchdog.finish(id) }
-                    log.notice("the worker went before reading its message; requeued, no attempt spent",
-                               metadata: ["message_id": "\(hand.message.logID)"])
-                    release(hand.received)
+                    release(hand.received, hand.message, level: .notice,
+                            "the worker went before reading its message; requeued, no attempt spent")
                 }
             case .closeInput:
                 if let request { workers.supervisor.closeInput(of: request) }
@@ -311,15 +317,17 @@ extension Consumer {
         }
 
         private mutating func take(_ received: Received) async -> [WorkerSlot.Action] {
-            let message = Message(delivery: received.delivery, consumer: consumer.settings.name,
+            let started = monotonicNanoseconds()
+            var message = Message(delivery: received.delivery, consumer: consumer.settings.name,
                                   queue: consumer.settings.queue, attempt: Message.attempt(of: received.delivery))
+            message.started = started
             if consumer.settings.deliveryLimit != nil { consumer.warnIfLastDelivery(message) }
             if received.delivery.payload.count > consumer.settings.maxBody {
                 await consumer.refuseOversized(message, connection: received.connection, watchdog: watchdog)
                 consumer.busy.subtract(1, ordering: .relaxed)
                 return [.requestMessage]
             }
-            inHand = InHand(received: received, message: message, watchdogID: nil, started: monotonicNanoseconds())
+            inHand = InHand(received: received, message: message, watchdogID: nil, started: started)
             return machine.messageTaken(id: DeliveryID.next())
         }
 
@@ -330,7 +338,7 @@ extension Consumer {
                                                   handle: WorkerStop(sink: sink, id: id), now: hand.started / 1_000_000) else {
                 // Terminating: nothing new starts; the shutdown event follows.
                 inHand = nil
-                release(hand.received)
+                release(hand.received, hand.message, "warren is stopping, no worker started on it")
                 return machine.messageWithdrawn()
             }
             if let pid { watchdog.setPID(watchdogID, pid) }
@@ -371,14 +379,20 @@ extension Consumer {
         private mutating func releaseHeld() {
             guard let held else { return }
             self.held = nil
-            release(held)
+            release(held, nil, "no worker was ready for it")
         }
 
         /// A delivery no worker got: back to the queue, no attempt spent.
-        private func release(_ received: Received) {
+        /// `message`: the one in hand, if it came that far.
+        private func release(_ received: Received, _ message: Message?, level: Logger.Level = .info, _ why: String) {
             received.connection.nack(received.delivery, requeue: true)
             consumer.metrics.requeued.increment()
             consumer.busy.subtract(1, ordering: .relaxed)
+            if let message {
+                consumer.logOutcome(.released, message, level: level, level == .info ? "message released: \(why)" : "\(why)")
+            } else {
+                consumer.logUnstarted(received.delivery, "message released: \(why)")
+            }
         }
 
         private mutating func spawn() async -> [WorkerSlot.Action] {

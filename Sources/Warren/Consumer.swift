@@ -27,9 +27,9 @@ final class Consumer: Sendable {
     let busy = Atomic<Int>(0)
     let metrics: ConsumerMetrics
     let logger: Logger
-    /// `logger.logLevel <= .debug`, read once: asking the logger copies its
-    /// handler, and a success asks for every message.
-    private let debugLogging: Bool
+    /// `log_outcomes` and `logger.logLevel <= .info`, read once: asking the
+    /// logger copies its handler, and a success asks for every message.
+    let outcomeLogging: Bool
 
     init(settings: ConsumerSettings, index: Int, handler: any MessageHandler, workers: PersistentWorkers? = nil,
          publisher: Publisher, directReplies: Publisher? = nil, logger: Logger) {
@@ -44,7 +44,7 @@ final class Consumer: Sendable {
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.name)"
         self.logger = logger
-        debugLogging = logger.logLevel <= .debug
+        outcomeLogging = settings.logOutcomes && logger.logLevel <= .info
     }
 
     func consumerTag(channel: UInt16) -> String { "warren.\(settings.name).\(channel)" }
@@ -94,7 +94,10 @@ final class Consumer: Sendable {
             guard let received = next else { break }
             // Its connection or channel died while it waited: the broker
             // redelivers it, and running it here too would be a duplicate.
-            guard received.connection.canSettle(received.delivery) else { continue }
+            guard received.connection.canSettle(received.delivery) else {
+                logGoneUnstarted(received.delivery)
+                continue
+            }
             busy.add(1, ordering: .relaxed)
             let stopped = await process(received, watchdog: watchdog, handle: handle)
             busy.subtract(1, ordering: .relaxed)
@@ -109,20 +112,22 @@ final class Consumer: Sendable {
     private func process(_ received: Received, watchdog: Watchdog, handle: WorkerHandle) async -> Bool {
         let delivery = received.delivery
         let connection = received.connection
-        let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
+        // One clock reading serves the watchdog, the duration metric and the outcome line.
+        let started = monotonicNanoseconds()
+        var message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
                               attempt: Message.attempt(of: delivery))
+        message.started = started
         if settings.deliveryLimit != nil { warnIfLastDelivery(message) }
         if delivery.payload.count > settings.maxBody {
             await refuseOversized(message, connection: connection, watchdog: watchdog)
             return false
         }
-        // One clock reading serves the watchdog and the duration metric.
-        let started = monotonicNanoseconds()
         guard let id = watchdog.start(timeout: settings.timeout, consumer: settings.name, delivery: delivery,
                                       attempt: message.attempt, handle: handle, now: started / 1_000_000) else {
-            // Terminating: nothing new starts.
-            await settle(message, outcome: .retry(Failure(reason: "not started")), stop: .shutdown,
-                         connection: connection, watchdog: watchdog)
+            // Terminating: nothing new starts, and the message goes back unstarted.
+            connection.nack(delivery, requeue: true)
+            metrics.requeued.increment()
+            logOutcome(.released, message, "message released: warren is stopping, no handler started")
             return false
         }
         var watched = message
@@ -169,7 +174,7 @@ final class Consumer: Sendable {
         // for an ack timeout, say): the broker redelivers the message, so a
         // retry or dead-letter copy now would make it two.
         if !connection.canSettle(message.delivery) {
-            log.notice("connection lost before the outcome was settled; the broker redelivers the message")
+            dropped(message)
             return
         }
         // A reason goes into the copy's headers, which must fit in a frame:
@@ -177,16 +182,25 @@ final class Consumer: Sendable {
         var outcome = outcome.withReasonCapped(at: Failure.reasonLimit)
         switch stop {
         case .shutdown?:
-            log.warning("handler terminated at shutdown; message requeued")
             connection.nack(message.delivery, requeue: true)
             metrics.requeued.increment()
+            logOutcome(.requeued, message, level: .warning, "handler terminated at shutdown; message requeued",
+                       reason: outcome.failure?.reason)
             return
         case .timeout?:
-            log.warning("handler timed out", metadata: ["timeout": "\(settings.timeout.map { "\($0)" } ?? "-")"])
-            if case .ack = outcome { outcome = .retry(Failure(reason: "timed out", timedOut: true)) }
-            if case .retry(var failure) = outcome {
+            let limit = settings.timeout.map { "\($0)" } ?? "-"
+            log.warning("handler timed out", metadata: ["timeout": "\(limit)"])
+            // The reason says so, in the outcome line and the copy's
+            // headers: "killed by signal 15" alone would not.
+            switch outcome {
+            case .ack:
+                outcome = .retry(Failure(reason: "timed out after \(limit)", timedOut: true))
+            case .retry(var failure):
                 failure.timedOut = true
+                failure.reason = "timed out after \(limit): \(failure.reason)"
                 outcome = .retry(failure)
+            case .deadLetter:
+                break
             }
         case nil:
             break
@@ -212,9 +226,9 @@ final class Consumer: Sendable {
             properties.expiration = "\(delay.milliseconds)"
             let target = topology.retryQueue(level: level)
             if await publishCopy(message, to: target, properties: properties, connection: connection, log: log, watchdog: watchdog) {
-                log.warning("handler failed; retrying later", metadata: [
-                    "reason": "\(failure?.reason ?? "-")", "retry_in": "\(delay)", "next_attempt": "\(nextAttempt)"])
                 connection.ack(message.delivery)
+                logOutcome(.retry, message, level: .warning, "handler failed; retrying later", reason: failure?.reason ?? "-",
+                           metadata: ["retry_in": "\(delay)", "next_attempt": "\(nextAttempt)"])
                 metrics.retryPublishes.increment()
                 metrics.retried.increment()
             }
@@ -241,7 +255,10 @@ final class Consumer: Sendable {
     func publishOutput(_ message: Message, output: MessageBody?, connection: AMQPConnection, watchdog: Watchdog) async {
         // The request's connection or channel is gone: the broker redelivers
         // it, and its next run answers; a reply now would be a second one.
-        if !connection.canSettle(message.delivery) { return }
+        if !connection.canSettle(message.delivery) {
+            dropped(message)
+            return
+        }
         let body = output ?? MessageBody([])
         let properties = message.delivery.properties
         var problem: String? = nil
@@ -299,7 +316,10 @@ final class Consumer: Sendable {
     /// whatever attempts are left, since every one would fail the same way.
     private func deadLetterUndeliverable(_ message: Message, reason: String, connection: AMQPConnection,
                                          watchdog: Watchdog) async {
-        if !connection.canSettle(message.delivery) { return }
+        if !connection.canSettle(message.delivery) {
+            dropped(message)
+            return
+        }
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
@@ -347,8 +367,9 @@ final class Consumer: Sendable {
         properties.headers = headers
         if await publishCopy(message, to: settings.deadLetterQueue, properties: properties, connection: connection,
                              log: log, watchdog: watchdog) {
-            log.error("message dead-lettered", metadata: ["reason": "\(reason)", "dead_letter_queue": "\(settings.deadLetterQueue)"])
             connection.ack(message.delivery)
+            logOutcome(.deadLetter, message, level: .error, "message dead-lettered", reason: reason,
+                       metadata: ["dead_letter_queue": "\(settings.deadLetterQueue)"])
             metrics.deadLetterPublishes.increment()
             metrics.deadLettered.increment()
         }
@@ -366,6 +387,16 @@ final class Consumer: Sendable {
         await pause(ResourceShortage.backoff.delay(decision.streak, random: Double.random(in: 0..<1)), unless: watchdog)
         connection.nack(message.delivery, requeue: true)
         metrics.requeued.increment()
+        logOutcome(.requeued, message, "message requeued: warren is short of descriptors, processes or memory; no attempt counted",
+                   reason: failure.reason)
+    }
+
+    /// Its connection or channel went before the outcome was settled (the
+    /// broker closed the channel for an ack timeout, say): the broker
+    /// redelivers it. Said at notice whatever `log_outcomes` says, as before.
+    private func dropped(_ message: Message) {
+        logOutcome(.dropped, message, level: .notice,
+                   "connection lost before the outcome was settled; the broker redelivers the message")
     }
 
     /// A quorum queue's message the broker delivers for the last time: if
@@ -382,13 +413,11 @@ final class Consumer: Sendable {
                                   "delivery_limit": "\(limit)", "dead_letter_queue": "\(settings.deadLetterQueue)"])
     }
 
-    /// Success: no log line unless debugging, so no metadata built.
+    /// Success: its outcome line unless `log_outcomes = false`, and then no metadata built.
     func ack(_ message: Message, on connection: AMQPConnection) {
-        if debugLogging {
-            logger.debug("handler succeeded; message acked", metadata: ["message_id": "\(message.logID)"])
-        }
         connection.ack(message.delivery)
         metrics.acked.increment()
+        if outcomeLogging { logOutcome(.ack, message, "message acked") }
     }
 
     /// Publishes a copy and waits for the broker's confirm (bounded: see
@@ -405,12 +434,14 @@ final class Consumer: Sendable {
             }
             return true
         }
-        log.error("the broker refused the copy; the message is requeued instead, not acked",
+        log.error("the broker refused the copy; the message is requeued instead, not acked (after a pause)",
                   metadata: ["target_queue": "\(queue)", "error": "\(result)"])
         await pause(settings.retryDelay, unless: watchdog)
         connection.nack(message.delivery, requeue: true)
         metrics.refusedPublishes.increment()
         metrics.requeued.increment()
+        logOutcome(.requeued, message, level: .warning, "message requeued: its copy was refused",
+                   reason: "\(result)", metadata: ["target_queue": "\(queue)"])
         return false
     }
 

@@ -538,8 +538,6 @@ struct ControlLoop {
     /// the broker), every consumer is cancelled, the grace timer starts.
     /// The workers then end as their handlers finish (`workersDone`).
     private mutating func beginDrain(terminate: Bool) async {
-        logger.notice("stop requested: draining", metadata: [
-            "in_flight": "\(inFlight())", "grace_period": "\(settings.shutdown.gracePeriod)"])
         drainStarted.fire()
         var released = 0
         for consumer in consumers {
@@ -548,6 +546,11 @@ struct ControlLoop {
                 released += 1
             }
         }
+        // Counted here, not line by line: a full prefetch of lines would
+        // bury the ones about the handlers still running.
+        logger.notice("stop requested: draining; messages no handler had started went back to the queue", metadata: [
+            "released_unstarted": "\(released)", "in_flight": "\(inFlight())",
+            "grace_period": "\(settings.shutdown.gracePeriod)"])
         if terminate {
             logger.notice("quit: terminating every running handler now")
             watchdog.fire()
@@ -568,7 +571,6 @@ struct ControlLoop {
                 logger.error("the broker did not answer basic.cancel within \(WarrenRuntime.brokerAnswerBound); dropped the connection")
             }
         }
-        if released > 0 { logger.info("released deliveries that had not started", metadata: ["count": "\(released)"]) }
     }
 
     private mutating func close() async -> Lifecycle.Action {

@@ -15,6 +15,8 @@ public struct Message: Sendable {
     /// Set when the handler's output is published (a reply, an output
     /// message): the most bytes of it the consumer sends (`max_body`).
     public internal(set) var outputLimit: Int? = nil
+    /// When a worker took it (`monotonicNanoseconds()`): its outcome line's duration.
+    var started: Int64? = nil
 
     public init(delivery: Delivery, consumer: String, queue: String, attempt: Int) {
         self.delivery = delivery
@@ -29,11 +31,18 @@ public struct Message: Sendable {
     /// The body in place, in the buffer it was read into.
     public var payload: MessageBody { delivery.payload }
 
-    /// The message id, or a stand-in built from the delivery tag for logs.
+    /// The message id as logs show it: `-` when it has none, and cut to
+    /// `logIDLimit` bytes. (Its control characters are escaped by the log
+    /// handler, like every value's: a publisher picks the id.)
     public var logID: String { Self.logID(of: delivery) }
 
+    /// An AMQP short string holds 255 bytes; bytes that are not UTF-8 come
+    /// out as escapes, so a decoded id can be longer.
+    static let logIDLimit = 255
+
     static func logID(of delivery: Delivery) -> String {
-        delivery.properties.messageId ?? "tag-\(delivery.deliveryTag)"
+        guard let id = delivery.properties.messageId else { return "-" }
+        return id.capped(atBytes: logIDLimit)
     }
 
     /// The exchange and routing key the message was first published with.
@@ -164,12 +173,20 @@ extension Failure {
     /// boundary, marked with an ellipsis.
     init(capping failure: Failure, at limit: Int) {
         self = failure
-        guard reason.utf8.count > limit else { return }
+        reason = reason.capped(atBytes: limit)
+    }
+}
+
+extension String {
+    /// This text cut to `limit` bytes of UTF-8, at a character boundary,
+    /// marked with an ellipsis; as it is when it fits.
+    func capped(atBytes limit: Int) -> String {
+        guard utf8.count > limit else { return self }
         var cut = ""
-        for character in reason {
+        for character in self {
             if cut.utf8.count + character.utf8.count > limit { break }
             cut.append(character)
         }
-        reason = cut + "…"
+        return cut + "…"
     }
 }

@@ -129,6 +129,9 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var overflow: Overflow?
     /// Queue argument `x-delivery-limit` (quorum queues).
     public var deliveryLimit: Int?
+    /// One log line for every message that succeeds or is released
+    /// unstarted (`log_outcomes`). Failures are logged whatever this says.
+    public var logOutcomes: Bool
 
     public init(name: String, queue: String, prefetch: UInt16 = 16, concurrency: Int = 4, command: [String] = [],
                 timeout: Duration? = .seconds(300), maxAttempts: Int = 5, retryDelay: Duration = .seconds(1),
@@ -141,7 +144,7 @@ public struct ConsumerSettings: Sendable, Equatable {
                 exchange: String? = nil,
                 exchangeType: ExchangeType = .direct, routingKeys: [String]? = nil, consumerPriority: Int32? = nil,
                 exclusive: Bool = false, singleActiveConsumer: Bool = false, maxPriority: Int? = nil,
-                maxLength: Int? = nil, overflow: Overflow? = nil, deliveryLimit: Int? = nil) {
+                maxLength: Int? = nil, overflow: Overflow? = nil, deliveryLimit: Int? = nil, logOutcomes: Bool = true) {
         self.name = name
         self.queue = queue
         self.prefetch = prefetch
@@ -177,6 +180,7 @@ public struct ConsumerSettings: Sendable, Equatable {
         self.maxLength = maxLength
         self.overflow = overflow
         self.deliveryLimit = deliveryLimit
+        self.logOutcomes = logOutcomes
     }
 
     /// Whether any message's output may be published: persistent workers

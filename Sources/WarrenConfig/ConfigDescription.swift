@@ -66,6 +66,7 @@ public enum ConfigDescription {
             if let maxLength = consumer.maxLength { out += "max_length = \(maxLength)\n" }
             if let overflow = consumer.overflow { out += "overflow = \(overflow.rawValue)\n" }
             if let limit = consumer.deliveryLimit { out += "delivery_limit = \(limit)\n" }
+            out += "log_outcomes = \(consumer.logOutcomes)\n"
         }
         if let metrics = config.metrics {
             out += "\n[metrics]\nlisten = \(metrics.host.contains(":") ? "[\(metrics.host)]" : metrics.host):\(metrics.port)\n"

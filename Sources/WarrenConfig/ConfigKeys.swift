@@ -46,6 +46,7 @@
 /// | consumer.NAME | max_length | integer | 1 to 1000000000; declare = true |
 /// | consumer.NAME | overflow | drop-head reject-publish reject-publish-dlx | with max_length; quorum: not reject-publish-dlx |
 /// | consumer.NAME | delivery_limit | integer | 1 to 1000000; quorum queues, declare = true |
+/// | consumer.NAME | log_outcomes | boolean |  |
 /// | metrics | listen | host:port |  |
 /// | log | level | trace debug info notice warning error critical |  |
 /// | log | format | text or json |  |
@@ -59,7 +60,7 @@ enum ConfigKeys {
         "max_body", "mode", "startup_timeout", "max_messages", "max_memory",
         "input", "replies", "reply_content_type", "output_exchange", "output_routing_key",
         "exchange", "exchange_type", "routing_keys", "consumer_priority", "exclusive",
-        "single_active_consumer", "max_priority", "max_length", "overflow", "delivery_limit",
+        "single_active_consumer", "max_priority", "max_length", "overflow", "delivery_limit", "log_outcomes",
     ]
     static let metrics: Set<String> = ["listen"]
     static let log: Set<String> = ["level", "format"]

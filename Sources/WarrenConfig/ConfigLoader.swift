@@ -294,6 +294,7 @@ struct Reader {
         let maxMemory = values["max_memory"] == nil ? d.maxMemory : size(values["max_memory"], default: 0)
         let input = choice(values["input"], HandlerInput.self) ?? d.input
         let replies = boolean(values["replies"], default: d.replies)
+        let logOutcomes = boolean(values["log_outcomes"], default: d.logOutcomes)
         let replyContentType = shortString(values["reply_content_type"], what: "reply_content_type") ?? d.replyContentType
         let outputExchange = values["output_exchange"] == nil ? d.outputExchange
             : shortString(values["output_exchange"], what: "output_exchange")
@@ -321,7 +322,8 @@ struct Reader {
                                 exchangeType: topology.exchangeType, routingKeys: topology.routingKeys,
                                 consumerPriority: topology.consumerPriority, exclusive: topology.exclusive,
                                 singleActiveConsumer: topology.singleActiveConsumer, maxPriority: topology.maxPriority,
-                                maxLength: topology.maxLength, overflow: topology.overflow, deliveryLimit: topology.deliveryLimit)
+                                maxLength: topology.maxLength, overflow: topology.overflow, deliveryLimit: topology.deliveryLimit,
+                                logOutcomes: logOutcomes)
     }
 
     /// The system bundle, or nil after one problem saying how to set `tls_ca`.

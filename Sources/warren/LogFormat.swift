@@ -42,26 +42,77 @@ struct StderrLogHandler: LogHandler {
     }
 
     /// One record as one `\n`-terminated line.
+    ///
+    /// Built by appending to one buffer, with byte-level checks for what
+    /// needs quoting or escaping: with an outcome line for every message
+    /// (`log_outcomes`), this runs thousands of times a second.
     func render(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?) -> String {
-        var all = metadata
-        if let extra { all.merge(extra) { $1 } }
-        var line: String
+        let pairs = Self.merged(metadata, extra)
+        var line = ""
+        line.reserveCapacity(192)
         switch format {
         case .text:
-            line = journal ? "<\(Self.priority(level))>" : "\(Self.timestamp()) \(level.rawValue.uppercased()) "
+            if journal {
+                line += "<"; line += String(Self.priority(level)); line += ">"
+            } else {
+                line += Self.timestamp(); line += " "; line += Self.upperName(level); line += " "
+            }
             line += Self.escapingControls("\(message)")
-            for (key, value) in all.sorted(by: { $0.key < $1.key }) {
-                line += " \(Self.escapingControls(key))=\(Self.quoteIfNeeded("\(value)"))"
+            for entry in pairs {
+                let (key, value) = (entry.key, entry.value)
+                line += " "; line += Self.escapingControls(key); line += "="; line += Self.quoteIfNeeded(Self.text(of: value))
             }
         case .json:
-            line = journal ? "<\(Self.priority(level))>" : ""
-            line += "{\"time\":\"\(Self.timestamp())\",\"level\":\"\(level.rawValue)\",\"message\":\(Self.jsonString("\(message)"))"
-            for (key, value) in all.sorted(by: { $0.key < $1.key }) {
-                line += ",\(Self.jsonString(key)):\(Self.jsonString("\(value)"))"
+            if journal { line += "<"; line += String(Self.priority(level)); line += ">" }
+            line += "{\"time\":\""; line += Self.timestamp()
+            line += "\",\"level\":\""; line += level.rawValue
+            line += "\",\"message\":"; line += Self.jsonString("\(message)")
+            for entry in pairs {
+                let (key, value) = (entry.key, entry.value)
+                line += ","; line += Self.jsonString(key); line += ":"; line += Self.jsonString(Self.text(of: value))
             }
             line += "}"
         }
-        return line + "\n"
+        line += "\n"
+        return line
+    }
+
+    /// One metadata entry. A struct, not a tuple: an array of tuples looks
+    /// its type up at run time on every line.
+    struct Entry {
+        var key: String
+        var value: Logger.MetadataValue
+    }
+
+    /// The handler's metadata and the line's own (which wins), sorted by key.
+    static func merged(_ base: Logger.Metadata, _ extra: Logger.Metadata?) -> [Entry] {
+        var entries: [Entry] = []
+        entries.reserveCapacity(base.count + (extra?.count ?? 0))
+        if let extra {
+            for (key, value) in base where extra[key] == nil { entries.append(Entry(key: key, value: value)) }
+            for (key, value) in extra { entries.append(Entry(key: key, value: value)) }
+        } else {
+            for (key, value) in base { entries.append(Entry(key: key, value: value)) }
+        }
+        entries.sort { $0.key < $1.key }
+        return entries
+    }
+
+    static func text(of value: Logger.MetadataValue) -> String {
+        if case .string(let text) = value { return text }
+        return "\(value)"
+    }
+
+    static func upperName(_ level: Logger.Level) -> String {
+        switch level {
+        case .trace: "TRACE"
+        case .debug: "DEBUG"
+        case .info: "INFO"
+        case .notice: "NOTICE"
+        case .warning: "WARNING"
+        case .error: "ERROR"
+        case .critical: "CRITICAL"
+        }
     }
 
     static func priority(_ level: Logger.Level) -> Int {
@@ -78,8 +129,12 @@ struct StderrLogHandler: LogHandler {
     /// Blanks, quotes, `=` and control characters would make a value
     /// ambiguous or break the line: such values are written as JSON strings.
     static func quoteIfNeeded(_ text: String) -> String {
-        text.isEmpty || text.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) || mayHoldControls(text)
-            ? jsonString(text) : text
+        if text.isEmpty { return "\"\"" }
+        // Blank, quote, '=', and every byte that can start a control character (see `mayHoldControls`).
+        for byte in text.utf8 where byte <= 0x20 || byte == 0x22 || byte == 0x3d || byte == 0x7f || byte == 0xc2 || byte == 0xe2 {
+            return jsonString(text)
+        }
+        return text
     }
 
     /// `\n`, `\r`, `\t` as themselves, other control characters as `\xHH`
@@ -105,6 +160,10 @@ struct StderrLogHandler: LogHandler {
     }
 
     static func jsonString(_ text: String) -> String {
+        // Most values hold nothing to escape: no scalar-by-scalar copy for them.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5c || $0 == 0x7f || $0 == 0xc2 || $0 == 0xe2 }) {
+            return "\"" + text + "\""
+        }
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
@@ -141,15 +200,29 @@ struct StderrLogHandler: LogHandler {
         return String(repeating: "0", count: max(0, digits - text.count)) + text
     }
 
+    /// The date and time to the second, made once a second: most lines
+    /// of a busy second share it.
+    private static let currentSecond = Mutex(Second(seconds: -1, text: ""))
+
+    struct Second {
+        var seconds: Int
+        var text: String
+    }
+
     static func timestamp() -> String {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        var seconds = ts.tv_sec
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        let prefix = currentSecond.withLock { current -> String in
+            if current.seconds == ts.tv_sec { return current.text }
+            var seconds = ts.tv_sec
+            var parts = tm()
+            gmtime_r(&seconds, &parts)
+            func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+            let text = "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))."
+            current = Second(seconds: ts.tv_sec, text: text)
+            return text
+        }
         let millis = Int(ts.tv_nsec / 1_000_000)
-        let ms = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(ms)Z"
+        return prefix + (millis < 10 ? "00" : millis < 100 ? "0" : "") + String(millis) + "Z"
     }
 }

@@ -20,6 +20,7 @@ import Testing
         ("NUL byte", consumer + "timeout = 5\u{0}0s\n", 4, "control character U+0000"),
         ("text after a section header", "[broker] url = amqp://h\n" + consumer, 1, "has text after the closing ']'"),
         ("replies not a boolean", consumer + "replies = sometimes\n", 4, "'sometimes' is not a boolean"),
+        ("log_outcomes not a boolean", consumer + "log_outcomes = loud\n", 4, "'loud' is not a boolean"),
         ("output_routing_key alone", consumer + "output_routing_key = done\n", 4, "output_routing_key without output_exchange"),
         ("output_exchange too long", consumer + "output_exchange = \(String(repeating: "x", count: 300))\n", 4,
          "output_exchange is longer than 255 bytes"),
