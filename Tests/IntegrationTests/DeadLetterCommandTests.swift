@@ -215,6 +215,21 @@ import Testing
         }
     }
 
+    @Test func aDeadLetterWhoseQueueIsGoneStaysDeadLettered() async throws {
+        try await withTestQueue { client, queue in
+            let config = try await Self.configWithDeadLetters(["first"], client: client, queue: queue)
+            try await client.publish(ids: ["orphan"], to: queue + ".dead",
+                                     headers: FieldTable([("x-warren-queue", .string(queue + ".gone"))]))
+            try await client.publish(ids: ["last"], to: queue + ".dead")
+            let replay = try await Self.dlq(["replay"], config: config)
+            #expect(replay.code == 1, "a refused copy makes the exit code 1")
+            #expect(replay.stdout.contains("refused  orphan -> \(queue).gone"), "\(replay.stdout)")
+            #expect(replay.stdout.contains("replayed 2 from '\(queue).dead'; 1 refused"), "\(replay.stdout)")
+            #expect(try await client.drain(queue + ".dead").map(\.id) == ["orphan"], "the refused one is acked only after a confirm")
+            #expect(Set(try await client.drain(queue).map(\.id)) == ["first", "last"])
+        }
+    }
+
     @Test func purgeDropsNothingWithoutYes() async throws {
         try await withTestQueue { client, queue in
             let ids = ["p-1", "p-2", "p-3", "p-4"]
