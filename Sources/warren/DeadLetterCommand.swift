@@ -6,7 +6,7 @@ import WarrenConfig
 
 /// `warren dlq list|show|replay|purge`: the operator's view of a consumer's
 /// dead-letter queue. The queue is read with `basic.get` and every message
-/// given back in order, never consumed (see `DeadLetterQueue`), so reading
+/// given back, never consumed (see `DeadLetterQueue`), so reading
 /// is safe beside a running warren, and a command killed midway loses
 /// nothing.
 struct DeadLetterCommand: AsyncParsableCommand {
@@ -14,7 +14,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         commandName: "dlq",
         abstract: "List, show, replay or purge a consumer's dead letters.",
         discussion: """
-            The consumer's dead_letter_queue is found in --config and reached with the daemon's broker settings (password_file included). It is read message by message with basic.get and every message given back in its place, so reading never reorders or loses a dead letter, even when killed, and a running warren is not disturbed.
+            The consumer's dead_letter_queue is found in --config and reached with the daemon's broker settings (password_file included). It is read message by message with basic.get and every message given back, so reading never loses a dead letter, even when killed, and a running warren is not disturbed. A classic queue keeps its order; a quorum queue may not (see README).
 
             --id selects messages by message id, as it is or as the table prints it (escapes included).
 
