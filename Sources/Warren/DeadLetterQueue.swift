@@ -142,12 +142,16 @@ public final class DeadLetterQueue: Sendable {
 
     /// Replays up to `limit` dead letters (those whose message id is `id`,
     /// or every one) to the queue each was consumed from (`fallbackQueue`
-    /// when it does not say), reporting each. Reads at most the number of
+    /// when it does not say), reporting each. Only to one of `queues` (the
+    /// config's consumers' queues): the header naming the queue comes from
+    /// the dead-letter queue, so from anyone who may publish there, and a
+    /// replay must not carry a message into any queue it names; one naming
+    /// another is refused and stays dead-lettered. Reads at most the number of
     /// messages ready when it began: one that fails again and comes back
     /// meanwhile waits for the next replay. Messages not replayed (passed
     /// over, refused) go back to the queue in order when it ends. Throws
     /// when the connection is lost, after reporting what was done.
-    public func replay(limit: Int, id: String? = nil, fallbackQueue: String,
+    public func replay(limit: Int, id: String? = nil, fallbackQueue: String, queues: Set<String>,
                        report: (DeadLetter, ReplayOutcome) -> Void) async throws(AMQPError) -> (replayed: Int, refused: Int) {
         let ready = try await count()
         var held: [Delivery] = []
@@ -163,6 +167,12 @@ public final class DeadLetterQueue: Sendable {
             }
             let letter = DeadLetter(delivery: delivery, position: position)
             let queue = letter.replayQueue(fallback: fallbackQueue)
+            guard queues.contains(queue) else {
+                refused += 1
+                held.append(Self.tagOnly(delivery))
+                report(letter, .refused(queue: queue, reason: "no consumer in the config consumes '\(queue)' (the queue its x-warren-queue names): not replayed"))
+                continue
+            }
             let properties = Publisher.publishable(letter.replayProperties, by: user)
             if let error = await publishConfirmed(delivery.payload, to: queue, properties: properties) {
                 refused += 1

@@ -48,7 +48,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @Flag(name: .long, help: "One JSON object per line.") var json = false
 
         func run() async throws {
-            try await DeadLetterCommand.open(options) { queue, _ in
+            try await DeadLetterCommand.open(options) { queue, _, _ in
                 let reading = try await queue.read(limit: options.limit ?? 100, id: options.id)
                 if json {
                     writeToStdout(reading.letters.map { DeadLetterReport.jsonLine($0) }.joined())
@@ -75,7 +75,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @Flag(name: .long, help: "One JSON object per message, with properties, headers and body.") var json = false
 
         func run() async throws {
-            try await DeadLetterCommand.open(options) { queue, _ in
+            try await DeadLetterCommand.open(options) { queue, _, _ in
                 let reading = try await queue.read(limit: options.limit ?? 1, id: options.id)
                 guard !reading.letters.isEmpty else {
                     let what = options.id.map { "no message with id '\(DeadLetterReport.visible($0))'" } ?? "no message"
@@ -96,17 +96,18 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
                 The dead letter is acked only after the broker confirmed its copy. Killed at any point, a message is still dead-lettered, back in its queue once, or (killed between the confirm and the ack) both; never lost.
 
-                One line per message on stdout as it is done; a copy the broker refuses stays dead-lettered and makes the exit code 1.
+                Only to a queue some consumer of the config consumes (the header comes from the queue, so from anyone who may publish there). One line per message on stdout as it is done; a refused copy stays dead-lettered and makes the exit code 1.
                 """)
         @OptionGroup var options: Options
         @Flag(name: .long, help: "One JSON object per message.") var json = false
 
         func run() async throws {
-            try await DeadLetterCommand.open(options) { queue, consumer in
+            try await DeadLetterCommand.open(options) { queue, consumer, loaded in
                 let result: (replayed: Int, refused: Int)
                 do throws(AMQPError) {
                     result = try await queue.replay(limit: options.limit ?? Int.max, id: options.id,
-                                                    fallbackQueue: consumer.queue) { letter, outcome in
+                                                    fallbackQueue: consumer.queue,
+                                                    queues: Set(loaded.warren.consumers.map(\.queue))) { letter, outcome in
                         writeToStdout(json ? Self.json(letter, outcome) : Self.line(letter, outcome))
                     }
                 } catch {
@@ -148,7 +149,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @Flag(name: .long, help: "Really drop them.") var yes = false
 
         func run() async throws {
-            try await DeadLetterCommand.open(options) { queue, _ in
+            try await DeadLetterCommand.open(options) { queue, _, _ in
                 let name = DeadLetterReport.visible(queue.name)
                 guard yes else {
                     let count = try await queue.count()
@@ -168,10 +169,10 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
     /// Loads the config as the daemon does (78 if it is bad), picks the
     /// consumer (64 if it cannot), opens its dead-letter queue, runs `body`
-    /// and closes. A broker error exits 1 with its reason; no secret is in
+    /// with the queue, the consumer and the config, and closes. A broker error exits 1 with its reason; no secret is in
     /// any of these messages (URLs are printed without their password).
     static func open(_ options: Options,
-                     _ body: (DeadLetterQueue, ConsumerSettings) async throws -> Void) async throws {
+                     _ body: (DeadLetterQueue, ConsumerSettings, Config) async throws -> Void) async throws {
         let loaded: Config
         do {
             loaded = try ConfigLoader.load(path: options.config, environment: WarrenCommand.environment())
@@ -205,7 +206,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         do {
-            try await body(queue, consumer)
+            try await body(queue, consumer, loaded)
         } catch let error as AMQPError {
             await queue.close()
             writeToStderr("warren dlq: \(error.reason)\n")

@@ -30,12 +30,12 @@ import Testing
     /// A config for a consumer on `queue` whose dead-letter queue the test
     /// fills itself (declared here), for what needs a known queue order.
     static func configWithDeadLetters(_ ids: [String], client: TestClient, queue: String, queueType: String = "classic",
-                                      headers: FieldTable? = nil) async throws -> String {
+                                      headers: FieldTable? = nil, extra: String = "") async throws -> String {
         try await client.connection.declareQueue(queue + ".dead", on: 1, durable: true,
                                                  arguments: FieldTable([("x-queue-type", .string(queueType))]))
         try await client.publish(ids: ids, to: queue + ".dead", headers: headers)
         let path = try WarrenBinary.makeDirectory() + "/warren.ini"
-        try warrenConfig(queue: queue, command: "/bin/true").write(toFile: path, atomically: true, encoding: .utf8)
+        try warrenConfig(queue: queue, command: "/bin/true", extra: extra).write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 
@@ -240,17 +240,25 @@ import Testing
         }
     }
 
-    @Test func aDeadLetterWhoseQueueIsGoneStaysDeadLettered() async throws {
+    @Test func aDeadLetterTheBrokerOrTheConfigRefusesStaysDeadLettered() async throws {
         try await withTestQueue { client, queue in
-            let config = try await Self.configWithDeadLetters(["first"], client: client, queue: queue)
+            // A second consumer whose queue does not exist (never declared).
+            let config = try await Self.configWithDeadLetters(["first"], client: client, queue: queue,
+                                                              extra: "\n[consumer.gone]\nqueue = \(queue).gone\ncommand = /bin/true")
             try await client.publish(ids: ["orphan"], to: queue + ".dead",
                                      headers: FieldTable([("x-warren-queue", .string(queue + ".gone"))]))
+            try await client.publish(ids: ["stranger"], to: queue + ".dead",
+                                     headers: FieldTable([("x-warren-queue", .string(queue + ".elsewhere"))]))
             try await client.publish(ids: ["last"], to: queue + ".dead")
-            let replay = try await Self.dlq(["replay"], config: config)
+            try await client.connection.declareQueue(queue + ".elsewhere", on: 1, durable: false, autoDelete: false)
+            let replay = try await Self.dlq(["replay", "--consumer", "test"], config: config)
+            _ = try? await client.connection.deleteQueue(queue + ".elsewhere", on: 1)
             #expect(replay.code == 1, "a refused copy makes the exit code 1")
             #expect(replay.stdout.contains("refused  orphan -> \(queue).gone"), "\(replay.stdout)")
-            #expect(replay.stdout.contains("replayed 2 from '\(queue).dead'; 1 refused"), "\(replay.stdout)")
-            #expect(try await client.drain(queue + ".dead").map(\.id) == ["orphan"], "the refused one is acked only after a confirm")
+            #expect(replay.stdout.contains("refused  stranger -> \(queue).elsewhere: no consumer in the config consumes"), "\(replay.stdout)")
+            #expect(replay.stdout.contains("replayed 2 from '\(queue).dead'; 2 refused"), "\(replay.stdout)")
+            #expect(try await client.drain(queue + ".dead").map(\.id) == ["orphan", "stranger"],
+                    "a dead letter is acked only after its copy was confirmed")
             #expect(Set(try await client.drain(queue).map(\.id)) == ["first", "last"])
         }
     }
