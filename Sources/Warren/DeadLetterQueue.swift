@@ -174,10 +174,17 @@ public final class DeadLetterQueue: Sendable {
                 continue
             }
             let properties = Publisher.publishable(letter.replayProperties, by: user)
-            if let error = await publishConfirmed(delivery.payload, to: queue, properties: properties) {
+            if let (error, unanswered) = await publishConfirmed(delivery.payload, to: queue, properties: properties) {
                 refused += 1
                 held.append(Self.tagOnly(delivery))
                 report(letter, .refused(queue: queue, reason: error.reason))
+                // Unanswered, the copy may still land (then the message is
+                // in both queues), and a late return would be charged to
+                // the next copy: nothing more goes out on this connection.
+                if unanswered {
+                    try? await giveBack(held)
+                    throw AMQPError(.publishRejected, "\(error.reason); replay stopped (a copy without an answer may still arrive in '\(queue)')")
+                }
                 if error.isConnectionFatal || connection.isGone { throw error }
                 continue
             }
@@ -190,27 +197,28 @@ public final class DeadLetterQueue: Sendable {
     }
 
     /// Publishes (mandatory: a queue that is gone refuses it) and waits for
-    /// the confirm, at most `confirmTimeout`. nil when confirmed. A channel
-    /// the broker closed over a copy is opened again for the next one.
-    private func publishConfirmed(_ body: MessageBody, to queue: String, properties: MessageProperties) async -> AMQPError? {
-        let answer = OneShot<Result<Void, AMQPError>>()
+    /// the confirm, at most `confirmTimeout`. nil when confirmed; else the
+    /// error, and whether the broker never answered (the wait timed out). A
+    /// channel the broker closed over a copy is opened again for the next one.
+    private func publishConfirmed(_ body: MessageBody, to queue: String,
+                                  properties: MessageProperties) async -> (error: AMQPError, unanswered: Bool)? {
+        // nil: no answer within `confirmTimeout`.
+        let answer = OneShot<Result<Void, AMQPError>?>()
         connection.publishConfirmed(body, routingKey: queue, on: Self.publishChannel, properties: properties,
                                     mandatory: true) { answer.deliver($0) }
-        let timeout = AMQPError(.publishRejected, "no confirm from the broker within \(Self.confirmTimeout)")
-        let result = await withTaskGroup(of: Result<Void, AMQPError>?.self) { group in
-            group.addTask { await answer.value(onCancel: .failure(timeout)) }
+        let result = await withTaskGroup(of: Void.self) { group -> Result<Void, AMQPError>? in
             group.addTask {
                 try? await Task.sleep(for: Self.confirmTimeout)
-                answer.deliver(.failure(timeout))
-                return nil
+                answer.deliver(nil)
             }
-            let first = await group.next()!
+            let result = await answer.value(onCancel: nil)
             group.cancelAll()
-            return first ?? .failure(timeout)
+            return result
         }
         switch result {
-        case .success: return nil
-        case .failure(let error): return error
+        case .success?: return nil
+        case .failure(let error)?: return (error, false)
+        case nil: return (AMQPError(.publishRejected, "no confirm from the broker within \(Self.confirmTimeout)"), true)
         }
     }
 
