@@ -263,6 +263,37 @@ import Testing
         }
     }
 
+    @Test func thePasswordComesFromPasswordFileLikeTheDaemonsAndIsNeverPrinted() async throws {
+        try await withTestQueue { client, queue in
+            let user = "warren-dlq-\(UInt32.random(in: 0...UInt32.max))"
+            let password = "Dlq-\(UInt64.random(in: 0...UInt64.max))-s3cret"
+            try FaultTests.rabbitmqctl("add_user", user, password)
+            try FaultTests.rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+            defer { try? FaultTests.rabbitmqctl("delete_user", user) }
+            try await client.connection.declareQueue(queue + ".dead", on: 1, durable: true)
+            try await client.publish(ids: ["s-1"], to: queue + ".dead")
+            let base = try #require(URL(string: TestBroker.url))
+            let directory = try WarrenBinary.makeDirectory()
+            let config = directory + "/warren.ini"
+            try warrenConfig(queue: queue, command: "/bin/true")
+                .replacingOccurrences(of: "url = \(TestBroker.url)",
+                                      with: "url = amqp://\(user)@127.0.0.1:\(base.port ?? 5672)/%2f\npassword_file = \(directory)/amqp-password")
+                .write(toFile: config, atomically: true, encoding: .utf8)
+            try (password + "\n").write(toFile: directory + "/amqp-password", atomically: true, encoding: .utf8)
+            let listed = try await Self.dlq(["show", "--json"], config: config)
+            #expect(listed.code == 0, "\(listed.stderr)")
+            #expect(listed.ids == ["s-1"])
+            #expect(!listed.stdout.contains(password) && !listed.stderr.contains(password))
+
+            try ("not-" + password + "\n").write(toFile: directory + "/amqp-password", atomically: true, encoding: .utf8)
+            let refused = try await Self.dlq(["list"], config: config)
+            #expect(refused.code == 1)
+            #expect(refused.stderr.contains("refused login as '\(user)'"), "\(refused.stderr)")
+            #expect(!refused.stdout.contains(password) && !refused.stderr.contains(password), "\(refused.stderr)")
+            #expect(try await client.count(queue + ".dead") == 1)
+        }
+    }
+
     @Test func purgeDropsNothingWithoutYes() async throws {
         try await withTestQueue { client, queue in
             let ids = ["p-1", "p-2", "p-3", "p-4"]
