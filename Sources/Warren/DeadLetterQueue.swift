@@ -10,8 +10,8 @@ public import Logging
 /// loses nothing: the broker requeues whatever it held when the connection
 /// drops. A classic queue puts a requeued message back where it was, so a
 /// read leaves it in the same order; a quorum queue (RabbitMQ 3.10) returns
-/// a burst of them in an order of its own (see `giveBack`). No consumer is ever registered, so a
-/// running warren's view of the queue is untouched.
+/// a burst of them in an order of its own (see `giveBack`). No consumer is
+/// ever registered, so a running warren's view of the queue is untouched.
 ///
 /// Replay takes one message at a time: get it, publish the copy on a
 /// channel in confirm mode and wait for the broker's confirm, then ack the
@@ -51,7 +51,7 @@ public final class DeadLetterQueue: Sendable {
             } catch {
                 await connection.close()
                 if error.replyCode == 404 {
-                    throw AMQPError(.invalidArgument, "the dead-letter queue '\(name)' does not exist on \(options.redactedURL) (no message was ever dead-lettered, or dead_letter_queue names another queue)",
+                    throw AMQPError(.invalidArgument, "the dead-letter queue '\(name)' does not exist on \(options.redactedURL) (warren declares it when it starts with declare = true; check the consumer's queue and dead_letter_queue)",
                                     replyCode: 404)
                 }
                 throw error

@@ -60,7 +60,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
                     return
                 }
                 writeToStdout(DeadLetterReport.table(reading.letters))
-                if reading.unread > 0 {
+                if reading.unread > 0 && options.id == nil {
                     writeToStdout("(\(reading.unread) more not shown; raise --limit)\n")
                 }
             }
