@@ -284,6 +284,15 @@ public final class AMQPConnection: Sendable {
         }
     }
 
+    /// `basic.get` with manual acks: the first message ready in `queue`
+    /// and how many more were ready then, or nil when it is empty. Settle
+    /// it like a delivery; unsettled, it goes back to the queue when the
+    /// channel or the connection closes. For reading a queue a message at
+    /// a time (the dead-letter commands), not for consuming.
+    public func get(queue name: String, on channel: UInt16) async throws(AMQPError) -> (delivery: Delivery, messageCount: UInt32)? {
+        try await call { loop throws(AMQPError) in try loop.get(queue: name, channel: channel) }
+    }
+
     /// Settles a delivery. Does not wait; coalesced with its neighbours.
     /// If the connection is gone the settlement is dropped: the broker
     /// redelivers the message, which is the only safe outcome.

@@ -504,6 +504,51 @@ final class IOLoop {
         }
     }
 
+    /// `basic.get` with manual acks: the first message ready in `queue`, and
+    /// how many more were ready, or nil if the queue is empty. The message
+    /// stays unacked on `channel` until settled like a delivery, and goes
+    /// back to the queue if the channel or connection closes first.
+    func get(queue: String, channel: UInt16) throws(AMQPError) -> (delivery: Delivery, messageCount: UInt32)? {
+        guard let connection else { throw lost ?? AMQPError(.closed, "connection closed") }
+        try requireOpen(channel, doing: "getting a message from '\(queue)'")
+        let what = "getting a message from '\(queue)'"
+        let arena = CArena()
+        let reply = amqp_basic_get(connection.state, channel, arena.bytes(queue), 0)
+        if let error = connection.error(from: reply, channel: channel, doing: what) {
+            if error.code == .channelClosedByBroker {
+                channels.removeValue(forKey: channel)?.confirms?.failAll(error)
+            } else {
+                markLost(error)
+            }
+            throw error
+        }
+        if reply.reply.id == AMQP_BASIC_GET_EMPTY_METHOD { return nil }
+        guard reply.reply.id == AMQP_BASIC_GET_OK_METHOD, let decoded = reply.reply.decoded else {
+            let error = AMQPError(.protocolError, "\(what): unexpected method \(reply.reply.id)")
+            markLost(error)
+            throw error
+        }
+        // Copied before the next library call reuses the channel's memory.
+        let ok = decoded.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
+        let exchange = ok.exchange.string
+        let routingKey = ok.routing_key.string
+        var message = amqp_message_t()
+        let read = amqp_read_message(connection.state, channel, &message, 0)
+        if let error = connection.error(from: read, channel: channel, doing: "reading a message from '\(queue)'") {
+            markLost(error)
+            throw error
+        }
+        let payload = MessageBody(taking: message.body)
+        message.body = amqp_empty_bytes
+        let delivery = Delivery(channel: channel, deliveryTag: ok.delivery_tag, consumerTag: "", exchange: exchange,
+                                routingKey: routingKey, redelivered: ok.redelivered != 0,
+                                properties: MessageProperties(message.properties), payload: payload)
+        amqp_destroy_message(&message)
+        amqp_maybe_release_buffers_on_channel(connection.state, channel)
+        channels[channel]?.acks.delivered(ok.delivery_tag)
+        return (delivery, ok.message_count)
+    }
+
     /// Unsettled deliveries on a channel (for tests and drain accounting).
     func outstanding(on channel: UInt16) -> Int { channels[channel]?.acks.outstanding ?? 0 }
 

@@ -48,35 +48,47 @@ public struct Envelope: Sendable {
         json.raw(","); json.key("redelivered"); json.bool(delivery.redelivered)
         json.raw(","); json.key("attempt"); json.number(message.attempt)
         json.raw(",")
-        let bodyStart = json.count
-        json.key("body")
-        let valid = payload.withUnsafeBytes { json.escapedIfValid($0) }
-        if !valid {
-            json.truncate(to: bodyStart)
-            json.key("body_base64")
-            payload.withUnsafeBytes { json.base64($0) }
-        }
-        json.raw(","); json.key("properties"); json.raw("{")
-        json.key("message_id"); json.string(properties.messageId)
-        json.raw(","); json.key("correlation_id"); json.string(properties.correlationId)
-        json.raw(","); json.key("reply_to"); json.string(properties.replyTo)
-        json.raw(","); json.key("content_type"); json.string(properties.contentType)
-        json.raw(","); json.key("content_encoding"); json.string(properties.contentEncoding)
-        json.raw(","); json.key("delivery_mode"); json.number(properties.deliveryMode)
-        json.raw(","); json.key("priority"); json.number(properties.priority)
-        json.raw(","); json.key("expiration"); json.string(properties.expiration)
-        json.raw(","); json.key("timestamp"); json.number(properties.timestamp)
-        json.raw(","); json.key("type"); json.string(properties.type)
-        json.raw(","); json.key("user_id"); json.string(properties.userId)
-        json.raw(","); json.key("app_id"); json.string(properties.appId)
-        json.raw(","); json.key("headers")
-        if let headers = properties.headers { json.table(headers) } else { json.raw("null") }
-        json.raw("}}\n")
+        json.body(payload)
+        json.raw(","); json.key("properties"); json.properties(properties)
+        json.raw("}\n")
         return json.bytes
     }
 }
 
-private extension JSONWriter {
+/// The parts of the envelope that `warren dlq show --json` writes too.
+extension JSONWriter {
+    /// `"body":"…"` when the body is valid UTF-8, else `"body_base64":"…"`.
+    mutating func body(_ payload: MessageBody) {
+        let bodyStart = count
+        key("body")
+        let valid = payload.withUnsafeBytes { escapedIfValid($0) }
+        if !valid {
+            truncate(to: bodyStart)
+            key("body_base64")
+            payload.withUnsafeBytes { base64($0) }
+        }
+    }
+
+    /// Every property, `null` when absent, headers with their AMQP types.
+    mutating func properties(_ properties: MessageProperties) {
+        raw("{")
+        key("message_id"); string(properties.messageId)
+        raw(","); key("correlation_id"); string(properties.correlationId)
+        raw(","); key("reply_to"); string(properties.replyTo)
+        raw(","); key("content_type"); string(properties.contentType)
+        raw(","); key("content_encoding"); string(properties.contentEncoding)
+        raw(","); key("delivery_mode"); number(properties.deliveryMode)
+        raw(","); key("priority"); number(properties.priority)
+        raw(","); key("expiration"); string(properties.expiration)
+        raw(","); key("timestamp"); number(properties.timestamp)
+        raw(","); key("type"); string(properties.type)
+        raw(","); key("user_id"); string(properties.userId)
+        raw(","); key("app_id"); string(properties.appId)
+        raw(","); key("headers")
+        if let headers = properties.headers { table(headers) } else { raw("null") }
+        raw("}")
+    }
+
     mutating func number<T: BinaryInteger>(_ value: T?) {
         if let value { number(value) } else { raw("null") }
     }

@@ -13,15 +13,22 @@ struct WarrenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "warren",
         abstract: "Consume RabbitMQ queues, run a command for every message, and stop without losing one.",
+        usage: """
+            warren [--config <file>]
+              warren --check-config <file>
+              warren dlq list|show|replay|purge [--config <file>] [--consumer <name>] [--limit <n>] [--id <message-id>]
+            """,
         discussion: """
             Exit codes: 0 clean stop, 78 configuration error, 1 anything else fatal.
             Signals: SIGTERM/SIGINT drain (again: skip the grace period), SIGQUIT stop at once,
             SIGHUP reload the config (the running consumers go on until the new ones consume),
             SIGUSR1 log the running handlers.
-            """)
+            Dead letters: see warren dlq --help.
+            """,
+        subcommands: [DeadLetterCommand.self])
 
-    @Option(name: .long, help: "The INI config file.")
-    var config: String = "/etc/warren/warren.ini"
+    @OptionGroup var file: ConfigFileOption
+    var config: String { file.config }
 
     @Option(name: .customLong("check-config"), help: "Validate FILE, print the resolved config (password masked) and exit 0 or 78.")
     var checkConfig: String?
@@ -271,6 +278,14 @@ struct WarrenCommand: AsyncParsableCommand {
         }
         return result
     }
+}
+
+/// `--config FILE`, shared by the daemon and `warren dlq`: the root
+/// command parses it wherever it stands (`warren dlq list --config FILE`
+/// too), and a subcommand that includes this group gets that value.
+struct ConfigFileOption: ParsableArguments {
+    @Option(name: .long, help: "The INI config file.")
+    var config: String = "/etc/warren/warren.ini"
 }
 
 /// The runtime that speaks for the process now (readiness, the systemd

@@ -22,7 +22,10 @@ final class WarrenBinary: @unchecked Sendable {
     /// Writes `config` (a `{dir}` in it becomes the test's own directory) and starts warren on it.
     /// `shell`, if given, runs first in `sh`, which then becomes warren
     /// (same pid): `exec 7</etc/hostname` hands warren a descriptor.
-    init(config: String, arguments: [String]? = nil, environment: [String: String] = [:], shell: String? = nil) throws {
+    /// `separateStdout`: stdout goes to its own file (`stdout`), not the log
+    /// (a command whose output a test parses, such as `warren dlq list --json`).
+    init(config: String, arguments: [String]? = nil, environment: [String: String] = [:], shell: String? = nil,
+         separateStdout: Bool = false) throws {
         directory = try Self.makeDirectory()
         configPath = directory + "/warren.ini"
         logPath = directory + "/warren.log"
@@ -38,7 +41,12 @@ final class WarrenBinary: @unchecked Sendable {
         }
         let log = FileHandle(forWritingAtPath: logPath)!
         process.standardError = log
-        process.standardOutput = log
+        if separateStdout {
+            _ = FileManager.default.createFile(atPath: directory + "/stdout", contents: nil)
+            process.standardOutput = FileHandle(forWritingAtPath: directory + "/stdout")!
+        } else {
+            process.standardOutput = log
+        }
         process.standardInput = FileHandle.nullDevice
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
@@ -76,6 +84,9 @@ final class WarrenBinary: @unchecked Sendable {
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// What it wrote on stdout, when started with `separateStdout`.
+    var stdout: String { (try? String(contentsOfFile: file("stdout"), encoding: .utf8)) ?? "" }
 
     func file(_ name: String) -> String { directory + "/" + name }
 
