@@ -36,6 +36,8 @@ extension Consumer {
         var message: Message
         var watchdogID: Int?
         var started: Int64
+        /// How the circuit breaker let it through.
+        var ticket: CircuitBreaker.Ticket
     }
 
     /// Runs one slot until the drain is over and its worker has gone.
@@ -281,6 +283,7 @@ extension Consumer {
                     if let id = hand.watchdogID { _ = watchdog.finish(id) }
                     log.notice("the worker went before reading its message; requeued, no attempt spent",
                                metadata: ["message_id": "\(hand.message.logID)"])
+                    consumer.breakerAbandoned(hand.ticket)
                     release(hand.received)
                 }
             case .closeInput:
@@ -319,7 +322,13 @@ extension Consumer {
                 consumer.busy.subtract(1, ordering: .relaxed)
                 return [.requestMessage]
             }
-            inHand = InHand(received: received, message: message, watchdogID: nil, started: monotonicNanoseconds())
+            // The circuit breaker is open: back to the queue unstarted (counted out of busy here).
+            guard let ticket = consumer.admit(received) else {
+                consumer.busy.subtract(1, ordering: .relaxed)
+                return [.requestMessage]
+            }
+            inHand = InHand(received: received, message: message, watchdogID: nil, started: monotonicNanoseconds(),
+                            ticket: ticket)
             return machine.messageTaken(id: DeliveryID.next())
         }
 
@@ -330,6 +339,7 @@ extension Consumer {
                                                   handle: WorkerStop(sink: sink, id: id), now: hand.started / 1_000_000) else {
                 // Terminating: nothing new starts; the shutdown event follows.
                 inHand = nil
+                consumer.breakerAbandoned(hand.ticket)
                 release(hand.received)
                 return machine.messageWithdrawn()
             }
@@ -351,6 +361,11 @@ extension Consumer {
             let fired = hand.watchdogID.flatMap { watchdog.finish($0) }
             let stop = answered ? nil : fired
             consumer.metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - hand.started)
+            if consumer.breakerRequeues(hand.message, outcome: outcome, stop: stop, ticket: hand.ticket,
+                                        connection: hand.received.connection) {
+                consumer.busy.subtract(1, ordering: .relaxed)
+                return
+            }
             if stop == nil, case .ack = outcome {
                 if consumer.settings.publishesOutput(of: hand.message.delivery.properties) {
                     // An answer without "reply" gets an empty one: the requester waits for an answer.

@@ -26,6 +26,15 @@ final class Consumer: Sendable {
     /// with the buffer's count, what this consumer has in flight.
     let busy = Atomic<Int>(0)
     let metrics: ConsumerMetrics
+    /// `pause_after_failures`; nil when off. Guards the breaker's state,
+    /// changed by every worker's outcome and by the control loop's timer.
+    let breaker: Mutex<CircuitBreaker?>
+    /// Who stops and starts consuming when the breaker opens or closes,
+    /// told of every change (it reads `breakerHolds` itself, so the order
+    /// in which two workers' pokes arrive never matters).
+    /// `pause_after_failures` is set: the hot path asks no lock otherwise.
+    let hasBreaker: Bool
+    let breakerPoke = Mutex<(@Sendable () -> Void)?>(nil)
     let logger: Logger
     /// `logger.logLevel <= .debug`, read once: asking the logger copies its
     /// handler, and a success asks for every message.
@@ -41,6 +50,11 @@ final class Consumer: Sendable {
         self.metrics = ConsumerMetrics(settings)
         self.handler = handler
         self.workers = workers
+        breaker = Mutex(settings.pauseAfterFailures > 0
+            ? CircuitBreaker(threshold: settings.pauseAfterFailures, retryDelay: settings.retryDelay,
+                             retryDelayMax: settings.retryDelayMax)
+            : nil)
+        hasBreaker = settings.pauseAfterFailures > 0
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.name)"
         self.logger = logger
@@ -95,8 +109,10 @@ final class Consumer: Sendable {
             // Its connection or channel died while it waited: the broker
             // redelivers it, and running it here too would be a duplicate.
             guard received.connection.canSettle(received.delivery) else { continue }
+            // The circuit breaker is open: back to the queue unstarted.
+            guard let ticket = admit(received) else { continue }
             busy.add(1, ordering: .relaxed)
-            let stopped = await process(received, watchdog: watchdog, handle: handle)
+            let stopped = await process(received, ticket: ticket, watchdog: watchdog, handle: handle)
             busy.subtract(1, ordering: .relaxed)
             // The watchdog has cancelled this task, or is about to: its next
             // message belongs to a fresh worker, never to a cancelled one.
@@ -106,13 +122,15 @@ final class Consumer: Sendable {
     }
 
     /// Handles and settles one delivery; true when the watchdog stopped its handler.
-    private func process(_ received: Received, watchdog: Watchdog, handle: WorkerHandle) async -> Bool {
+    private func process(_ received: Received, ticket: CircuitBreaker.Ticket, watchdog: Watchdog, handle: WorkerHandle) async -> Bool {
         let delivery = received.delivery
         let connection = received.connection
         let message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
                               attempt: Message.attempt(of: delivery))
         if settings.deliveryLimit != nil { warnIfLastDelivery(message) }
         if delivery.payload.count > settings.maxBody {
+            // Never an attempt: no handler ran.
+            breakerAbandoned(ticket)
             await refuseOversized(message, connection: connection, watchdog: watchdog)
             return false
         }
@@ -121,6 +139,7 @@ final class Consumer: Sendable {
         guard let id = watchdog.start(timeout: settings.timeout, consumer: settings.name, delivery: delivery,
                                       attempt: message.attempt, handle: handle, now: started / 1_000_000) else {
             // Terminating: nothing new starts.
+            breakerAbandoned(ticket)
             await settle(message, outcome: .retry(Failure(reason: "not started")), stop: .shutdown,
                          connection: connection, watchdog: watchdog)
             return false
@@ -140,6 +159,9 @@ final class Consumer: Sendable {
         }
         metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - started)
         let stop = watchdog.finish(id)
+        if breakerRequeues(message, outcome: outcome, stop: stop, ticket: ticket, connection: connection) {
+            return stop != nil
+        }
         if stop == nil, case .ack = outcome {
             if publishes {
                 await publishOutput(message, output: output, connection: connection, watchdog: watchdog)

@@ -129,6 +129,10 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var overflow: Overflow?
     /// Queue argument `x-delivery-limit` (quorum queues).
     public var deliveryLimit: Int?
+    /// The circuit breaker (see `CircuitBreaker`): after this many failed
+    /// attempts in a row the consumer stops consuming for `retryDelay`
+    /// (doubling up to `retryDelayMax`), then lets one message through; 0 = off.
+    public var pauseAfterFailures: Int
 
     public init(name: String, queue: String, prefetch: UInt16 = 16, concurrency: Int = 4, command: [String] = [],
                 timeout: Duration? = .seconds(300), maxAttempts: Int = 5, retryDelay: Duration = .seconds(1),
@@ -141,7 +145,7 @@ public struct ConsumerSettings: Sendable, Equatable {
                 exchange: String? = nil,
                 exchangeType: ExchangeType = .direct, routingKeys: [String]? = nil, consumerPriority: Int32? = nil,
                 exclusive: Bool = false, singleActiveConsumer: Bool = false, maxPriority: Int? = nil,
-                maxLength: Int? = nil, overflow: Overflow? = nil, deliveryLimit: Int? = nil) {
+                maxLength: Int? = nil, overflow: Overflow? = nil, deliveryLimit: Int? = nil, pauseAfterFailures: Int = 0) {
         self.name = name
         self.queue = queue
         self.prefetch = prefetch
@@ -177,6 +181,7 @@ public struct ConsumerSettings: Sendable, Equatable {
         self.maxLength = maxLength
         self.overflow = overflow
         self.deliveryLimit = deliveryLimit
+        self.pauseAfterFailures = pauseAfterFailures
     }
 
     /// Whether any message's output may be published: persistent workers

@@ -8,7 +8,7 @@ import Warren
     func reloaded() -> DaemonControl {
         var control = DaemonControl()
         #expect(control.reloadSignal() == .loadConfig)
-        #expect(control.configLoaded() == .start(2))
+        #expect(control.configLoaded() == .start(2, paused: false))
         #expect(control.runtimeReady(2) == .promote(2, retired: 1))
         return control
     }
@@ -41,7 +41,7 @@ import Warren
     @Test func theOldRuntimeGoesOnUntilTheNewOneConsumes() {
         var control = DaemonControl()
         _ = control.reloadSignal()
-        #expect(control.configLoaded() == .start(2))
+        #expect(control.configLoaded() == .start(2, paused: false))
         #expect(control.phase == .reloading(candidate: 2))
         #expect(control.current == 1, "nothing retires before the new consumers consume")
         #expect(control.runtimeReady(1) == nil, "the current runtime reconnecting is no news")
