@@ -9,18 +9,20 @@
 ///
 /// | state \ event | admit | success | failure (counted ticket) | failure (probe) | probe abandoned | due(now) |
 /// | --- | --- | --- | --- | --- | --- | --- |
-/// | closed(n) | run | closed(0) | n+1 < N: closed(n+1), settle; else open(now + retry_delay), requeue | - | - | - |
-/// | open | release | closed(0): a message started before it opened succeeded | requeue | - | - | now >= until: halfOpen; else nothing |
-/// | halfOpen | probe -> probing (consuming stops again) | closed(0) | requeue | - | - | - |
-/// | probing | release | closed(0) | requeue | open(now + doubled delay), settle | halfOpen | - |
+/// | closed(n) | run | closed(0) | n+1 < N: closed(n+1), settle; else open(now + retry_delay), uncounted | - | - | - |
+/// | open | release | closed(0): a message started before it opened succeeded | uncounted | - | - | now >= until: halfOpen; else nothing |
+/// | halfOpen | probe -> probing (consuming stops again) | closed(0) | uncounted | - | - | - |
+/// | probing | release | closed(0) | uncounted | open(now + doubled delay), uncounted | halfOpen | - |
 ///
 /// "settle": the failure is an attempt like any other (retry, or dead
-/// letter when attempts are spent). "requeue": back to the queue
-/// (`basic.nack`, requeue), no attempt counted, so nothing reaches the
-/// dead-letter queue because the breaker tripped. The probe's failure is
-/// counted: the probe is a real attempt, and a message that always fails
-/// (a poison message at the head of the queue) would otherwise be the probe
-/// every time and keep the breaker open for ever.
+/// letter when attempts are spent): the failures before the Nth.
+/// "uncounted": back to the queue with its attempt not counted
+/// (`Consumer.retryUncounted`: behind the others, through the first delay
+/// queue), so nothing reaches the dead-letter queue because the breaker
+/// tripped. "release": a delivery not started goes back (`basic.nack`,
+/// requeue). Going behind the others matters for the probe: a message that
+/// always fails would otherwise be the next probe too, and keep the
+/// breaker open while the messages behind it could be done.
 struct CircuitBreaker: Sendable, Equatable {
     enum State: Sendable, Equatable {
         /// Consuming; `failures` failed attempts in a row so far.
@@ -46,7 +48,7 @@ struct CircuitBreaker: Sendable, Equatable {
         /// Retried or dead-lettered by the usual rules.
         case settle
         /// Back to the queue, the attempt not counted.
-        case requeue
+        case uncounted
     }
 
     /// What the event changed, for the log and the control loop.
@@ -117,12 +119,12 @@ struct CircuitBreaker: Sendable, Equatable {
                 state = .closed(failures: failures + 1)
                 return (.settle, .none)
             }
-            return (.requeue, open(for: retryDelay, now: now))
+            return (.uncounted, open(for: retryDelay, now: now))
         case (.probing(let delay), .probe):
-            return (.settle, open(for: Backoff.doubled(delay, times: 1, cappedAt: retryDelayMax), now: now))
+            return (.uncounted, open(for: Backoff.doubled(delay, times: 1, cappedAt: retryDelayMax), now: now))
         case (.open, _), (.halfOpen, _), (.probing, .counted):
             // Started before the breaker opened: not burned.
-            return (.requeue, .none)
+            return (.uncounted, .none)
         }
     }
 

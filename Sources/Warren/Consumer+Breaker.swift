@@ -47,10 +47,11 @@ extension Consumer {
     /// Reports a handler's outcome to the breaker. Every outcome but ack
     /// (retry, dead letter, a timeout, a crash) is a failure; warren's own
     /// shortages and a stop are not the handler's, and count for nothing.
-    /// Returns true when the message went back to the queue with its
-    /// attempt not counted: the breaker tripped on it, or was open.
-    func breakerRequeues(_ message: Message, outcome: Outcome, stop: Watchdog.Reason?, ticket: CircuitBreaker.Ticket,
-                         connection: AMQPConnection) -> Bool {
+    /// Returns true when the breaker spared the failure: the message went
+    /// back with its attempt not counted (see `retryUncounted`), because
+    /// the breaker tripped on it, was open, or let it through half-open.
+    func breakerSpares(_ message: Message, outcome: Outcome, stop: Watchdog.Reason?, ticket: CircuitBreaker.Ticket,
+                       connection: AMQPConnection, watchdog: Watchdog) async -> Bool {
         guard hasBreaker else { return false }
         if case .shutdown? = stop {
             breakerAbandoned(ticket)
@@ -67,14 +68,9 @@ extension Consumer {
         let now = monotonicMilliseconds()
         let (verdict, change) = breaker.withLock { $0?.failed(ticket, now: now) } ?? (.settle, .none)
         report(change)
-        guard verdict == .requeue else { return false }
-        // Its channel is gone: the broker has it back already.
-        guard connection.canSettle(message.delivery) else { return true }
-        logger.warning("handler failed while the circuit breaker is open; message requeued, the attempt not counted",
-                       metadata: ["message_id": "\(message.logID)", "attempt": "\(message.attempt)",
-                                  "reason": "\(outcome.failure?.reason ?? (stop == nil ? "-" : "timed out"))"])
-        connection.nack(message.delivery, requeue: true)
-        metrics.requeued.increment()
+        guard verdict == .uncounted else { return false }
+        let reason = outcome.failure?.reason ?? (stop == nil ? "failed" : "timed out")
+        await retryUncounted(message, reason: reason, connection: connection, watchdog: watchdog)
         return true
     }
 

@@ -361,8 +361,8 @@ extension Consumer {
             let fired = hand.watchdogID.flatMap { watchdog.finish($0) }
             let stop = answered ? nil : fired
             consumer.metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - hand.started)
-            if consumer.breakerRequeues(hand.message, outcome: outcome, stop: stop, ticket: hand.ticket,
-                                        connection: hand.received.connection) {
+            if await consumer.breakerSpares(hand.message, outcome: outcome, stop: stop, ticket: hand.ticket,
+                                            connection: hand.received.connection, watchdog: watchdog) {
                 consumer.busy.subtract(1, ordering: .relaxed)
                 return
             }

@@ -159,7 +159,8 @@ final class Consumer: Sendable {
         }
         metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - started)
         let stop = watchdog.finish(id)
-        if breakerRequeues(message, outcome: outcome, stop: stop, ticket: ticket, connection: connection) {
+        if await breakerSpares(message, outcome: outcome, stop: stop, ticket: ticket, connection: connection,
+                               watchdog: watchdog) {
             return stop != nil
         }
         if stop == nil, case .ack = outcome {
@@ -222,27 +223,67 @@ final class Consumer: Sendable {
             ack(message, on: connection)
         case .retry(let level, let nextAttempt):
             let failure = outcome.failure
-            let delay = RetryPolicy.jittered(topology.policy.delay(level: level), random: Double.random(in: 0..<1))
-            var properties = message.delivery.properties
-            // Persistent whatever the original was: a copy waits in a classic
-            // delay queue, which keeps only persistent messages over a restart.
-            properties.deliveryMode = 2
-            var headers = Self.withOrigin(properties.headers, message)
-            headers["x-warren-attempt"] = .int64(Int64(nextAttempt))
-            headers["x-warren-last-failure"] = .string(failure?.reason ?? "")
-            properties.headers = headers
-            properties.expiration = "\(delay.milliseconds)"
-            let target = topology.retryQueue(level: level)
-            if await publishCopy(message, to: target, properties: properties, connection: connection, log: log, watchdog: watchdog) {
+            if let delay = await retryCopy(message, level: level, attempt: nextAttempt, reason: failure?.reason ?? "",
+                                           connection: connection, log: log, watchdog: watchdog) {
                 log.warning("handler failed; retrying later", metadata: [
                     "reason": "\(failure?.reason ?? "-")", "retry_in": "\(delay)", "next_attempt": "\(nextAttempt)"])
-                connection.ack(message.delivery)
-                metrics.retryPublishes.increment()
                 metrics.retried.increment()
             }
         case .deadLetter(let reason):
             await deadLetter(message, reason: reason, failure: outcome.failure, connection: connection, log: log,
                              watchdog: watchdog)
+        }
+    }
+
+    /// Publishes the message to delay queue `level`, to come back as
+    /// attempt number `attempt`, and acks the original once the broker
+    /// confirmed the copy; returns the delay, or nil when the copy was
+    /// refused (the original requeued instead).
+    private func retryCopy(_ message: Message, level: Int, attempt: Int, reason: String, connection: AMQPConnection,
+                           log: Logger, watchdog: Watchdog) async -> Duration? {
+        let delay = RetryPolicy.jittered(topology.policy.delay(level: level), random: Double.random(in: 0..<1))
+        var properties = message.delivery.properties
+        // Persistent whatever the original was: a copy waits in a classic
+        // delay queue, which keeps only persistent messages over a restart.
+        properties.deliveryMode = 2
+        var headers = Self.withOrigin(properties.headers, message)
+        headers["x-warren-attempt"] = .int64(Int64(attempt))
+        headers["x-warren-last-failure"] = .string(reason)
+        properties.headers = headers
+        properties.expiration = "\(delay.milliseconds)"
+        let target = topology.retryQueue(level: level)
+        guard await publishCopy(message, to: target, properties: properties, connection: connection, log: log,
+                                watchdog: watchdog) else { return nil }
+        connection.ack(message.delivery)
+        metrics.retryPublishes.increment()
+        return delay
+    }
+
+    /// The circuit breaker spares a failed attempt (see `CircuitBreaker`):
+    /// the message goes back without the attempt counted, behind the
+    /// others, so the one message a half-open breaker lets through is
+    /// seldom the same again. A copy through the first delay queue with its
+    /// attempt number unchanged, the original acked once it is confirmed;
+    /// for a consumer without delay queues (`max_attempts = 1`),
+    /// `basic.nack` with requeue.
+    func retryUncounted(_ message: Message, reason: String, connection: AMQPConnection, watchdog: Watchdog) async {
+        if !connection.canSettle(message.delivery) { return }
+        var log = logger
+        log[metadataKey: "message_id"] = "\(message.logID)"
+        log[metadataKey: "attempt"] = "\(message.attempt)"
+        guard topology.policy.levels > 0 else {
+            log.warning("handler failed while the circuit breaker is open; requeued, the attempt not counted",
+                        metadata: ["reason": "\(reason)"])
+            connection.nack(message.delivery, requeue: true)
+            metrics.requeued.increment()
+            return
+        }
+        let capped = Failure(capping: Failure(reason: reason), at: Failure.reasonLimit).reason
+        if let delay = await retryCopy(message, level: 1, attempt: message.attempt, reason: capped, connection: connection,
+                                       log: log, watchdog: watchdog) {
+            log.warning("handler failed while the circuit breaker is open; back in the queue after a delay, the attempt not counted",
+                        metadata: ["reason": "\(reason)", "retry_in": "\(delay)"])
+            metrics.requeued.increment()
         }
     }
 

@@ -10,22 +10,25 @@ import Testing
     /// Fails (exit 1) until the time in `{dir}/up`, then succeeds; a ledger of each.
     static let handler = #"sh -c 'if [ "$(date +%s)" -lt "$(cat {dir}/up)" ]; then echo "$WARREN_MESSAGE_ID" >> {dir}/failed; exit 1; fi; echo "$WARREN_MESSAGE_ID" >> {dir}/finished'"#
 
-    @Test(arguments: ["exec", "persistent"])
-    func aHandlerFailingFor10sThenSucceedingDeadLettersNothingAndConsumptionResumesByItself(mode: String) async throws {
+    /// `limit`: both `max_attempts` and `pause_after_failures`. With 1, a
+    /// failure the breaker did not spare is dead-lettered at once; with 3,
+    /// spared ones go back through the delay queue, their attempt unchanged.
+    @Test(arguments: zip(["exec", "persistent"], [1, 3]))
+    func aHandlerFailingFor10sThenSucceedingDeadLettersNothingAndConsumptionResumesByItself(mode: String, limit: Int) async throws {
         try await withTestQueue { client, queue in
             let ids = (1...40).map { "b-\($0)" }
             try await client.publish(ids: ids, to: queue)
             let port = MetricsTests.freePort()
             let base = "http://127.0.0.1:\(port)"
             // Without the breaker, 10 s of failures would spend every
-            // message's 3 attempts (1 s, then 2 s, apart) many times over.
+            // message's attempts many times over.
             let command = mode == "exec" ? Self.handler : "python3 {dir}/worker.py"
             let config = try warrenConfig(queue: queue, command: command, prefetch: 8, concurrency: 2, extra: """
                 mode = \(mode)
-                max_attempts = 3
+                max_attempts = \(limit)
                 retry_delay = 1s
                 retry_delay_max = 4s
-                pause_after_failures = 3
+                pause_after_failures = \(limit)
                 """)
                 .replacingOccurrences(of: "[log]", with: "[metrics]\nlisten = 127.0.0.1:\(port)\n\n[log]")
             let directory = try WarrenBinary.makeDirectory()
