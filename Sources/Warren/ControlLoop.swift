@@ -57,7 +57,8 @@ struct ControlLoop {
     private var paused = false
 
     init(settings: WarrenSettings, failFast: Bool, consumers: [Consumer], router: DeliveryRouter, watchdog: Watchdog,
-         resubscribes: ResubscribeTimer, breakerTimer: BreakerTimer, drainStarted: TerminationSignal, status: RuntimeStatus, metrics: RuntimeMetrics,
+         resubscribes: ResubscribeTimer, breakerTimer: BreakerTimer, drainStarted: TerminationSignal, status: RuntimeStatus,
+         metrics: RuntimeMetrics,
          observer: WarrenRuntime.Observer?, inFlight: @escaping @Sendable () -> Int, logger: Logger) {
         self.settings = settings
         self.failFast = failFast
@@ -144,6 +145,15 @@ struct ControlLoop {
                                 : "resumed (SIGCONT): consuming again")
             var action = Lifecycle.Action.none
             for consumer in consumers {
+                guard action == .none || action == .notifyReady else {
+                    // The connection failed under a consumer before it (a reconnect
+                    // is on its way): the others are set up on the next one, as
+                    // the pause says.
+                    if pause { _ = subscriptions.hold(consumer.index, for: .paused) } else {
+                        _ = subscriptions.release(consumer.index, from: .paused)
+                    }
+                    continue
+                }
                 let next = await hold(consumer, for: .paused, pause)
                 if next != .none { action = next }
             }
