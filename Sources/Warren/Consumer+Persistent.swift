@@ -256,6 +256,10 @@ extension Consumer {
                     // broker redelivers it, so running it now would be a duplicate.
                     if !held.connection.canSettle(held.delivery) {
                         consumer.busy.subtract(1, ordering: .relaxed)
+                    } else if consumer.consumingStopped.load(ordering: .relaxed) {
+                        // Paused (or held otherwise) while it waited for this
+                        // worker: it has not started, and goes back.
+                        release(held)
                     } else {
                         return await take(held)
                     }

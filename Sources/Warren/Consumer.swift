@@ -25,6 +25,10 @@ final class Consumer: Sendable {
     /// or its retry or dead-letter copy awaiting the broker's confirm):
     /// with the buffer's count, what this consumer has in flight.
     let busy = Atomic<Int>(0)
+    /// The control loop holds this consumer (paused, breaker open, no
+    /// worker can start): a delivery a persistent slot kept for a worker
+    /// still starting goes back instead of running once it is ready.
+    let consumingStopped = Atomic<Bool>(false)
     let metrics: ConsumerMetrics
     /// `pause_after_failures`; nil when off. Guards the breaker's state,
     /// changed by every worker's outcome and by the control loop's timer.

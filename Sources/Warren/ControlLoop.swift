@@ -152,6 +152,7 @@ struct ControlLoop {
                     if pause { _ = subscriptions.hold(consumer.index, for: .paused) } else {
                         _ = subscriptions.release(consumer.index, from: .paused)
                     }
+                    consumer.consumingStopped.store(subscriptions.holds[consumer.index] != nil, ordering: .relaxed)
                     continue
                 }
                 let next = await hold(consumer, for: .paused, pause)
@@ -344,7 +345,9 @@ struct ControlLoop {
             // basic.cancel only: the channel stays open, so a delivery a
             // slot already holds stays valid (it runs, or goes back, and its
             // settlement gets through); no channel number is spent.
-            if let channel = subscriptions.hold(consumer.index, for: reason), let connection = current {
+            let channel = subscriptions.hold(consumer.index, for: reason)
+            consumer.consumingStopped.store(true, ordering: .relaxed)
+            if let channel, let connection = current {
                 // Unrouted first: a delivery the broker sent before its
                 // cancel-ok (queued by rabbitmq-c during the call) is
                 // requeued on arrival, never buffered for nobody.
@@ -369,7 +372,9 @@ struct ControlLoop {
             return startedOnceAllConsume()
         }
         let again = reason == .workersFailing ? "a worker is ready: consuming again" : "consuming again"
-        switch subscriptions.release(consumer.index, from: reason) {
+        let release = subscriptions.release(consumer.index, from: reason)
+        consumer.consumingStopped.store(subscriptions.holds[consumer.index] != nil, ordering: .relaxed)
+        switch release {
         case .nothing:
             // Not held: perhaps its first worker is ready, which a reload waits for.
             return startedOnceAllConsume()

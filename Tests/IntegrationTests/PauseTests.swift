@@ -128,3 +128,109 @@ import Testing
         return stat[stat.index(close, offsetBy: 2)] == "T"
     }
 }
+
+/// Persistent workers: deliveries waiting for a worker still starting
+/// have not started either.
+extension PauseTests {
+    @Test func aPauseWhilePersistentWorkersStartReleasesWhatWaitsForThemAndNothingRunsUntilResumed() async throws {
+        try await withTestQueue { client, queue in
+            let ids = (1...10).map { "w-\($0)" }
+            try await client.publish(ids: ids, to: queue)
+            let directory = try WarrenBinary.makeDirectory()
+            try #"""
+                import json, sys, time
+                time.sleep(3)
+                print(json.dumps({"ready": True}), flush=True)
+                for line in sys.stdin:
+                    message = json.loads(line)
+                    open("{dir}/finished", "a").write(message["properties"]["message_id"] + "\n")
+                    print(json.dumps({"id": message["id"], "outcome": "ack"}), flush=True)
+                """#.replacingOccurrences(of: "{dir}", with: directory)
+                .write(toFile: directory + "/slow-start.py", atomically: true, encoding: .utf8)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: "python3 \(directory)/slow-start.py", prefetch: 4, concurrency: 2,
+                extra: "mode = persistent"))
+            try await eventually("the consumer consumes") { try await consumers(client, queue) == 1 }
+            // Deliveries arrive and wait for workers that are not ready yet.
+            try await eventually("deliveries taken") { try await client.count(queue) < ids.count }
+            warren.signal(SIGTSTP)
+            try await eventually("the consumer cancelled") { try await consumers(client, queue) == 0 }
+            try await eventually("the workers ready", timeout: .seconds(15)) {
+                warren.log.components(separatedBy: "worker ready").count - 1 >= 2
+            }
+            try await Task.sleep(for: .seconds(1))
+            let lines = ((try? String(contentsOfFile: directory + "/finished", encoding: .utf8)) ?? "").split(separator: "\n")
+            #expect(lines.isEmpty, "a message ran while paused: \(lines)")
+            #expect(try await client.count(queue) == ids.count, "every message back in the queue")
+
+            warren.signal(SIGCONT)
+            try await eventually("every message done after the resume", timeout: .seconds(30)) {
+                ((try? String(contentsOfFile: directory + "/finished", encoding: .utf8)) ?? "").split(separator: "\n").count >= ids.count
+            }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            let finished = ((try? String(contentsOfFile: directory + "/finished", encoding: .utf8)) ?? "")
+                .split(separator: "\n").map(String.init)
+            #expect(finished.count == Set(finished).count, "a message was done twice")
+            #expect(Set(finished) == Set(ids), "a message was lost")
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+}
+
+extension PauseTests {
+    /// A slot that asked for a message, whose worker then went, keeps the
+    /// delivery that comes for the next worker; a pause meanwhile sends it
+    /// back rather than letting it run once that worker is ready.
+    @Test func aDeliveryKeptForAReplacementWorkerGoesBackOnAPause() async throws {
+        try await withTestQueue { client, queue in
+            let ids = (1...6).map { "k-\($0)" }
+            let directory = try WarrenBinary.makeDirectory()
+            // The first worker answers one message and leaves a second later,
+            // while its slot waits for the next; the next worker takes 3 s to be ready.
+            try #"""
+                import json, os, sys, time
+                first = not os.path.exists("{dir}/first")
+                open("{dir}/first", "a").close()
+                if not first:
+                    time.sleep(3)
+                print(json.dumps({"ready": True}), flush=True)
+                for line in sys.stdin:
+                    message = json.loads(line)
+                    open("{dir}/finished", "a").write(message["properties"]["message_id"] + "\n")
+                    print(json.dumps({"id": message["id"], "outcome": "ack"}), flush=True)
+                    if first:
+                        time.sleep(1)
+                        sys.exit(0)
+                """#.replacingOccurrences(of: "{dir}", with: directory)
+                .write(toFile: directory + "/leaves.py", atomically: true, encoding: .utf8)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: "python3 \(directory)/leaves.py", prefetch: 4, concurrency: 1,
+                extra: "mode = persistent"))
+            try await client.publish(ids: ["k-0"], to: queue)
+            try await eventually("the first worker left") { warren.log.contains("worker exited while waiting for a message") }
+            try await client.publish(ids: ids, to: queue)
+            try await eventually("a delivery taken") { try await client.count(queue) < ids.count }
+            warren.signal(SIGTSTP)
+            try await eventually("the consumer cancelled") { try await consumers(client, queue) == 0 }
+            try await eventually("the next worker ready", timeout: .seconds(15)) {
+                warren.log.components(separatedBy: "worker ready").count - 1 >= 2
+            }
+            try await Task.sleep(for: .seconds(1))
+            let early = ((try? String(contentsOfFile: directory + "/finished", encoding: .utf8)) ?? "").split(separator: "\n")
+            #expect(early == ["k-0"], "a message ran while paused: \(early)")
+            #expect(try await client.count(queue) == ids.count, "every message back in the queue")
+
+            warren.signal(SIGCONT)
+            try await eventually("every message done after the resume", timeout: .seconds(30)) {
+                ((try? String(contentsOfFile: directory + "/finished", encoding: .utf8)) ?? "").split(separator: "\n").count >= ids.count + 1
+            }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            let finished = ((try? String(contentsOfFile: directory + "/finished", encoding: .utf8)) ?? "")
+                .split(separator: "\n").map(String.init)
+            #expect(finished.count == Set(finished).count, "a message was done twice")
+            #expect(Set(finished) == Set(ids + ["k-0"]), "a message was lost")
+        }
+    }
+}
