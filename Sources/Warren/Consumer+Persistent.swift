@@ -36,6 +36,8 @@ extension Consumer {
         var message: Message
         var watchdogID: Int?
         var started: Int64
+        /// How the circuit breaker let it through.
+        var ticket: CircuitBreaker.Ticket
     }
 
     /// Runs one slot until the drain is over and its worker has gone.
@@ -258,6 +260,10 @@ extension Consumer {
                     if !held.connection.canSettle(held.delivery) {
                         consumer.busy.subtract(1, ordering: .relaxed)
                         consumer.logGoneUnstarted(held.delivery)
+                    } else if consumer.consumingStopped.load(ordering: .relaxed) {
+                        // Paused (or held otherwise) while it waited for this
+                        // worker: it has not started, and goes back.
+                        release(held, nil, "consuming stopped while it waited for a worker")
                     } else {
                         return await take(held)
                     }
@@ -286,6 +292,7 @@ extension Consumer {
                 if let hand = inHand {
                     inHand = nil
                     if let id = hand.watchdogID { _ = watchdog.finish(id) }
+                    consumer.breakerAbandoned(hand.ticket)
                     release(hand.received, hand.message, level: .notice,
                             "the worker went before reading its message; requeued, no attempt spent")
                 }
@@ -327,7 +334,12 @@ extension Consumer {
                 consumer.busy.subtract(1, ordering: .relaxed)
                 return [.requestMessage]
             }
-            inHand = InHand(received: received, message: message, watchdogID: nil, started: started)
+            // The circuit breaker is open: back to the queue unstarted (counted out of busy here).
+            guard let ticket = consumer.admit(received) else {
+                consumer.busy.subtract(1, ordering: .relaxed)
+                return [.requestMessage]
+            }
+            inHand = InHand(received: received, message: message, watchdogID: nil, started: started, ticket: ticket)
             return machine.messageTaken(id: DeliveryID.next())
         }
 
@@ -338,6 +350,7 @@ extension Consumer {
                                                   handle: WorkerStop(sink: sink, id: id), now: hand.started / 1_000_000) else {
                 // Terminating: nothing new starts; the shutdown event follows.
                 inHand = nil
+                consumer.breakerAbandoned(hand.ticket)
                 release(hand.received, hand.message, "warren is stopping, no worker started on it")
                 return machine.messageWithdrawn()
             }
@@ -359,6 +372,11 @@ extension Consumer {
             let fired = hand.watchdogID.flatMap { watchdog.finish($0) }
             let stop = answered ? nil : fired
             consumer.metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - hand.started)
+            if await consumer.breakerSpares(hand.message, outcome: outcome, stop: stop, ticket: hand.ticket,
+                                            connection: hand.received.connection, watchdog: watchdog) {
+                consumer.busy.subtract(1, ordering: .relaxed)
+                return
+            }
             if stop == nil, case .ack = outcome {
                 if consumer.settings.publishesOutput(of: hand.message.delivery.properties) {
                     // An answer without "reply" gets an empty one: the requester waits for an answer.

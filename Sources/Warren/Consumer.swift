@@ -25,7 +25,20 @@ final class Consumer: Sendable {
     /// or its retry or dead-letter copy awaiting the broker's confirm):
     /// with the buffer's count, what this consumer has in flight.
     let busy = Atomic<Int>(0)
+    /// The control loop holds this consumer (paused, breaker open, no
+    /// worker can start): a delivery a persistent slot kept for a worker
+    /// still starting goes back instead of running once it is ready.
+    let consumingStopped = Atomic<Bool>(false)
     let metrics: ConsumerMetrics
+    /// `pause_after_failures`; nil when off. Guards the breaker's state,
+    /// changed by every worker's outcome and by the control loop's timer.
+    let breaker: Mutex<CircuitBreaker?>
+    /// Who stops and starts consuming when the breaker opens or closes,
+    /// told of every change (it reads `breakerHolds` itself, so the order
+    /// in which two workers' pokes arrive never matters).
+    /// `pause_after_failures` is set: the hot path asks no lock otherwise.
+    let hasBreaker: Bool
+    let breakerPoke = Mutex<(@Sendable () -> Void)?>(nil)
     let logger: Logger
     /// `log_outcomes` and `logger.logLevel <= .info`, read once: asking the
     /// logger copies its handler, and a success asks for every message.
@@ -41,6 +54,11 @@ final class Consumer: Sendable {
         self.metrics = ConsumerMetrics(settings)
         self.handler = handler
         self.workers = workers
+        breaker = Mutex(settings.pauseAfterFailures > 0
+            ? CircuitBreaker(threshold: settings.pauseAfterFailures, retryDelay: settings.retryDelay,
+                             retryDelayMax: settings.retryDelayMax)
+            : nil)
+        hasBreaker = settings.pauseAfterFailures > 0
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.name)"
         self.logger = logger
@@ -98,8 +116,10 @@ final class Consumer: Sendable {
                 logGoneUnstarted(received.delivery)
                 continue
             }
+            // The circuit breaker is open: back to the queue unstarted.
+            guard let ticket = admit(received) else { continue }
             busy.add(1, ordering: .relaxed)
-            let stopped = await process(received, watchdog: watchdog, handle: handle)
+            let stopped = await process(received, ticket: ticket, watchdog: watchdog, handle: handle)
             busy.subtract(1, ordering: .relaxed)
             // The watchdog has cancelled this task, or is about to: its next
             // message belongs to a fresh worker, never to a cancelled one.
@@ -109,7 +129,7 @@ final class Consumer: Sendable {
     }
 
     /// Handles and settles one delivery; true when the watchdog stopped its handler.
-    private func process(_ received: Received, watchdog: Watchdog, handle: WorkerHandle) async -> Bool {
+    private func process(_ received: Received, ticket: CircuitBreaker.Ticket, watchdog: Watchdog, handle: WorkerHandle) async -> Bool {
         let delivery = received.delivery
         let connection = received.connection
         // One clock reading serves the watchdog, the duration metric and the outcome line.
@@ -119,12 +139,15 @@ final class Consumer: Sendable {
         message.started = started
         if settings.deliveryLimit != nil { warnIfLastDelivery(message) }
         if delivery.payload.count > settings.maxBody {
+            // Never an attempt: no handler ran.
+            breakerAbandoned(ticket)
             await refuseOversized(message, connection: connection, watchdog: watchdog)
             return false
         }
         guard let id = watchdog.start(timeout: settings.timeout, consumer: settings.name, delivery: delivery,
                                       attempt: message.attempt, handle: handle, now: started / 1_000_000) else {
             // Terminating: nothing new starts, and the message goes back unstarted.
+            breakerAbandoned(ticket)
             connection.nack(delivery, requeue: true)
             metrics.requeued.increment()
             logOutcome(.released, message, "message released: warren is stopping, no handler started")
@@ -145,6 +168,10 @@ final class Consumer: Sendable {
         }
         metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - started)
         let stop = watchdog.finish(id)
+        if await breakerSpares(message, outcome: outcome, stop: stop, ticket: ticket, connection: connection,
+                               watchdog: watchdog) {
+            return stop != nil
+        }
         if stop == nil, case .ack = outcome {
             if publishes {
                 await publishOutput(message, output: output, connection: connection, watchdog: watchdog)
@@ -214,27 +241,68 @@ final class Consumer: Sendable {
             ack(message, on: connection)
         case .retry(let level, let nextAttempt):
             let failure = outcome.failure
-            let delay = RetryPolicy.jittered(topology.policy.delay(level: level), random: Double.random(in: 0..<1))
-            var properties = message.delivery.properties
-            // Persistent whatever the original was: a copy waits in a classic
-            // delay queue, which keeps only persistent messages over a restart.
-            properties.deliveryMode = 2
-            var headers = Self.withOrigin(properties.headers, message)
-            headers["x-warren-attempt"] = .int64(Int64(nextAttempt))
-            headers["x-warren-last-failure"] = .string(failure?.reason ?? "")
-            properties.headers = headers
-            properties.expiration = "\(delay.milliseconds)"
-            let target = topology.retryQueue(level: level)
-            if await publishCopy(message, to: target, properties: properties, connection: connection, log: log, watchdog: watchdog) {
-                connection.ack(message.delivery)
+            if let delay = await retryCopy(message, level: level, attempt: nextAttempt, reason: failure?.reason ?? "",
+                                           connection: connection, log: log, watchdog: watchdog) {
                 logOutcome(.retry, message, level: .warning, "handler failed; retrying later", reason: failure?.reason ?? "-",
                            metadata: ["retry_in": "\(delay)", "next_attempt": "\(nextAttempt)"])
-                metrics.retryPublishes.increment()
                 metrics.retried.increment()
             }
         case .deadLetter(let reason):
             await deadLetter(message, reason: reason, failure: outcome.failure, connection: connection, log: log,
                              watchdog: watchdog)
+        }
+    }
+
+    /// Publishes the message to delay queue `level`, to come back as
+    /// attempt number `attempt`, and acks the original once the broker
+    /// confirmed the copy; returns the delay, or nil when the copy was
+    /// refused (the original requeued instead).
+    private func retryCopy(_ message: Message, level: Int, attempt: Int, reason: String, connection: AMQPConnection,
+                           log: Logger, watchdog: Watchdog) async -> Duration? {
+        let delay = RetryPolicy.jittered(topology.policy.delay(level: level), random: Double.random(in: 0..<1))
+        var properties = message.delivery.properties
+        // Persistent whatever the original was: a copy waits in a classic
+        // delay queue, which keeps only persistent messages over a restart.
+        properties.deliveryMode = 2
+        var headers = Self.withOrigin(properties.headers, message)
+        headers["x-warren-attempt"] = .int64(Int64(attempt))
+        headers["x-warren-last-failure"] = .string(reason)
+        properties.headers = headers
+        properties.expiration = "\(delay.milliseconds)"
+        let target = topology.retryQueue(level: level)
+        guard await publishCopy(message, to: target, properties: properties, connection: connection, log: log,
+                                watchdog: watchdog) else { return nil }
+        connection.ack(message.delivery)
+        metrics.retryPublishes.increment()
+        return delay
+    }
+
+    /// The circuit breaker spares a failed attempt (see `CircuitBreaker`):
+    /// the message goes back without the attempt counted, behind the
+    /// others, so the one message a half-open breaker lets through is
+    /// seldom the same again. A copy through the first delay queue with its
+    /// attempt number unchanged, the original acked once it is confirmed;
+    /// for a consumer without delay queues (`max_attempts = 1`),
+    /// `basic.nack` with requeue.
+    func retryUncounted(_ message: Message, reason: String, connection: AMQPConnection, watchdog: Watchdog) async {
+        if !connection.canSettle(message.delivery) { return }
+        var log = logger
+        log[metadataKey: "message_id"] = "\(message.logID)"
+        log[metadataKey: "attempt"] = "\(message.attempt)"
+        guard topology.policy.levels > 0 else {
+            connection.nack(message.delivery, requeue: true)
+            metrics.requeued.increment()
+            logOutcome(.requeued, message, level: .warning, "handler failed while the circuit breaker is open; requeued, the attempt not counted",
+                       reason: reason)
+            return
+        }
+        let capped = Failure(capping: Failure(reason: reason), at: Failure.reasonLimit).reason
+        if let delay = await retryCopy(message, level: 1, attempt: message.attempt, reason: capped, connection: connection,
+                                       log: log, watchdog: watchdog) {
+            logOutcome(.retry, message, level: .warning,
+                       "handler failed while the circuit breaker is open; back in the queue after a delay, the attempt not counted",
+                       reason: reason, metadata: ["retry_in": "\(delay)", "next_attempt": "\(message.attempt)"])
+            metrics.requeued.increment()
         }
     }
 

@@ -19,6 +19,16 @@ struct ControlLoop {
         /// persistent worker fails to start, or one is ready again): the
         /// loop reads `PersistentWorkers.isHolding` and acts on it.
         case hold(consumer: Int)
+        /// SIGTSTP: every consumer stops consuming (`HoldReasons.paused`);
+        /// running handlers finish and are acked; the connection stays.
+        case pause
+        /// SIGCONT: consuming again, where nothing else holds a consumer.
+        case resume
+        /// A consumer's circuit breaker changed: the loop reads
+        /// `Consumer.breakerHolds` and acts on it.
+        case breaker(consumer: Int)
+        /// The time an open breaker set for letting one message through.
+        case breakerDue(consumer: Int)
         case stop
         case quit
         case graceExpired
@@ -30,6 +40,7 @@ struct ControlLoop {
     let router: DeliveryRouter
     let watchdog: Watchdog
     let resubscribes: ResubscribeTimer
+    let breakerTimer: BreakerTimer
     let drainStarted: TerminationSignal
     let status: RuntimeStatus
     let metrics: RuntimeMetrics
@@ -44,9 +55,12 @@ struct ControlLoop {
     private var workersEnded = false
     /// A reload's: what the previous config bound and this one does not (see `unbind`).
     private var retiredBindings: [Topology.Binding]
+    /// SIGTSTP came and no SIGCONT since.
+    private var paused = false
 
     init(settings: WarrenSettings, failFast: Bool, consumers: [Consumer], router: DeliveryRouter, watchdog: Watchdog,
-         resubscribes: ResubscribeTimer, drainStarted: TerminationSignal, status: RuntimeStatus, metrics: RuntimeMetrics,
+         resubscribes: ResubscribeTimer, breakerTimer: BreakerTimer, drainStarted: TerminationSignal, status: RuntimeStatus,
+         metrics: RuntimeMetrics,
          observer: WarrenRuntime.Observer?, inFlight: @escaping @Sendable () -> Int, logger: Logger,
          retiredBindings: [Topology.Binding] = []) {
         self.settings = settings
@@ -56,6 +70,7 @@ struct ControlLoop {
         self.router = router
         self.watchdog = watchdog
         self.resubscribes = resubscribes
+        self.breakerTimer = breakerTimer
         self.drainStarted = drainStarted
         self.status = status
         self.metrics = metrics
@@ -120,7 +135,42 @@ struct ControlLoop {
             }
             return machine.workersDone()
         case .hold(let index):
-            return await hold(consumers[index], consumers[index].workers?.isHolding ?? false)
+            return await hold(consumers[index], for: .workersFailing, consumers[index].workers?.isHolding ?? false)
+        case .pause, .resume:
+            let pause: Bool
+            if case .pause = event { pause = true } else { pause = false }
+            guard pause != paused else { return .none }
+            paused = pause
+            switch machine.state {
+            case .starting, .reconnecting, .running: break
+            case .draining, .closing, .stopped: return .none
+            }
+            logger.notice(pause ? "paused (SIGTSTP): consumers stop consuming; running handlers finish; SIGCONT resumes"
+                                : "resumed (SIGCONT): consuming again")
+            var action = Lifecycle.Action.none
+            for consumer in consumers {
+                guard action == .none || action == .notifyReady else {
+                    // The connection failed under a consumer before it (a reconnect
+                    // is on its way): the others are set up on the next one, as
+                    // the pause says.
+                    if pause { _ = subscriptions.hold(consumer.index, for: .paused) } else {
+                        _ = subscriptions.release(consumer.index, from: .paused)
+                    }
+                    consumer.consumingStopped.store(subscriptions.holds[consumer.index] != nil, ordering: .relaxed)
+                    continue
+                }
+                let next = await hold(consumer, for: .paused, pause)
+                if next != .none { action = next }
+            }
+            return action
+        case .breaker(let index):
+            let (holds, reopensAt) = consumers[index].breakerHolds
+            if let reopensAt { breakerTimer.request(consumer: index, at: reopensAt) }
+            return await hold(consumers[index], for: .breakerOpen, holds)
+        case .breakerDue(let index):
+            // The breaker pokes the loop if this lets one message through.
+            consumers[index].breakerDue(now: monotonicMilliseconds())
+            return .none
         case .stop:
             return machine.stopRequested()
         case .quit:
@@ -285,29 +335,36 @@ struct ControlLoop {
         }
     }
 
-    /// Stops or starts a consumer whose workers cannot (or can again)
-    /// start. Stopping: no worker holds a message, so every delivery on
-    /// its channel is unstarted; cancelling and closing the channel gives
-    /// them back to the broker, for consumers that can run them.
-    private mutating func hold(_ consumer: Consumer, _ holding: Bool) async -> Lifecycle.Action {
+    /// Stops or starts a consumer for one cause (`HoldReasons`): its
+    /// workers cannot start (or can again), SIGTSTP / SIGCONT, its circuit
+    /// breaker. It consumes again only once no cause is left. Stopping:
+    /// every delivery waiting in its buffer is unstarted; `basic.cancel`
+    /// and a `basic.nack` (requeue) of each gives them back to the broker,
+    /// for consumers that can run them. Running handlers finish and settle
+    /// on the channel, which stays open.
+    private mutating func hold(_ consumer: Consumer, for reason: HoldReasons, _ holding: Bool) async -> Lifecycle.Action {
         switch machine.state {
         case .starting, .reconnecting, .running: break
         case .draining, .closing, .stopped: return .none
         }
         if holding {
-            guard !subscriptions.held.contains(consumer.index) else { return .none }
-            // A reload's new consumers whose workers cannot start must not
-            // replace running ones (a bad deploy): the reload fails at once.
-            if failFast, machine.state == .starting {
-                consumer.logger.error("the new workers cannot start (see above): the reload is given up")
-                return machine.failed()
+            guard !(subscriptions.holds[consumer.index]?.contains(reason) ?? false) else { return .none }
+            if reason == .workersFailing {
+                // A reload's new consumers whose workers cannot start must not
+                // replace running ones (a bad deploy): the reload fails at once.
+                if failFast, machine.state == .starting {
+                    consumer.logger.error("the new workers cannot start (see above): the reload is given up")
+                    return machine.failed()
+                }
+                consumer.logger.error("no worker can start: stopped consuming until one is ready; its deliveries go back to the queue",
+                                      metadata: ["queue": "\(consumer.settings.queue)"])
             }
-            consumer.logger.error("no worker can start: stopped consuming until one is ready; its deliveries go back to the queue",
-                                  metadata: ["queue": "\(consumer.settings.queue)"])
             // basic.cancel only: the channel stays open, so a delivery a
             // slot already holds stays valid (it runs, or goes back, and its
             // settlement gets through); no channel number is spent.
-            if let channel = subscriptions.hold(consumer.index), let connection = current {
+            let channel = subscriptions.hold(consumer.index, for: reason)
+            consumer.consumingStopped.store(true, ordering: .relaxed)
+            if let channel, let connection = current {
                 // Unrouted first: a delivery the broker sent before its
                 // cancel-ok (queued by rabbitmq-c during the call) is
                 // requeued on arrival, never buffered for nobody.
@@ -320,18 +377,26 @@ struct ControlLoop {
                 }
                 // After cancel-ok no delivery of it is on the way: what is
                 // buffered is every unstarted one.
+                var released = 0
                 for received in consumer.buffer.takeAll(from: connection) {
                     connection.nack(received.delivery, requeue: true)
+                    consumer.metrics.requeued.increment()
+                    released += 1
                 }
+                consumer.logger.info("stopped consuming", metadata: [
+                    "queue": "\(consumer.settings.queue)", "why": "\(Self.describe(reason))", "released": "\(released)"])
             }
             return await startedOnceAllConsume()
         }
-        switch subscriptions.release(consumer.index) {
+        let again = reason == .workersFailing ? "a worker is ready: consuming again" : "consuming again"
+        let release = subscriptions.release(consumer.index, from: reason)
+        consumer.consumingStopped.store(subscriptions.holds[consumer.index] != nil, ordering: .relaxed)
+        switch release {
         case .nothing:
             // Not held: perhaps its first worker is ready, which a reload waits for.
             return await startedOnceAllConsume()
         case .consume(let channel):
-            consumer.logger.notice("a worker is ready: consuming again", metadata: ["queue": "\(consumer.settings.queue)"])
+            consumer.logger.notice("\(again)", metadata: ["queue": "\(consumer.settings.queue)"])
             guard let connection = current else { return .none }
             do {
                 try await consume(consumer, on: channel, connection, reusable: false)
@@ -340,9 +405,18 @@ struct ControlLoop {
                 return await setUpFailed(consumer, error, firstStart: false, on: connection) ?? .none
             }
         case .subscribe:
-            consumer.logger.notice("a worker is ready: consuming again", metadata: ["queue": "\(consumer.settings.queue)"])
+            consumer.logger.notice("\(again)", metadata: ["queue": "\(consumer.settings.queue)"])
             guard let connection = current else { return .none }
             return await subscribe(consumer, on: connection, attempt: 0)
+        }
+    }
+
+    private static func describe(_ reason: HoldReasons) -> String {
+        switch reason {
+        case .workersFailing: "no worker can start"
+        case .paused: "paused"
+        case .breakerOpen: "circuit breaker open"
+        default: "\(reason.rawValue)"
         }
     }
 

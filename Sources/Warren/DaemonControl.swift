@@ -8,9 +8,16 @@
 ///
 /// | phase \ event | stop signal | quit signal | reload signal | candidate ready | candidate ended | candidate timed out | current ended |
 /// | --- | --- | --- | --- | --- | --- | --- | --- |
-/// | running | arm backstop; stop every runtime not draining yet -> stopping | arm backstop; quit all -> stopping | load the config; valid: start a candidate -> reloading | - | - | - | arm backstop; stop the others -> stopping |
+/// | running | arm backstop; stop every runtime not draining yet -> stopping | arm backstop; quit all -> stopping | load the config; valid: start a candidate (paused if paused) -> reloading | - | - | - | arm backstop; stop the others -> stopping |
 /// | reloading | as running (the candidate is stopped too) | as running | ignored: one reload at a time | promote it, retire the old current -> running | reload failed, keep current -> running | stop it, keep current -> running | arm backstop; stop the others -> stopping |
 /// | stopping | stop every runtime again: skip their grace | quit all | ignored | - | - | - | - |
+///
+/// Pausing (SIGTSTP) and resuming (SIGCONT) are a flag beside the phase:
+///
+/// | phase \ event | pause signal | resume signal |
+/// | --- | --- | --- |
+/// | running, reloading | not paused: pause every runtime not draining (the candidate too) -> paused; paused: nothing | paused: resume every runtime not draining -> not paused; not paused: nothing |
+/// | stopping | nothing: the drain goes on (paused or not, it is an ordinary drain) | not paused any more; nothing to resume |
 ///
 /// Each runtime gets exactly one drain per stop request: a runtime retired
 /// by a reload is already draining with its own grace period, so the first
@@ -31,6 +38,10 @@ public struct DaemonControl: Sendable, Equatable {
     }
 
     public enum Action: Sendable, Equatable {
+        /// Stop consuming in these runtimes (SIGTSTP): running handlers finish.
+        case pause([Int])
+        /// Consume again in these runtimes (SIGCONT).
+        case resume([Int])
         /// Arm the last-resort exit timer (SIGQUIT's bound is shorter).
         case armBackstop(quit: Bool)
         /// Drain these runtimes; one already draining skips the rest of its grace.
@@ -39,8 +50,9 @@ public struct DaemonControl: Sendable, Equatable {
         case quit([Int])
         /// Read and validate the config file, then report `configLoaded` or `configInvalid`.
         case loadConfig
-        /// Start a runtime with the config just loaded.
-        case start(Int)
+        /// Start a runtime with the config just loaded; `paused`: it starts
+        /// paused (set up, consuming nothing) because the process is.
+        case start(Int, paused: Bool)
         /// The reload was refused: log why, tell systemd the old config runs on.
         case ignoreReload(String)
         /// The old config runs on: tell systemd (after `RELOADING=1`).
@@ -62,6 +74,8 @@ public struct DaemonControl: Sendable, Equatable {
     public private(set) var current = 1
     /// Runtimes whose run has not returned.
     public private(set) var alive: Set<Int> = [1]
+    /// SIGTSTP came and no SIGCONT since.
+    public private(set) var paused = false
     /// Runtimes already told to drain once.
     private var draining: Set<Int> = []
     private var exitCode: Int32 = 1
@@ -88,6 +102,21 @@ public struct DaemonControl: Sendable, Equatable {
         return (first ? [.armBackstop(quit: true)] : []) + [.quit(alive.sorted())]
     }
 
+    public mutating func pauseSignal() -> [Action] {
+        guard phase != .stopping, !paused else { return [] }
+        paused = true
+        let targets = alive.subtracting(draining)
+        return targets.isEmpty ? [] : [.pause(targets.sorted())]
+    }
+
+    public mutating func resumeSignal() -> [Action] {
+        guard paused else { return [] }
+        paused = false
+        guard phase != .stopping else { return [] }
+        let targets = alive.subtracting(draining)
+        return targets.isEmpty ? [] : [.resume(targets.sorted())]
+    }
+
     public mutating func reloadSignal() -> Action {
         switch phase {
         case .running: return .loadConfig
@@ -102,7 +131,7 @@ public struct DaemonControl: Sendable, Equatable {
         lastGeneration += 1
         phase = .reloading(candidate: lastGeneration)
         alive.insert(lastGeneration)
-        return .start(lastGeneration)
+        return .start(lastGeneration, paused: paused)
     }
 
     public mutating func configInvalid() -> Action {

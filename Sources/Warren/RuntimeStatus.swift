@@ -14,6 +14,8 @@ final class RuntimeStatus: Sendable {
         var servedGeneration = 0
         /// A reload replaced this runtime: its states are no longer the process's.
         var retired = false
+        /// SIGTSTP: consumers do not consume until SIGCONT.
+        var paused = false
     }
 
     /// Guards the snapshot; written by the control loop (and `retire`), read anywhere.
@@ -22,6 +24,9 @@ final class RuntimeStatus: Sendable {
     var state: Lifecycle.State { snapshot.withLock { $0.state } }
     var connection: AMQPConnection? { snapshot.withLock { $0.connection } }
     var isRetired: Bool { snapshot.withLock { $0.retired } }
+    var isPaused: Bool { snapshot.withLock { $0.paused } }
+
+    func setPaused(_ paused: Bool) { snapshot.withLock { $0.paused = paused } }
 
     /// Records the loop's new state; returns whether it still speaks for the process.
     func publish(_ state: Lifecycle.State) -> Bool {

@@ -132,6 +132,10 @@ public struct ConsumerSettings: Sendable, Equatable {
     /// One log line for every message that succeeds or is released
     /// unstarted (`log_outcomes`). Failures are logged whatever this says.
     public var logOutcomes: Bool
+    /// The circuit breaker (see `CircuitBreaker`): after this many failed
+    /// attempts in a row the consumer stops consuming for `retryDelay`
+    /// (doubling up to `retryDelayMax`), then lets one message through; 0 = off.
+    public var pauseAfterFailures: Int
 
     public init(name: String, queue: String, prefetch: UInt16 = 16, concurrency: Int = 4, command: [String] = [],
                 timeout: Duration? = .seconds(300), maxAttempts: Int = 5, retryDelay: Duration = .seconds(1),
@@ -144,7 +148,8 @@ public struct ConsumerSettings: Sendable, Equatable {
                 exchange: String? = nil,
                 exchangeType: ExchangeType = .direct, routingKeys: [String]? = nil, consumerPriority: Int32? = nil,
                 exclusive: Bool = false, singleActiveConsumer: Bool = false, maxPriority: Int? = nil,
-                maxLength: Int? = nil, overflow: Overflow? = nil, deliveryLimit: Int? = nil, logOutcomes: Bool = true) {
+                maxLength: Int? = nil, overflow: Overflow? = nil, deliveryLimit: Int? = nil, logOutcomes: Bool = true,
+                pauseAfterFailures: Int = 0) {
         self.name = name
         self.queue = queue
         self.prefetch = prefetch
@@ -181,6 +186,7 @@ public struct ConsumerSettings: Sendable, Equatable {
         self.overflow = overflow
         self.deliveryLimit = deliveryLimit
         self.logOutcomes = logOutcomes
+        self.pauseAfterFailures = pauseAfterFailures
     }
 
     /// Whether any message's output may be published: persistent workers

@@ -1,5 +1,18 @@
 import AMQP
 
+/// Why a consumer does not consume now. Each cause comes and goes on its
+/// own; the consumer consumes again only once none is left (a paused
+/// consumer whose breaker closes stays paused).
+struct HoldReasons: OptionSet, Sendable, Hashable {
+    let rawValue: UInt8
+    /// Every persistent worker fails before it says ready (`PersistentWorkers.isHolding`).
+    static let workersFailing = HoldReasons(rawValue: 1 << 0)
+    /// SIGTSTP: the operator paused warren; SIGCONT resumes.
+    static let paused = HoldReasons(rawValue: 1 << 1)
+    /// The consumer's circuit breaker is open (see `CircuitBreaker`).
+    static let breakerOpen = HoldReasons(rawValue: 1 << 2)
+}
+
 /// A consumer to subscribe again after a backoff, on the connection of
 /// `generation` only: a request outliving its connection is dropped, so
 /// reconnects never pile up chains of retries.
@@ -37,9 +50,12 @@ struct Subscriptions: Sendable, Equatable {
     private(set) var generation = 0
     /// Consuming channel by consumer index.
     private var channelOf: [Int: UInt16] = [:]
-    /// Consumers that must not consume now (their workers cannot start):
-    /// kept across connections, and counted as fine for `allConsume`.
-    private(set) var held: Set<Int> = []
+    /// Consumers that must not consume now, and why (see `HoldReasons`):
+    /// kept across connections, and counted as fine for `allConsume`. A
+    /// consumer consumes again only once no reason is left.
+    private(set) var holds: [Int: HoldReasons] = [:]
+    /// The consumers held for any reason.
+    var held: Set<Int> { Set(holds.keys) }
     /// A held consumer's channel on this connection: open, cancelled (or
     /// never consumed on), where it consumes again once released.
     private var heldChannel: [Int: UInt16] = [:]
@@ -76,13 +92,15 @@ struct Subscriptions: Sendable, Equatable {
 
     /// Running means every consumer consumes (or holds on purpose), not
     /// merely that a connection is up.
-    var allConsume: Bool { channelOf.count + held.filter { channelOf[$0] == nil }.count == consumers }
+    var allConsume: Bool { channelOf.count + holds.keys.filter { channelOf[$0] == nil }.count == consumers }
 
-    /// The consumer stops consuming: the channel it consumed on, to cancel
-    /// (it stays open, and is where it consumes again), if it did.
-    mutating func hold(_ consumer: Int) -> UInt16? {
-        held.insert(consumer)
-        guard let channel = channelOf.removeValue(forKey: consumer) else { return nil }
+    /// The consumer stops consuming for `reason`: the channel it consumed
+    /// on, to cancel (it stays open, and is where it consumes again), if it
+    /// did and was not held already for another reason.
+    mutating func hold(_ consumer: Int, for reason: HoldReasons) -> UInt16? {
+        let before = holds[consumer, default: []]
+        holds[consumer] = before.union(reason)
+        guard before.isEmpty, let channel = channelOf.removeValue(forKey: consumer) else { return nil }
         heldChannel[consumer] = channel
         return channel
     }
@@ -100,9 +118,15 @@ struct Subscriptions: Sendable, Equatable {
     /// A held consumer's channel, set up on a new connection but not consumed on.
     mutating func keep(_ consumer: Int, _ channel: UInt16) { heldChannel[consumer] = channel }
 
-    /// The consumer may consume again.
-    mutating func release(_ consumer: Int) -> Release {
-        guard held.remove(consumer) != nil else { return .nothing }
+    /// `reason` no longer holds the consumer; it may consume again once no other does.
+    mutating func release(_ consumer: Int, from reason: HoldReasons) -> Release {
+        guard var reasons = holds[consumer], !reasons.isDisjoint(with: reason) else { return .nothing }
+        reasons.subtract(reason)
+        guard reasons.isEmpty else {
+            holds[consumer] = reasons
+            return .nothing
+        }
+        holds[consumer] = nil
         if let channel = heldChannel.removeValue(forKey: consumer) { return .consume(channel) }
         return channelOf[consumer] == nil ? .subscribe : .nothing
     }
@@ -139,7 +163,7 @@ struct Subscriptions: Sendable, Equatable {
 
     /// A re-subscribe still wanted: for this connection, and for a consumer not consuming.
     func wants(_ request: Resubscribe) -> Bool {
-        request.generation == generation && channelOf[request.consumer] == nil && !held.contains(request.consumer)
+        request.generation == generation && channelOf[request.consumer] == nil && holds[request.consumer] == nil
     }
 
     /// A consumer's set-up on a new connection failed.

@@ -17,6 +17,8 @@ struct ConsumerMetrics: Sendable {
     let replies: Counter
     let outputPublishes: Counter
     let handlerDuration: Metrics.Timer
+    /// 1 while the circuit breaker keeps the consumer from consuming (open, or its one message running).
+    let breakerOpen: Gauge
 
     init(_ consumer: ConsumerSettings) {
         let name = [("consumer", consumer.name)]
@@ -31,6 +33,8 @@ struct ConsumerMetrics: Sendable {
         replies = Counter(label: "warren_replies_total", dimensions: name)
         outputPublishes = Counter(label: "warren_output_publishes_total", dimensions: name)
         handlerDuration = Metrics.Timer(label: "warren_handler_duration_seconds", dimensions: name, preferredDisplayUnit: .seconds)
+        breakerOpen = Gauge(label: "warren_breaker_open", dimensions: name)
+        breakerOpen.record(0)
         Gauge(label: "warren_consumer_prefetch", dimensions: name).record(Int(consumer.prefetch))
         Gauge(label: "warren_consumer_concurrency", dimensions: name).record(consumer.concurrency)
     }
@@ -47,6 +51,8 @@ struct PublisherMetrics: Sendable {
 struct RuntimeMetrics: Sendable {
     let inFlight = Gauge(label: "warren_in_flight")
     let reconnects = Counter(label: "warren_reconnects_total")
+    /// 1 while SIGTSTP has paused consuming.
+    let paused = Gauge(label: "warren_paused")
     let states: [(name: String, gauge: Gauge)] = ["starting", "running", "reconnecting", "draining", "closing", "stopped"].map {
         ($0, Gauge(label: "warren_lifecycle_state", dimensions: [("state", $0)]))
     }

@@ -28,6 +28,7 @@ public final class WarrenRuntime: Sendable {
     /// Thrown when draining begins: starts the grace timer, stops reconnecting.
     private let drainStarted: TerminationSignal
     private let resubscribes: ResubscribeTimer
+    private let breakerTimer: BreakerTimer
     private let status = RuntimeStatus()
     private let metrics = RuntimeMetrics()
     /// A reload's new consumers: the old ones still serve, so a failure to
@@ -55,8 +56,12 @@ public final class WarrenRuntime: Sendable {
     ///   of retrying.
     /// - Parameter previous: a reload's running config: bindings it made
     ///   that this one does not are removed once these consumers take over.
+    /// - Parameter paused: start paused, as if `pause()` came first (a
+    ///   reload while paused): the consumers are set up, consume nothing,
+    ///   and count as running, until `resume()`.
     public init(settings: WarrenSettings, handlers: [String: any MessageHandler] = [:], logger: Logger,
                 supervisor: ProcessSupervisor? = nil, failFast: Bool = false, replacing previous: WarrenSettings? = nil,
+                paused: Bool = false,
                 observer: Observer? = nil) {
         self.settings = settings
         retiredBindings = previous.map { Topology.retired(from: $0.consumers, keeping: settings.consumers) } ?? []
@@ -85,10 +90,15 @@ public final class WarrenRuntime: Sendable {
         for consumer in consumers {
             let index = consumer.index
             consumer.workers?.onHold { sink.yield(.hold(consumer: index)) }
+            consumer.onBreaker { sink.yield(.breaker(consumer: index)) }
         }
         let drainStarted = TerminationSignal()
         self.drainStarted = drainStarted
         resubscribes = ResubscribeTimer(broker: settings.broker, drainStarted: drainStarted)
+        breakerTimer = BreakerTimer(drainStarted: drainStarted)
+        // The first event the loop handles, before any connection.
+        if paused { pause() }
+        metrics.paused.record(paused ? 1 : 0)
     }
 
     /// Every consumer's handler: the in-process one given, or its `command`
@@ -201,6 +211,27 @@ public final class WarrenRuntime: Sendable {
     /// SIGQUIT: terminate handlers now, requeue everything, close.
     public func quit() { eventSink.yield(.quit) }
 
+    /// SIGTSTP: stop consuming (`basic.cancel`; deliveries not started go
+    /// back to the queue), let running handlers finish and be acked, stay
+    /// connected. `/readyz` answers 503 while paused. A stop while paused
+    /// is an ordinary drain.
+    public func pause() {
+        status.setPaused(true)
+        if !status.isRetired { metrics.paused.record(1) }
+        eventSink.yield(.pause)
+    }
+
+    /// SIGCONT: consume again (a consumer whose breaker is open, or whose
+    /// workers cannot start, waits for that too).
+    public func resume() {
+        status.setPaused(false)
+        if !status.isRetired { metrics.paused.record(0) }
+        eventSink.yield(.resume)
+    }
+
+    /// Whether `pause()` came and no `resume()` since.
+    public var isPaused: Bool { status.isPaused }
+
     /// How long a stop waits for the broker to answer `basic.cancel` and
     /// the closing handshake before it drops the socket (a silent broker,
     /// a blocked one): part of the few seconds a stop may take beyond
@@ -233,6 +264,7 @@ public final class WarrenRuntime: Sendable {
         return await withTaskGroup(of: Void.self) { group in
             group.addTask { await connections.run() }
             group.addTask { await self.resubscribes.run { sink.yield(.resubscribe($0)) } }
+            group.addTask { await self.breakerTimer.run { sink.yield(.breakerDue(consumer: $0)) } }
             group.addTask { await self.publisher.run() }
             if settings.consumers.contains(where: \.replies) {
                 group.addTask { await self.directReplies.run() }
@@ -254,7 +286,7 @@ public final class WarrenRuntime: Sendable {
                 if !Task.isCancelled { sink.yield(.graceExpired) }
             }
             var loop = ControlLoop(settings: settings, failFast: failFast, consumers: consumers, router: router,
-                                   watchdog: watchdog, resubscribes: resubscribes, drainStarted: drainStarted,
+                                   watchdog: watchdog, resubscribes: resubscribes, breakerTimer: breakerTimer, drainStarted: drainStarted,
                                    status: status, metrics: metrics, observer: observer,
                                    inFlight: { self.inFlight }, logger: logger, retiredBindings: retiredBindings)
             let code = await loop.run(events)
@@ -263,6 +295,7 @@ public final class WarrenRuntime: Sendable {
             watchdog.fire()
             drainStarted.fire()
             resubscribes.finish()
+            breakerTimer.finish()
             group.cancelAll()
             if let connection = loop.current {
                 _ = await finishes(within: Self.brokerAnswerBound, orElse: { connection.abort() }) { await connection.close() }

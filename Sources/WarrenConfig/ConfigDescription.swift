@@ -29,6 +29,7 @@ public enum ConfigDescription {
             out += "concurrency = \(consumer.concurrency)\n"
             out += "timeout = \(consumer.timeout.map(seconds) ?? "0")\n"
             out += "max_attempts = \(consumer.maxAttempts)\n"
+            out += "pause_after_failures = \(consumer.pauseAfterFailures)\n"
             out += "retry_delay = \(seconds(consumer.retryDelay))\n"
             out += "retry_delay_max = \(seconds(consumer.retryDelayMax))\n"
             out += "dead_letter_queue = \(consumer.deadLetterQueue)\n"

@@ -20,6 +20,7 @@
 /// | consumer.NAME | concurrency | integer | 1 to prefetch |
 /// | consumer.NAME | timeout | duration | 0 = no limit |
 /// | consumer.NAME | max_attempts | integer | >= 1 |
+/// | consumer.NAME | pause_after_failures | integer | 0 (off) to 1000000 |
 /// | consumer.NAME | retry_delay | duration | > 0 |
 /// | consumer.NAME | retry_delay_max | duration | >= retry_delay |
 /// | consumer.NAME | dead_letter_queue | queue name |  |
@@ -55,7 +56,7 @@ enum ConfigKeys {
                                       "tls_key", "consumer_timeout"]
     static let shutdown: Set<String> = ["grace_period", "kill_after"]
     static let consumer: Set<String> = [
-        "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "retry_delay", "retry_delay_max",
+        "queue", "prefetch", "concurrency", "command", "timeout", "max_attempts", "pause_after_failures", "retry_delay", "retry_delay_max",
         "dead_letter_queue", "exit_ack", "exit_retry", "exit_dead_letter", "declare", "queue_type",
         "max_body", "mode", "startup_timeout", "max_messages", "max_memory",
         "input", "replies", "reply_content_type", "output_exchange", "output_routing_key",

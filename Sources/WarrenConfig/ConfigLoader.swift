@@ -268,6 +268,8 @@ struct Reader {
         }
         let timeout = duration(values["timeout"], default: d.timeout ?? .zero, min: .zero) ?? .zero
         let maxAttempts = integer(values["max_attempts"], default: d.maxAttempts, range: 1...1_000_000) ?? d.maxAttempts
+        let pauseAfterFailures = integer(values["pause_after_failures"], default: d.pauseAfterFailures, range: 0...1_000_000)
+            ?? d.pauseAfterFailures
         let retryDelay = duration(values["retry_delay"], default: d.retryDelay, min: .milliseconds(1)) ?? d.retryDelay
         let retryDelayMax = duration(values["retry_delay_max"], default: d.retryDelayMax, min: .milliseconds(1)) ?? d.retryDelayMax
         if retryDelayMax < retryDelay, let at = values["retry_delay_max"] ?? values["retry_delay"] {
@@ -323,7 +325,7 @@ struct Reader {
                                 consumerPriority: topology.consumerPriority, exclusive: topology.exclusive,
                                 singleActiveConsumer: topology.singleActiveConsumer, maxPriority: topology.maxPriority,
                                 maxLength: topology.maxLength, overflow: topology.overflow, deliveryLimit: topology.deliveryLimit,
-                                logOutcomes: logOutcomes)
+                                logOutcomes: logOutcomes, pauseAfterFailures: pauseAfterFailures)
     }
 
     /// The system bundle, or nil after one problem saying how to set `tls_ca`.

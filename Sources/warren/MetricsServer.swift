@@ -8,7 +8,7 @@ import WarrenConfig
 /// `[metrics] listen`: `/metrics` in the Prometheus text format, `/healthz`
 /// (the process and its AMQP I/O loop are alive) and `/readyz` (every
 /// consumer is consuming and the broker does not block publishing; 503
-/// while starting, reconnecting, draining or blocked).
+/// while starting, reconnecting, draining, paused or blocked).
 enum MetricsServer {
     /// Installs the Prometheus backend for swift-metrics; call before the runtime is made.
     static func bootstrap() -> PrometheusCollectorRegistry {
@@ -41,6 +41,9 @@ enum MetricsServer {
         router.get("readyz") { _, _ -> String in
             guard runtime().isReady else {
                 throw HTTPError(.serviceUnavailable, message: "not consuming (starting, reconnecting or draining)")
+            }
+            if runtime().isPaused {
+                throw HTTPError(.serviceUnavailable, message: "paused (SIGTSTP): not consuming; SIGCONT resumes")
             }
             if let problem = runtime().workerProblem {
                 throw HTTPError(.serviceUnavailable, message: problem)

@@ -25,6 +25,8 @@ final class SystemdNotifier: Sendable {
     /// The last state kind sent and when: a flapping connection changes
     /// state often, and systemd needs no STATUS more than once a second.
     private let lastStatus = Mutex<(kind: String, at: ContinuousClock.Instant)?>(nil)
+    /// SIGTSTP came and no SIGCONT since: a running warren says `STATUS=paused`.
+    private let isPaused = Mutex(false)
 
     /// false when this is the same kind of state as the last one sent, less than a second ago.
     private func worthSending(_ kind: String) -> Bool {
@@ -73,10 +75,11 @@ final class SystemdNotifier: Sendable {
         case .starting:
             if refreshOnly || worthSending("starting") { say("STATUS=starting, \(n) in flight") }
         case .running:
+            let status = isPaused.withLock { $0 } ? "paused (SIGCONT resumes)" : "running"
             if refreshOnly {
-                say("STATUS=running, \(n) in flight")
+                say("STATUS=\(status), \(n) in flight")
             } else if worthSending("running") {
-                say("READY=1\nSTATUS=running, \(n) in flight")
+                say("READY=1\nSTATUS=\(status), \(n) in flight")
             }
         case .reconnecting:
             if refreshOnly || worthSending("reconnecting") { say("STATUS=reconnecting to the broker, \(n) in flight") }
@@ -121,6 +124,17 @@ final class SystemdNotifier: Sendable {
                 let changed = lastSaid.withLock { last in last.map { $0.state != state || $0.inFlight != inFlight } ?? true }
                 if changed { speak(state, inFlight: inFlight, refreshOnly: true) }
             }
+        }
+    }
+
+    /// SIGTSTP / SIGCONT: a running warren's STATUS says so at once (the
+    /// lifecycle state stays running: still connected, still ready for systemd).
+    func paused(_ paused: Bool, inFlight n: Int) {
+        speech.withLock { _ in
+            isPaused.withLock { $0 = paused }
+            let status = paused ? "paused (SIGCONT resumes)" : "running"
+            lastSaid.withLock { $0 = (.running, n) }
+            send("STATUS=\(status), \(n) in flight")
         }
     }
 

@@ -22,7 +22,8 @@ struct WarrenCommand: AsyncParsableCommand {
             Exit codes: 0 clean stop, 78 configuration error, 1 anything else fatal.
             Signals: SIGTERM/SIGINT drain (again: skip the grace period), SIGQUIT stop at once,
             SIGHUP reload the config (the running consumers go on until the new ones consume),
-            SIGUSR1 log the running handlers.
+            SIGUSR1 log the running handlers, SIGTSTP pause (stop consuming, running handlers
+            finish, stay connected, /readyz 503 "paused"; Ctrl-Z too), SIGCONT resume.
             Dead letters: see warren dlq --help.
             """,
         subcommands: [DeadLetterCommand.self])
@@ -34,6 +35,9 @@ struct WarrenCommand: AsyncParsableCommand {
     var checkConfig: String?
 
     func run() async throws {
+        // From the first moment: SIGTSTP's default would stop warren with its
+        // messages unacked and its heartbeats unanswered (see `PauseSignal`).
+        signal(SIGTSTP, SIG_IGN)
         let environment = Self.environment()
         if let checkConfig {
             do {
@@ -87,6 +91,8 @@ struct WarrenCommand: AsyncParsableCommand {
         }
         enum Event: Sendable {
             case signal(UnixSignal)
+            /// SIGTSTP, which `UnixSignal` does not name.
+            case pauseSignal
             case ready(generation: Int)
             case ended(generation: Int, code: Int32)
             case candidateTimedOut(generation: Int)
@@ -94,9 +100,10 @@ struct WarrenCommand: AsyncParsableCommand {
             case metricsStopped
         }
         let (events, sink) = AsyncStream<Event>.makeStream()
-        func makeRuntime(_ settings: WarrenSettings, generation: Int, replacing previous: WarrenSettings? = nil) -> WarrenRuntime {
+        func makeRuntime(_ settings: WarrenSettings, generation: Int, replacing previous: WarrenSettings? = nil,
+                         paused: Bool = false) -> WarrenRuntime {
             WarrenRuntime(settings: settings, logger: logger, supervisor: supervisor, failFast: generation > 1,
-                          replacing: previous) { state in
+                          replacing: previous, paused: paused) { state in
                 if case .running = state { sink.yield(.ready(generation: generation)) }
                 if let notifier, let runtime = current.speaking(for: generation) {
                     notifier.lifecycleChanged(state, inFlight: runtime.inFlight)
@@ -109,7 +116,9 @@ struct WarrenCommand: AsyncParsableCommand {
         current.set(runtimes[1]!, generation: 1)
         var shutdown = [1: config.warren.shutdown]
         var loaded: Config? = nil
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup, .sigusr1)
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup, .sigusr1, .sigcont)
+        let pauses = PauseSignal.start { sink.yield(.pauseSignal) }
+        defer { pauses.cancel() }
         logger.info("starting", metadata: ["config": "\(config.file)", "consumers": "\(config.warren.consumers.count)"])
         return await withTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -160,6 +169,12 @@ struct WarrenCommand: AsyncParsableCommand {
                     for generation in generations { runtimes[generation]?.stop() }
                 case .quit(let generations):
                     for generation in generations { runtimes[generation]?.quit() }
+                case .pause(let generations):
+                    for generation in generations { runtimes[generation]?.pause() }
+                    notifier?.paused(true, inFlight: current.get().inFlight)
+                case .resume(let generations):
+                    for generation in generations { runtimes[generation]?.resume() }
+                    notifier?.paused(false, inFlight: current.get().inFlight)
                 case .loadConfig:
                     current.setReloading(true)
                     notifier?.reloading()
@@ -171,10 +186,12 @@ struct WarrenCommand: AsyncParsableCommand {
                         for problem in error.problems { logger.error("\(problem.description)") }
                         await perform(control.configInvalid())
                     }
-                case .start(let generation):
+                case .start(let generation, let paused):
                     guard let fresh = loaded else { return }
                     loaded = nil
-                    runtimes[generation] = makeRuntime(fresh.warren, generation: generation, replacing: current.get().settings)
+                    runtimes[generation] = makeRuntime(fresh.warren, generation: generation, replacing: current.get().settings,
+                                                       paused: paused)
+                    if paused { logger.notice("reloading while paused: the new consumers start paused too; SIGCONT resumes") }
                     shutdown[generation] = fresh.warren.shutdown
                     logger.notice("reloading: new consumers start; the old ones go on until they consume",
                                   metadata: ["config": "\(path)", "consumers": "\(fresh.warren.consumers.count)"])
@@ -242,6 +259,13 @@ struct WarrenCommand: AsyncParsableCommand {
                     for runtime in runtimes.values { runtime.logInFlight() }
                 case .signal(.sighup):
                     actions = [control.reloadSignal()]
+                case .pauseSignal:
+                    logger.notice("received SIGTSTP: pausing", metadata: ["paused_already": "\(control.paused)",
+                                                                          "stopping": "\(control.phase == .stopping)"])
+                    actions = control.pauseSignal()
+                case .signal(.sigcont):
+                    logger.notice("received SIGCONT: resuming", metadata: ["paused": "\(control.paused)"])
+                    actions = control.resumeSignal()
                 case .signal:
                     break
                 case .ready(let generation):
@@ -320,5 +344,21 @@ enum Backstop {
             logger.critical("stop did not finish within its bound; exiting now (the broker requeues unacked messages)")
             _exit(1)
         }
+    }
+}
+
+/// SIGTSTP, which swift-service-lifecycle's `UnixSignal` does not name. Its
+/// default action stops the process (the terminal's Ctrl-Z; a kill -TSTP),
+/// which for a daemon holding unacked messages and a heartbeat would be
+/// the worst answer: it is ignored first, then served by a Dispatch signal
+/// source (which sees it all the same), so it never stops warren. Handlers
+/// start with every signal at its default (see `ProcessSupervisor`).
+enum PauseSignal {
+    static func start(_ received: @escaping @Sendable () -> Void) -> any DispatchSourceSignal {
+        signal(SIGTSTP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGTSTP, queue: DispatchQueue(label: "warren.sigtstp"))
+        source.setEventHandler(handler: received)
+        source.resume()
+        return source
     }
 }

@@ -8,7 +8,7 @@ import Warren
     func reloaded() -> DaemonControl {
         var control = DaemonControl()
         #expect(control.reloadSignal() == .loadConfig)
-        #expect(control.configLoaded() == .start(2))
+        #expect(control.configLoaded() == .start(2, paused: false))
         #expect(control.runtimeReady(2) == .promote(2, retired: 1))
         return control
     }
@@ -41,7 +41,7 @@ import Warren
     @Test func theOldRuntimeGoesOnUntilTheNewOneConsumes() {
         var control = DaemonControl()
         _ = control.reloadSignal()
-        #expect(control.configLoaded() == .start(2))
+        #expect(control.configLoaded() == .start(2, paused: false))
         #expect(control.phase == .reloading(candidate: 2))
         #expect(control.current == 1, "nothing retires before the new consumers consume")
         #expect(control.runtimeReady(1) == nil, "the current runtime reconnecting is no news")
@@ -126,5 +126,68 @@ import Warren
         _ = control.stopSignal()
         #expect(control.runtimeEnded(1, code: 0) == [.exit(0)])
         #expect(control.runtimeEnded(1, code: 0) == [])
+    }
+
+    // MARK: Pause and resume
+
+    @Test func sigtstpPausesTheRuntimeAndSigcontResumesIt() {
+        var control = DaemonControl()
+        #expect(control.pauseSignal() == [.pause([1])])
+        #expect(control.paused)
+        #expect(control.phase == .running, "paused is no phase: still connected, still running")
+        #expect(control.resumeSignal() == [.resume([1])])
+        #expect(!control.paused)
+    }
+
+    @Test func sigtstpTwiceIsOnePause() {
+        var control = DaemonControl()
+        #expect(control.pauseSignal() == [.pause([1])])
+        #expect(control.pauseSignal() == [], "paused already: nothing more")
+        #expect(control.resumeSignal() == [.resume([1])], "one SIGCONT undoes it")
+    }
+
+    @Test func sigcontWhenNotPausedDoesNothing() {
+        var control = DaemonControl()
+        #expect(control.resumeSignal() == [])
+        #expect(!control.paused)
+        var reloading = DaemonControl()
+        _ = reloading.reloadSignal()
+        _ = reloading.configLoaded()
+        #expect(reloading.resumeSignal() == [])
+    }
+
+    @Test func aPauseDuringAReloadPausesTheNewConsumersToo() {
+        var control = DaemonControl()
+        _ = control.reloadSignal()
+        #expect(control.configLoaded() == .start(2, paused: false))
+        #expect(control.pauseSignal() == [.pause([1, 2])])
+        #expect(control.runtimeReady(2) == .promote(2, retired: 1), "a paused candidate that is set up takes over")
+        #expect(control.resumeSignal() == [.resume([2])], "the retired runtime drains: nothing to resume there")
+    }
+
+    @Test func aReloadWhilePausedStartsTheNewConsumersPaused() {
+        var control = DaemonControl()
+        _ = control.pauseSignal()
+        #expect(control.reloadSignal() == .loadConfig)
+        #expect(control.configLoaded() == .start(2, paused: true))
+        #expect(control.runtimeReady(2) == .promote(2, retired: 1))
+        #expect(control.resumeSignal() == [.resume([2])])
+    }
+
+    @Test func aStopWhilePausedIsAnOrdinaryDrainThatExitsZero() {
+        var control = DaemonControl()
+        _ = control.pauseSignal()
+        #expect(control.stopSignal() == [.armBackstop(quit: false), .stop([1])])
+        #expect(control.runtimeEnded(1, code: 0) == [.exit(0)])
+    }
+
+    @Test func pauseAndResumeWhileStoppingChangeNothing() {
+        var control = DaemonControl()
+        _ = control.pauseSignal()
+        _ = control.stopSignal()
+        #expect(control.resumeSignal() == [], "a drain is under way: nothing to consume again")
+        #expect(!control.paused)
+        #expect(control.pauseSignal() == [], "the drain goes on")
+        #expect(control.stopSignal() == [.stop([1])], "a second stop still skips the grace period")
     }
 }

@@ -32,29 +32,43 @@ import Testing
         let a = s.allocate()!, b = s.allocate()!
         s.consumes(0, on: a)
         s.consumes(1, on: b)
-        let heldChannel = s.hold(0)
+        let heldChannel = s.hold(0, for: .workersFailing)
         #expect(heldChannel == a, "its consumer is cancelled there; the channel stays open")
         #expect(s.allConsume, "held on purpose: still running")
         #expect(s.subscribed == [.init(consumer: 1, channel: b)], "a drain has nothing to cancel for it")
         #expect(!s.wants(Resubscribe(consumer: 0, attempt: 1, generation: 1)), "no re-subscribe while held")
-        let again = s.hold(0)
+        let again = s.hold(0, for: .workersFailing)
         #expect(again == nil, "held twice: nothing more to cancel")
-        let first = s.release(0), second = s.release(0)
+        let first = s.release(0, from: .workersFailing), second = s.release(0, from: .workersFailing)
         #expect(first == .consume(a), "released: consumes again on the same channel, no number spent")
         #expect(second == .nothing)
+    }
+
+    @Test func aConsumerHeldForSeveralReasonsConsumesAgainOnlyOnceTheLastIsGone() {
+        var s = connected()
+        let a = s.allocate()!
+        s.consumes(0, on: a)
+        #expect(s.hold(0, for: .paused) == a, "the first reason cancels")
+        #expect(s.hold(0, for: .breakerOpen) == nil, "a second reason has nothing more to cancel")
+        #expect(s.release(0, from: .workersFailing) == .nothing, "a reason it was not held for changes nothing")
+        #expect(s.release(0, from: .breakerOpen) == .nothing, "still paused: the breaker closing does not resume it")
+        #expect(s.held == [0])
+        #expect(s.release(0, from: .paused) == .consume(a), "the last reason gone: consumes again on its channel")
+        #expect(s.held.isEmpty)
+        #expect(s.release(0, from: .paused) == .nothing, "resumed twice: nothing more")
     }
 
     @Test func aConsumerHeldAcrossAReconnectIsSetUpButNotConsumedAndABrokerCloseOfItsChannelIsNoResubscribe() {
         var s = connected()
         let a = s.allocate()!
         s.consumes(0, on: a)
-        _ = s.hold(0)
+        _ = s.hold(0, for: .workersFailing)
         s.connected(generation: 2)
         #expect(s.held == [0], "held across connections")
         let c = s.allocate()!
         s.keep(0, c)
         #expect(s.consumerGone(on: c) == nil, "the broker closed its channel: no re-subscribe while held")
-        #expect(s.release(0) == .subscribe, "no channel left: subscribe afresh")
+        #expect(s.release(0, from: .workersFailing) == .subscribe, "no channel left: subscribe afresh")
     }
 
     @Test func aCancelledConsumerSubscribesAgainOnAFreshChannelNumber() {

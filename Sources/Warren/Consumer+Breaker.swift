@@ -1,0 +1,98 @@
+import AMQP
+import Synchronization
+
+/// The circuit breaker's side in the workers (see `CircuitBreaker`): each
+/// delivery is admitted or released, each outcome reported; a change is
+/// logged, exported (`warren_breaker_open`) and poked to the control loop,
+/// which stops or starts consuming (`HoldReasons.breakerOpen`).
+extension Consumer {
+    /// Tells `poke` of every change of the breaker.
+    func onBreaker(_ poke: @escaping @Sendable () -> Void) {
+        breakerPoke.withLock { $0 = poke }
+    }
+
+    /// Whether the breaker keeps this consumer from consuming now, and when
+    /// it lets one message through: read by the control loop after a poke.
+    var breakerHolds: (holds: Bool, reopensAt: Int64?) {
+        guard hasBreaker else { return (false, nil) }
+        return breaker.withLock { ($0?.holds ?? false, $0?.reopensAt) }
+    }
+
+    /// The control loop's timer for `reopensAt` went off.
+    func breakerDue(now: Int64) {
+        guard hasBreaker else { return }
+        report(breaker.withLock { $0?.due(now: now) } ?? .none)
+    }
+
+    /// How a worker may run `received`; nil: the breaker is open, and the
+    /// delivery went back to the queue unstarted (no attempt spent).
+    func admit(_ received: Received) -> CircuitBreaker.Ticket? {
+        guard hasBreaker else { return .counted }
+        let (ticket, change) = breaker.withLock { $0?.admit() } ?? (.counted, .none)
+        report(change)
+        guard let ticket else {
+            received.connection.nack(received.delivery, requeue: true)
+            metrics.requeued.increment()
+            logUnstarted(received.delivery, "message released: the circuit breaker is open")
+            return nil
+        }
+        return ticket
+    }
+
+    /// The admitted message never reached a handler: not an attempt.
+    func breakerAbandoned(_ ticket: CircuitBreaker.Ticket) {
+        guard hasBreaker else { return }
+        report(breaker.withLock { $0?.abandoned(ticket) } ?? .none)
+    }
+
+    /// Reports a handler's outcome to the breaker. Every outcome but ack
+    /// (retry, dead letter, a timeout, a crash) is a failure; warren's own
+    /// shortages and a stop are not the handler's, and count for nothing.
+    /// Returns true when the breaker spared the failure: the message went
+    /// back with its attempt not counted (see `retryUncounted`), because
+    /// the breaker tripped on it, was open, or let it through half-open.
+    func breakerSpares(_ message: Message, outcome: Outcome, stop: Watchdog.Reason?, ticket: CircuitBreaker.Ticket,
+                       connection: AMQPConnection, watchdog: Watchdog) async -> Bool {
+        guard hasBreaker else { return false }
+        if case .shutdown? = stop {
+            breakerAbandoned(ticket)
+            return false
+        }
+        if case .retry(let failure) = outcome, failure.resourceShortage {
+            breakerAbandoned(ticket)
+            return false
+        }
+        if stop == nil, case .ack = outcome {
+            report(breaker.withLock { $0?.succeeded() } ?? .none)
+            return false
+        }
+        let now = monotonicMilliseconds()
+        let (verdict, change) = breaker.withLock { $0?.failed(ticket, now: now) } ?? (.settle, .none)
+        report(change)
+        guard verdict == .uncounted else { return false }
+        let reason = outcome.failure?.reason ?? (stop == nil ? "failed" : "timed out")
+        await retryUncounted(message, reason: reason, connection: connection, watchdog: watchdog)
+        return true
+    }
+
+    /// Logs and exports a change, and pokes the control loop.
+    private func report(_ change: CircuitBreaker.Change) {
+        let threshold = settings.pauseAfterFailures
+        switch change {
+        case .none:
+            return
+        case .opened(_, let delay):
+            logger.error("the circuit breaker opened: handlers keep failing (\(threshold) failed attempts in a row, or the one message let through failed); consuming stops for \(delay), then one message is let through",
+                         metadata: ["queue": "\(settings.queue)", "pause_after_failures": "\(threshold)"])
+            metrics.breakerOpen.record(1)
+        case .halfOpened:
+            logger.notice("circuit breaker: letting one message through", metadata: ["queue": "\(settings.queue)"])
+        case .probing:
+            break
+        case .closed:
+            logger.notice("the circuit breaker closed: a handler succeeded; consuming again", metadata: ["queue": "\(settings.queue)"])
+            metrics.breakerOpen.record(0)
+        }
+        breakerPoke.withLock { $0 }?()
+    }
+}
