@@ -43,9 +43,13 @@ struct PublisherMetrics: Sendable {
     func record(blocked: Bool) { self.blocked.record(blocked ? 1 : 0) }
 }
 
-/// Process-wide metrics: the lifecycle state, messages in flight, reconnects.
+/// Process-wide metrics: the lifecycle state, messages in flight,
+/// readiness, reconnects.
 struct RuntimeMetrics: Sendable {
     let inFlight = Gauge(label: "warren_in_flight")
+    /// 1 while `/readyz` would answer 200 (taken at each scrape): the
+    /// alerting rules' "not ready" needs it as a number.
+    let ready = Gauge(label: "warren_ready")
     let reconnects = Counter(label: "warren_reconnects_total")
     let states: [(name: String, gauge: Gauge)] = ["starting", "running", "reconnecting", "draining", "closing", "stopped"].map {
         ($0, Gauge(label: "warren_lifecycle_state", dimensions: [("state", $0)]))
