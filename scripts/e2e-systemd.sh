@@ -24,7 +24,7 @@ cleanup() {
 trap cleanup EXIT
 fail() {
     echo "e2e-systemd: FAIL: $*" >&2
-    [ -n "${container:-}" ] && nsenter -t "$container" -a journalctl --no-pager -u warren 2>/dev/null | tail -n 30 >&2
+    [ -n "${container:-}" ] && nsenter -t "$container" -a journalctl --no-pager -b -u warren 2>/dev/null | tail -n 30 >&2
     [ -n "${container:-}" ] && nsenter -t "$container" -a ps axf >&2
     [ -n "${port:-}" ] && echo "ready in the queue: $(.build/bench-tool count 127.0.0.1 "$port" "$queue" 0 0)" >&2
     exit 1
@@ -151,10 +151,12 @@ kill_after = 3s
 [consumer.python]
 queue = e2e.python
 command = /usr/local/bin/e2e-handler.py
+prefetch = 4
 concurrency = 2
 [consumer.node]
 queue = e2e.node
 command = /usr/local/bin/e2e-handler.js
+prefetch = 4
 concurrency = 2
 C
 cat > "$root_dir/etc/systemd/system/warren@langs.service.d/e2e.conf" <<'D'
@@ -199,7 +201,8 @@ for _ in $(seq 1 100); do
 done
 [ -n "$container" ] || fail "the container's systemd did not start: $(cat "$work/console.log")"
 ctl() { nsenter -t "$container" -a systemctl "$@"; }
-journal() { nsenter -t "$container" -a journalctl --no-pager "$@"; }
+# This boot only: the cached root keeps the journals of earlier runs.
+journal() { nsenter -t "$container" -a journalctl --no-pager -b "$@"; }
 ctl daemon-reload
 
 echo "== exposure of the units as loaded, drop-ins included (3.0 at most)"
@@ -249,7 +252,7 @@ publish reload 20
 wait_for 30 at_least $((done_after_stop + 4)) || fail "no work after the restart"
 write_config 2
 ctl reload warren
-wait_for 20 sh -c "nsenter -t $container -a journalctl --no-pager -u warren | grep -q 'the replaced consumers have drained'" \
+wait_for 20 sh -c "nsenter -t $container -a journalctl --no-pager -b -u warren | grep -q 'the replaced consumers have drained'" \
     || fail "the reload did not drain the old consumers: $(journal -u warren | tail -n 20)"
 ctl is-active warren >/dev/null || fail "warren is not active after the reload"
 publish restart 20
