@@ -1,4 +1,4 @@
-# warren: make build | release | static | test | test-cluster | fuzz | chaos | bench | e2e-systemd | run | install | clean
+# warren: make build | release | static | test | check-contrib | test-cluster | fuzz | chaos | bench | e2e-systemd | run | install | clean
 PREFIX ?= /usr/local
 DESTDIR ?=
 SYSCONFDIR ?= /etc
@@ -12,7 +12,7 @@ FUZZ_SECONDS ?= 60
 
 export BROKER_URL BROKER_PORT CONFIG SWIFT_BUILD_FLAGS
 
-.PHONY: all deps build release static test test-cluster fuzz chaos bench e2e-systemd run install clean verify-units
+.PHONY: all deps build release static test check-contrib test-cluster fuzz chaos bench e2e-systemd run install clean verify-units
 
 all: build
 
@@ -30,7 +30,7 @@ release: deps
 static: deps
 	$(SWIFT) build -c release --product warren --static-swift-stdlib --scratch-path .build-static $(SWIFT_BUILD_FLAGS)
 
-test: deps verify-units
+test: deps verify-units check-contrib
 	scripts/test.sh
 	scripts/check-install.sh
 	FUZZ_SECONDS=30 scripts/fuzz.sh
@@ -65,8 +65,15 @@ e2e-systemd: deps
 run: build
 	scripts/run-demo.sh
 
+# systemd-analyze verify and the exposure score of the shipped units.
 verify-units: deps
 	scripts/verify-units.sh
+
+# contrib/: the Prometheus alerting rules (promtool check and unit tests)
+# and the Grafana dashboard (valid JSON and PromQL, only metrics warren
+# exports and the README documents).
+check-contrib: deps
+	scripts/check-contrib.sh
 
 install: static
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/warren $(DESTDIR)$(SYSTEMDDIR) $(DESTDIR)$(PREFIX)/share/doc/warren

@@ -47,9 +47,13 @@ struct PublisherMetrics: Sendable {
     func record(blocked: Bool) { self.blocked.record(blocked ? 1 : 0) }
 }
 
-/// Process-wide metrics: the lifecycle state, messages in flight, reconnects.
+/// Process-wide metrics: the lifecycle state, messages in flight,
+/// readiness, reconnects.
 struct RuntimeMetrics: Sendable {
     let inFlight = Gauge(label: "warren_in_flight")
+    /// 1 while `/readyz` would answer 200 (taken at each scrape): the
+    /// alerting rules' "not ready" needs it as a number.
+    let ready = Gauge(label: "warren_ready")
     let reconnects = Counter(label: "warren_reconnects_total")
     /// 1 while SIGTSTP has paused consuming.
     let paused = Gauge(label: "warren_paused")

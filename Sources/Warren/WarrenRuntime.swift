@@ -185,12 +185,27 @@ public final class WarrenRuntime: Sendable {
         consumers.reduce(0) { $0 + $1.buffer.count + $1.busy.load(ordering: .relaxed) }
     }
 
-    /// Brings `warren_in_flight` up to date (it is computed on demand, not
-    /// counted): a metrics endpoint calls this before each scrape. A retired
-    /// runtime leaves the gauge to its successor.
-    public func recordInFlight() {
+    /// Why `/readyz` answers 503, nil while ready: not consuming (starting,
+    /// reconnecting, draining), persistent workers failing to start, or the
+    /// broker blocking publishing (failed messages could be neither retried
+    /// nor dead-lettered, so they would go round and round). One rule for
+    /// the endpoint and the `warren_ready` gauge, so an alert on the gauge
+    /// says what a load balancer sees.
+    public var notReadyReason: String? {
+        guard isReady else { return "not consuming (starting, reconnecting or draining)" }
+        if isPaused { return "paused (SIGTSTP): not consuming; SIGCONT resumes" }
+        if let problem = workerProblem { return problem }
+        if let reason = brokerBlocked { return "broker blocked: \(reason)" }
+        return nil
+    }
+
+    /// Brings the gauges computed on demand up to date, `warren_in_flight`
+    /// and `warren_ready`: a metrics endpoint calls this before each scrape.
+    /// A retired runtime leaves them to its successor.
+    public func recordScrapedGauges() {
         guard !status.isRetired else { return }
         metrics.inFlight.record(inFlight)
+        metrics.ready.record(notReadyReason == nil ? 1 : 0)
     }
 
     /// SIGUSR1: writes every running handler to the log (consumer, message

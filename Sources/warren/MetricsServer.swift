@@ -27,7 +27,7 @@ enum MetricsServer {
                             runtime: @escaping @Sendable () -> WarrenRuntime, logger: Logger) -> some ApplicationProtocol {
         let router = Router()
         router.get("metrics") { _, _ -> String in
-            runtime().recordInFlight()
+            runtime().recordScrapedGauges()
             var buffer: [UInt8] = []
             registry.emit(into: &buffer)
             return String(decoding: buffer, as: UTF8.self)
@@ -39,19 +39,8 @@ enum MetricsServer {
             return "ok\n"
         }
         router.get("readyz") { _, _ -> String in
-            guard runtime().isReady else {
-                throw HTTPError(.serviceUnavailable, message: "not consuming (starting, reconnecting or draining)")
-            }
-            if runtime().isPaused {
-                throw HTTPError(.serviceUnavailable, message: "paused (SIGTSTP): not consuming; SIGCONT resumes")
-            }
-            if let problem = runtime().workerProblem {
-                throw HTTPError(.serviceUnavailable, message: problem)
-            }
-            // Retries and dead letters cannot go out: failed messages go round
-            // and round, so this warren makes no progress on them.
-            if let reason = runtime().brokerBlocked {
-                throw HTTPError(.serviceUnavailable, message: "broker blocked: \(reason)")
+            if let reason = runtime().notReadyReason {
+                throw HTTPError(.serviceUnavailable, message: reason)
             }
             return "ready\n"
         }

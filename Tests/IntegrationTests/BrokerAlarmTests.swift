@@ -39,7 +39,9 @@ import Testing
             try await Task.sleep(for: .seconds(3))
             let ready = MetricsTests.get("http://127.0.0.1:\(port)/readyz")
             #expect(ready.status == 503 && ready.body.contains("broker blocked"), "\(ready)")
-            #expect(MetricsTests.get("http://127.0.0.1:\(port)/metrics").body.contains("warren_broker_blocked 1"))
+            let metrics = MetricsTests.get("http://127.0.0.1:\(port)/metrics").body
+            #expect(metrics.contains("warren_broker_blocked 1"))
+            #expect(metrics.contains("warren_ready 0"), "\(metrics)")
             let clock = ContinuousClock()
             let signalled = clock.now
             warren.signal(SIGTERM)

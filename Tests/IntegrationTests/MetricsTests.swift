@@ -60,6 +60,7 @@ import Testing
             #expect(text.contains(#"warren_deliveries_total{consumer="test"} 3"#))
             #expect(text.contains(#"warren_dead_letter_publishes_total{consumer="test"} 1"#))
             #expect(text.contains(#"warren_lifecycle_state{state="running"} 1"#))
+            #expect(text.contains("warren_ready 1"), "the gauge says what /readyz says")
             #expect(text.contains(#"warren_consumer_prefetch{consumer="test"} 16"#))
             #expect(text.contains("warren_handler_duration_seconds_bucket"))
             #expect(text.contains("warren_in_flight"))
@@ -69,6 +70,7 @@ import Testing
             try await Task.sleep(for: .milliseconds(500))
             warren.signal(SIGTERM)
             try await eventually("not ready while draining") { Self.get(base + "/readyz").status == 503 }
+            #expect(Self.get(base + "/metrics").body.contains("warren_ready 0"), "the gauge says what /readyz says")
             #expect(await warren.waitForExit() == 0, "\(warren.log)")
             // A clean stop is clean in the log too: the metrics server shuts down, it is not cut off.
             let errors = warren.log.split(separator: "\n").filter { $0.contains("ERROR") && !$0.contains("dead-lettered") }

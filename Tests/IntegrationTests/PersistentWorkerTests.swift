@@ -363,6 +363,9 @@ import Testing
             let readyz = MetricsTests.get("http://127.0.0.1:\(port)/readyz")
             #expect(readyz.status == 503)
             #expect(readyz.body.contains("failing to start"), "\(readyz.body)")
+            // The gauge follows /readyz whatever the reason.
+            let metrics = MetricsTests.get("http://127.0.0.1:\(port)/metrics").body
+            #expect(metrics.contains("warren_ready 0"), "\(metrics)")
             let before = Self.pids(warren).count
             try await Task.sleep(for: .seconds(4))
             let starts = Self.pids(warren).count - before
