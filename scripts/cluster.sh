@@ -73,7 +73,10 @@ node_pid() {
     local n=$1 pid name
     name="RABBITMQ_NODENAME=warren-cluster-$n-$(cat "$dir/port")@localhost"
     for pid in $(pgrep -x beam.smp); do
-        if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "$name"; then
+        # rabbitmqctl runs in a beam.smp with the same node name: only the
+        # server boots the rabbit application.
+        if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "$name" \
+            && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-s rabbit boot"; then
             echo "$pid"
             return 0
         fi

@@ -44,10 +44,14 @@ enum EquivalentArgument: Sendable, Equatable {
         case "x-dead-letter-exchange" where refused.existing != "none":
             guard let value = Self.value(refused.existing, type: refused.existingType ?? "longstr") else { return nil }
             return (.adopt(value), ownRoute)
-        case "x-dead-letter-routing-key":
-            // No key of its own is equivalent only beside an exchange of its
-            // own: if the queue has none, the exchange's refusal comes next.
-            if refused.existing == "none" { return (.omit, ownRoute) }
+        case "x-dead-letter-routing-key" where refused.existing != "none":
+            // RabbitMQ compares the exchange first: a refused key means the
+            // queue routes to warren's exchange (the default one) with a key
+            // of its own, which names a queue. Without a key the default
+            // exchange routes by each message's own key, which may name no
+            // queue at all: that is no route, and the refusal stands. (After
+            // warren adopts an exchange of the queue's own, it leaves its key
+            // out at once; see `Topology.declareOne`.)
             guard let value = Self.value(refused.existing, type: refused.existingType ?? "longstr") else { return nil }
             return (.adopt(value), ownRoute)
         default:

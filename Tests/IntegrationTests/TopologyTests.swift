@@ -310,6 +310,26 @@ import Testing
         }
     }
 
+    /// A dead-letter route to the default exchange without a key of its
+    /// own routes by each message's key, which may name no queue: that is
+    /// no route, and it is refused like any other difference.
+    @Test func aDeadLetterRouteWithoutAKeyIsNoRouteOfItsOwnAndIsRefused() async throws {
+        try await withNames { client, _, _ in
+            // A short name: RabbitMQ cuts its refusal at 255 bytes, and a cut
+            // one is refused whatever it says (this must be refused for its content).
+            let queue = "dlk.\(UInt32.random(in: 0...UInt32.max))"
+            try await client.connection.declareQueue(queue, on: 1, arguments: FieldTable([
+                ("x-dead-letter-exchange", .string("")), ("x-max-length", .int64(100))]))
+            let warren = try WarrenBinary(config: try warrenConfig(queue: queue, command: "true", extra: "max_length = 100"))
+            let code = await warren.waitForExit()
+            _ = try? await client.connection.deleteQueue(queue, on: 1)
+            _ = try? await client.connection.deleteQueue(queue + ".dead", on: 1)
+            #expect(code == 78, "\(warren.log)")
+            #expect(warren.log.contains("exists with x-dead-letter-routing-key = none"), "\(warren.log)")
+            #expect(!warren.log.contains("route of its own"), "\(warren.log)")
+        }
+    }
+
     /// A reload refused for one consumer's queue leaves no binding of the
     /// others behind: the broker routes as the running config has it.
     @Test func aRefusedReloadLeavesNoNewBindingBehind() async throws {
