@@ -19,8 +19,15 @@ public final class AMQPConnection: Sendable {
     /// Channels whose deliveries can no longer be settled (the broker closed
     /// the channel, or cancelled its consumer and it was closed).
     private let forgotten = Mutex<Set<UInt16>>([])
+    /// The broker's `version` server property (`3.10.8`, `4.1.2`), read at
+    /// login on the I/O thread; nil when the broker did not send one. What a
+    /// broker accepts and how it counts returns differ between versions (see
+    /// `BrokerVersion`).
+    public let serverVersion: String?
 
-    private init(queue: CommandQueue, events: AsyncStream<AMQPEvent>, finished: Latch, socket: SocketShutter) {
+    private init(queue: CommandQueue, events: AsyncStream<AMQPEvent>, finished: Latch, socket: SocketShutter,
+                 serverVersion: String?) {
+        self.serverVersion = serverVersion
         self.queue = queue
         self.events = events
         self.finished = finished
@@ -66,7 +73,7 @@ public final class AMQPConnection: Sendable {
         // open returns, drops the connection unused.
         let cancelled = AMQPError(.closed, "connecting was cancelled (warren is stopping)")
         guard !Task.isCancelled else { throw cancelled }
-        let answer = OneShot<Result<Void, AMQPError>>()
+        let answer = OneShot<Result<String?, AMQPError>>()
         do throws(IOThread.StartError) {
             try IOThread.tryStart(name: "warren-amqp-io") {
                 let raw: RawConnection
@@ -80,7 +87,7 @@ public final class AMQPConnection: Sendable {
                 let loop = IOLoop(connection: raw, queue: queue, events: continuation, executor: executor,
                                   socket: socket, logger: logger)
                 loop.host()
-                guard answer.deliver(.success(())) else {
+                guard answer.deliver(.success(raw.serverVersion)) else {
                     // Nobody waits for this connection any more.
                     loop.abandon()
                     return
@@ -93,8 +100,8 @@ public final class AMQPConnection: Sendable {
             throw AMQPError(.connectFailed, error.description)
         }
         let result = await answer.value(onCancel: .failure(cancelled))
-        try result.get()
-        return AMQPConnection(queue: queue, events: events, finished: finished, socket: socket)
+        let version = try result.get()
+        return AMQPConnection(queue: queue, events: events, finished: finished, socket: socket, serverVersion: version)
     }
 
     /// Whether the I/O loop went round within the last `milliseconds`. It
@@ -303,6 +310,16 @@ public final class AMQPConnection: Sendable {
     public func ack(_ delivery: Delivery) { settle(delivery, .ack) }
 
     public func nack(_ delivery: Delivery, requeue: Bool) { settle(delivery, .nack(requeue: requeue)) }
+
+    /// Gives back every unsettled delivery of `channel` up to `tag` with one
+    /// `basic.nack` (multiple, requeue), after the settlements already
+    /// queued for the channel. A reader of a queue by `basic.get` (the
+    /// dead-letter commands) then needs to keep only the last tag it holds.
+    /// The channel's own settlement bookkeeping does not learn of it: close
+    /// the channel afterwards.
+    public func requeueAll(upTo tag: UInt64, on channel: UInt16) async throws(AMQPError) {
+        try await call { loop throws(AMQPError) in try loop.requeueAll(upTo: tag, channel: channel) }
+    }
 
     /// Unsettled deliveries on the channel, as the I/O thread sees them.
     public func outstanding(on channel: UInt16) async throws(AMQPError) -> Int {

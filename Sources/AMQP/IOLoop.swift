@@ -438,6 +438,23 @@ final class IOLoop {
         channels[channel]?.confirms = ConfirmTracker()
     }
 
+    /// Requeues every delivery of `channel` not yet settled, up to `tag`,
+    /// with one `basic.nack` (multiple, requeue). The settlements queued for
+    /// the channel go out first, so an ack queued earlier is not undone.
+    func requeueAll(upTo tag: UInt64, channel: UInt16) throws(AMQPError) {
+        guard let connection, let state = channels[channel] else {
+            throw lost ?? AMQPError(.channelClosedByBroker, "requeueing: channel \(channel) is closed")
+        }
+        flushSettlements(of: channel, state)
+        if isLost { throw lost! }
+        let status = amqp_basic_nack(connection.state, channel, tag, 1, 1)
+        if status != AMQP_STATUS_OK.rawValue {
+            let error = AMQPError(.connectionLost, "requeueing messages: \(statusText(status))")
+            markLost(error)
+            throw error
+        }
+    }
+
     /// Settlements queued for the channel go out first: they are only valid on it.
     func closeChannel(_ channel: UInt16) throws(AMQPError) {
         guard let connection, let state = channels[channel] else { return }

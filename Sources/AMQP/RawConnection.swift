@@ -70,6 +70,12 @@ final class RawConnection {
 
     var socketFD: Int32 { amqp_get_sockfd(state) }
 
+    /// The `version` the broker sent in `connection.start` (after login).
+    var serverVersion: String? {
+        guard let properties = amqp_get_server_properties(state) else { return nil }
+        return FieldTable(properties.pointee)["version"]?.stringValue
+    }
+
     /// Translates an RPC reply into an error, answering the broker's close
     /// with its close-ok as the protocol requires. nil when the reply is normal.
     func error(from reply: amqp_rpc_reply_t, channel: UInt16, doing what: String) -> AMQPError? {

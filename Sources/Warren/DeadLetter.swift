@@ -9,14 +9,34 @@ public import AMQP
 /// (queue, exchange, routing key) only when they fit an AMQP short string.
 /// A dead letter the broker made itself (a quorum queue's
 /// `delivery_limit`, `max_length` with `reject-publish-dlx`) carries no
-/// `x-warren-*` header: its reason and queue come from `x-first-death-*`.
+/// `x-warren-*` header: its reason and queue come from the broker's last
+/// death (`x-last-death-*`, or the newest `x-death` entry), not the first:
+/// a message that went through a retry first died of its TTL in a delay
+/// queue (`<queue>.retry.N`, reason `expired`), which is how every retry
+/// returns, not why it is a dead letter.
+///
+/// A dead letter keeps only what is printed: its properties, its body's
+/// size and at most `keepingBody` bytes of the body (none for `list`, a
+/// preview for `show`), so reading a queue of big messages does not hold
+/// their bodies.
 public struct DeadLetter: Sendable {
+    /// The delivery, its body cut to the bytes kept (see `bodySize`).
     public let delivery: Delivery
     /// 1 for the first message read from the queue (the head), and so on.
     public let position: Int
+    /// The whole body's size, in bytes.
+    public let bodySize: Int
 
-    public init(delivery: Delivery, position: Int) {
-        self.delivery = delivery
+    public init(delivery: Delivery, position: Int, keepingBody kept: Int = Int.max) {
+        bodySize = delivery.payload.count
+        if bodySize > kept {
+            let prefix = delivery.payload.withUnsafeBytes { Array($0.prefix(max(0, kept))) }
+            self.delivery = Delivery(channel: delivery.channel, deliveryTag: delivery.deliveryTag, consumerTag: delivery.consumerTag,
+                                     exchange: delivery.exchange, routingKey: delivery.routingKey,
+                                     redelivered: delivery.redelivered, properties: delivery.properties, body: prefix)
+        } else {
+            self.delivery = delivery
+        }
         self.position = position
     }
 
@@ -34,7 +54,27 @@ public struct DeadLetter: Sendable {
     /// broker's own reason (`broker: delivery_limit`, `broker: maxlen`...).
     public var reason: String? {
         if let reason = text("x-warren-reason") { return reason }
-        return text("x-first-death-reason").map { "broker: \($0)" }
+        return lastDeath("reason").map { "broker: \($0)" }
+    }
+
+    /// A field of the broker's last dead-lettering: `x-last-death-*`
+    /// (RabbitMQ 3.13 and later), else the newest `x-death` entry (the
+    /// broker keeps them newest first), else `x-first-death-*`.
+    private func lastDeath(_ field: String) -> String? {
+        if let value = text("x-last-death-\(field)") { return value }
+        if case .array(let deaths)? = headers?["x-death"], case .table(let newest)? = deaths.first {
+            return newest[field]?.stringValue
+        }
+        return text("x-first-death-\(field)")
+    }
+
+    /// The consumer's queue for one of its delay queues (`<queue>.retry.N`,
+    /// N a number), whose dead letters it made; any other name as it is.
+    static func consumedQueue(_ name: String) -> String {
+        guard let range = name.ranges(of: ".retry.").last else { return name }
+        let level = name[range.upperBound...]
+        guard !level.isEmpty, level.allSatisfy({ $0.isASCII && $0.isNumber }), range.lowerBound > name.startIndex else { return name }
+        return String(name[..<range.lowerBound])
     }
 
     public var exitCode: Int32? { int32("x-warren-exit-code") }
@@ -68,7 +108,11 @@ public struct DeadLetter: Sendable {
     public var consumer: String? { text("x-warren-consumer") }
 
     /// The queue it was consumed from: where `replay` sends it back.
-    public var queue: String? { name("x-warren-queue") ?? name("x-first-death-queue") }
+    public var queue: String? {
+        if let queue = name("x-warren-queue") { return queue }
+        guard let queue = lastDeath("queue"), queue.utf8.count <= 255 else { return nil }
+        return Self.consumedQueue(queue)
+    }
 
     /// The exchange and routing key it was first published with (kept
     /// through retries in `x-warren-exchange`, `x-warren-routing-key`).
@@ -107,9 +151,14 @@ public struct DeadLetter: Sendable {
     /// was first published, which the handler keeps seeing as
     /// `WARREN_EXCHANGE` and `WARREN_ROUTING_KEY`, though the copy comes
     /// through the default exchange. The producer's TTL is not restored
-    /// (`x-warren-original-expiration`): it ran out long ago.
+    /// (`x-warren-original-expiration`): it ran out long ago. The copy is
+    /// persistent (delivery mode 2).
     public var replayProperties: MessageProperties {
         var properties = delivery.properties
+        // Persistent whatever the dead letter was: a transient copy in a
+        // classic queue would not survive a broker restart, and the dead
+        // letter it replaces is gone by then.
+        properties.deliveryMode = 2
         guard var table = properties.headers else { return properties }
         let origin = self.origin
         table.entries.removeAll { $0.key.hasPrefix("x-warren-") || $0.key == "x-delivery-count" }

@@ -5,8 +5,8 @@ public import Logging
 /// dlq`): read it, replay it, purge it.
 ///
 /// Reading never consumes: each message is taken with `basic.get` and
-/// held unacked on the reading channel, then given back (`basic.nack`
-/// with requeue, in the order read) or acked. A command killed midway
+/// held unacked on the reading channel, then given back (one `basic.nack`
+/// with requeue and multiple, see `giveBack`) or acked. A command killed midway
 /// loses nothing: the broker requeues whatever it held when the connection
 /// drops. A classic queue puts a requeued message back where it was, so a
 /// read leaves it in the same order; a quorum queue (RabbitMQ 3.10) returns
@@ -63,6 +63,9 @@ public final class DeadLetterQueue: Sendable {
 
     public func close() async { await connection.close() }
 
+    /// The broker's version, as it announced it.
+    public var brokerVersion: BrokerVersion? { BrokerVersion(connection.serverVersion) }
+
     /// Messages ready in the queue now.
     public func count() async throws(AMQPError) -> Int {
         Int(try await connection.declareQueue(name, on: Self.readChannel, passive: true).messageCount)
@@ -84,44 +87,46 @@ public final class DeadLetterQueue: Sendable {
     /// `id` (every one without `id`), and gives every message back in order.
     /// Stops after the number of messages that were ready when it began,
     /// so messages dead-lettered meanwhile do not make it run forever.
-    public func read(limit: Int, id: String? = nil) async throws(AMQPError) -> Reading {
+    ///
+    /// Keeps of each letter selected its properties, its body size and at
+    /// most `keepingBody` bytes of its body, and of the others nothing: the
+    /// broker holds them (unacked) until they are given back, so memory
+    /// stays bounded by what is printed, whatever the queue holds.
+    public func read(limit: Int, id: String? = nil, keepingBody: Int = 0) async throws(AMQPError) -> Reading {
         var reading = Reading(letters: [], passed: 0, unread: 0)
         let ready = try await count()
-        var held: [Delivery] = []
-        while reading.letters.count < limit && held.count < ready {
+        var read = 0
+        var lastTag: UInt64?
+        while reading.letters.count < limit && read < ready {
             guard let (delivery, left) = try await connection.get(queue: name, on: Self.readChannel) else { break }
+            read += 1
+            lastTag = delivery.deliveryTag
             reading.unread = Int(left)
             if Self.selected(delivery, id: id) {
-                held.append(delivery)
-                reading.letters.append(DeadLetter(delivery: delivery, position: held.count))
+                reading.letters.append(DeadLetter(delivery: delivery, position: read, keepingBody: keepingBody))
             } else {
-                held.append(Self.tagOnly(delivery))
                 reading.passed += 1
             }
         }
-        try await giveBack(held)
+        try await giveBack(upTo: lastTag)
         return reading
-    }
-
-    /// What giving a message back needs (its channel and tag), so a long
-    /// scan does not keep every body it passed over.
-    private static func tagOnly(_ delivery: Delivery) -> Delivery {
-        Delivery(channel: delivery.channel, deliveryTag: delivery.deliveryTag, consumerTag: "", exchange: "",
-                 routingKey: "", redelivered: delivery.redelivered, properties: MessageProperties(), body: [])
     }
 
     private static func selected(_ delivery: Delivery, id: String?) -> Bool {
         id.map { DeadLetterReport.matches(delivery, id: $0) } ?? true
     }
 
-    /// Requeues `held`, one `basic.nack` each in the order read, then
-    /// closes the reading channel (which sends them first) and opens it
-    /// again. A classic queue puts each back where it was. A quorum queue
-    /// of RabbitMQ 3.10 does not keep the order of a burst of them, nacked
-    /// or left to the channel's close (seen in the tests with 60: rotated
-    /// or shuffled); nacks in order are the best it gets.
-    private func giveBack(_ held: [Delivery]) async throws(AMQPError) {
-        for delivery in held { connection.nack(delivery, requeue: true) }
+    /// Requeues every message still held (read and neither acked nor
+    /// dropped) with one `basic.nack` (multiple, requeue) on the last tag
+    /// read, after the acks queued before it, then closes the reading
+    /// channel and opens it again. A classic queue puts each back where it
+    /// was, whether nacked one by one or together (the tests read, then
+    /// consume, the same order). A quorum queue of RabbitMQ 3.10 does not
+    /// keep the order of a burst of them, nacked one by one, together or
+    /// left to the channel's close (seen in the tests with 60: rotated or
+    /// shuffled).
+    private func giveBack(upTo lastTag: UInt64?) async throws(AMQPError) {
+        if let lastTag { try await connection.requeueAll(upTo: lastTag, on: Self.readChannel) }
         try await connection.closeChannel(Self.readChannel)
         try await connection.openChannel(Self.readChannel)
     }
@@ -152,37 +157,35 @@ public final class DeadLetterQueue: Sendable {
     /// over, refused) go back to the queue in order when it ends. Throws
     /// when the connection is lost, after reporting what was done.
     public func replay(limit: Int, id: String? = nil, fallbackQueue: String, queues: Set<String>,
-                       report: (DeadLetter, ReplayOutcome) -> Void) async throws(AMQPError) -> (replayed: Int, refused: Int) {
+                       report: (DeadLetter, ReplayOutcome) -> Bool) async throws(AMQPError) -> (replayed: Int, refused: Int) {
         let ready = try await count()
-        var held: [Delivery] = []
+        // Every message read and not acked is given back by one nack on the last tag read.
+        var lastTag: UInt64?
         var position = 0
         var replayed = 0
         var refused = 0
-        while replayed < limit && position < ready {
+        var goOn = true
+        while goOn && replayed < limit && position < ready {
             guard let (delivery, _) = try await connection.get(queue: name, on: Self.readChannel) else { break }
             position += 1
-            guard Self.selected(delivery, id: id) else {
-                held.append(Self.tagOnly(delivery))
-                continue
-            }
-            let letter = DeadLetter(delivery: delivery, position: position)
+            lastTag = delivery.deliveryTag
+            guard Self.selected(delivery, id: id) else { continue }
+            let letter = DeadLetter(delivery: delivery, position: position, keepingBody: 0)
             let queue = letter.replayQueue(fallback: fallbackQueue)
             guard queues.contains(queue) else {
                 refused += 1
-                held.append(Self.tagOnly(delivery))
-                report(letter, .refused(queue: queue, reason: "no consumer in the config consumes '\(queue)' (the queue its x-warren-queue names): not replayed"))
+                goOn = report(letter, .refused(queue: queue, reason: "no consumer in the config that dead-letters to '\(name)' consumes '\(queue)' (the queue its x-warren-queue names): not replayed"))
                 continue
             }
             let properties = Publisher.publishable(letter.replayProperties, by: user)
             if let (error, unanswered) = await publishConfirmed(delivery.payload, to: queue, properties: properties) {
                 refused += 1
-                held.append(Self.tagOnly(delivery))
-                report(letter, .refused(queue: queue, reason: error.reason))
+                goOn = report(letter, .refused(queue: queue, reason: error.reason))
                 // Unanswered, the copy may still land (then the message is
                 // in both queues), and a late return would be charged to
                 // the next copy: nothing more goes out on this connection.
                 if unanswered {
-                    try? await giveBack(held)
+                    try? await giveBack(upTo: lastTag)
                     throw AMQPError(.publishRejected, "\(error.reason); replay stopped (a copy without an answer may still arrive in '\(queue)')")
                 }
                 if error.isConnectionFatal || connection.isGone { throw error }
@@ -190,9 +193,11 @@ public final class DeadLetterQueue: Sendable {
             }
             connection.ack(delivery)
             replayed += 1
-            report(letter, .replayed(queue: queue))
+            // `report` false (nobody reads the output any more): stop here;
+            // the ack just queued goes out before the others are given back.
+            goOn = report(letter, .replayed(queue: queue))
         }
-        try await giveBack(held)
+        try await giveBack(upTo: lastTag)
         return (replayed, refused)
     }
 
@@ -231,22 +236,21 @@ public final class DeadLetterQueue: Sendable {
 
     /// Drops up to `limit` dead letters whose message id is `id` (every
     /// one without `id`), from the head; the others go back in order.
-    public func purge(limit: Int, id: String?) async throws(AMQPError) -> [DeadLetter] {
+    /// Returns how many it dropped (and keeps nothing else of them).
+    public func purge(limit: Int, id: String?) async throws(AMQPError) -> Int {
         let ready = try await count()
-        var held: [Delivery] = []
+        var lastTag: UInt64?
         var position = 0
-        var dropped: [DeadLetter] = []
-        while dropped.count < limit && position < ready {
+        var dropped = 0
+        while dropped < limit && position < ready {
             guard let (delivery, _) = try await connection.get(queue: name, on: Self.readChannel) else { break }
             position += 1
-            guard Self.selected(delivery, id: id) else {
-                held.append(Self.tagOnly(delivery))
-                continue
-            }
+            lastTag = delivery.deliveryTag
+            guard Self.selected(delivery, id: id) else { continue }
             connection.ack(delivery)
-            dropped.append(DeadLetter(delivery: delivery, position: position))
+            dropped += 1
         }
-        try await giveBack(held)
+        try await giveBack(upTo: lastTag)
         return dropped
     }
 }

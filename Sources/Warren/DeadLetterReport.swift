@@ -40,7 +40,7 @@ public enum DeadLetterReport {
     static func row(_ letter: DeadLetter) -> [String] {
         [
             "\(letter.position)",
-            cut(letter.id.map(visible) ?? "-", to: idWidth),
+            cut(letter.id.map(visible) ?? "-", to: idWidth, marker: cutIdMarker),
             cut(letter.reason.map(visible) ?? "-", to: reasonWidth),
             letter.failure ?? "-",
             letter.attempts.map { "\($0)" } ?? "-",
@@ -58,8 +58,18 @@ public enum DeadLetterReport {
         return "\(queue) <- \(exchange) \(visible(origin.routingKey))"
     }
 
-    static func cut(_ text: String, to width: Int) -> String {
-        text.count <= width ? text : String(text.prefix(width - 1)) + "…"
+    static func cut(_ text: String, to width: Int, marker: String = "…") -> String {
+        text.count <= width ? text : String(text.prefix(width - marker.count)) + marker
+    }
+
+    /// Ends an id the table cut: not "…" alone, which an id may hold. The
+    /// whole id is in `list --json`, and `--id` takes it whole.
+    static let cutIdMarker = "…[cut]"
+
+    /// The line under a table where an id was cut, saying how to get it whole.
+    public static func cutIdsNote(_ letters: [DeadLetter]) -> String? {
+        guard letters.contains(where: { ($0.id.map(visible)?.count ?? 0) > idWidth }) else { return nil }
+        return "(an id ending in \(cutIdMarker) is cut: list --json prints it whole, and --id takes it whole)\n"
     }
 
     // MARK: One message in full
@@ -101,8 +111,8 @@ public enum DeadLetterReport {
         for entry in properties.headers?.entries ?? [] {
             text += "  \(visible(entry.key)): \(visible(JSONWriter.text(of: entry.value)))\n"
         }
-        let size = delivery.payload.count
-        let shown = min(size, bodyPreview)
+        let size = letter.bodySize
+        let shown = min(size, bodyPreview, delivery.payload.count)
         text += "body (\(size) bytes\(shown < size ? ", the first \(shown) shown" : "")):\n"
         let preview = delivery.payload.withUnsafeBytes { Array($0.prefix(shown)) }
         text += visible(ShortStringBytes.decode(preview), keepingLines: true)
@@ -129,7 +139,7 @@ public enum DeadLetterReport {
         json.raw(","); json.key("exchange"); json.string(letter.origin?.exchange)
         json.raw(","); json.key("routing_key"); json.string(letter.origin?.routingKey)
         json.raw(","); json.key("last_stderr"); json.string(letter.lastStderr)
-        json.raw(","); json.key("body_size"); json.number(letter.delivery.payload.count)
+        json.raw(","); json.key("body_size"); json.number(letter.bodySize)
         if full {
             json.raw(","); json.key("redelivered"); json.bool(letter.delivery.redelivered)
             json.raw(","); json.key("properties"); json.properties(letter.delivery.properties)
@@ -155,16 +165,31 @@ public enum DeadLetterReport {
     // MARK: Text that cannot fool a terminal
 
     /// `text` with every control character (C0, DEL, C1), line and
-    /// paragraph separator and bidirectional control written as an escape,
-    /// a byte that was not UTF-8 (see `ShortStringBytes`) as `\xNN`, and a
-    /// backslash doubled, so an escape in the output is always warren's.
+    /// paragraph separator, bidirectional control (U+061C, U+200E/F,
+    /// U+202A-E, U+2066-9) and invisible character (U+200B-D, U+2060-4,
+    /// U+FEFF) written as `\u{XXXX}` (or `\xNN` for C0/C1), a byte that was
+    /// not UTF-8 (see `ShortStringBytes`) as `\xNN`, a real character of
+    /// U+10FF00-U+10FFFF as `\u{10ffxx}`, and a backslash doubled, so an
+    /// escape in the output is always warren's and says which it is.
     /// `keepingLines` (a body preview) leaves newlines and tabs as they are.
     public static func visible(_ text: String) -> String { visible(text, keepingLines: false) }
 
     static func visible(_ text: String, keepingLines: Bool) -> String {
         var out = ""
-        for scalar in text.unicodeScalars {
+        let scalars = Array(text.unicodeScalars)
+        var index = 0
+        while index < scalars.count {
+            let scalar = scalars[index]
             let value = scalar.value
+            index += 1
+            if let (character, length) = escapedCharacter(scalars, at: index - 1) {
+                // A real U+10FFxx character, which `ShortStringBytes` keeps
+                // as its four bytes' escapes: printed as the character, so
+                // it never reads like four bytes that were not UTF-8.
+                out += "\\u{" + hex(character, digits: 4) + "}"
+                index += length - 1
+                continue
+            }
             switch value {
             case 0x0A where keepingLines, 0x09 where keepingLines:
                 out.unicodeScalars.append(scalar)
@@ -174,7 +199,7 @@ public enum DeadLetterReport {
             case 0x5C: out += "\\\\"
             case 0..<0x20, 0x7F...0x9F:
                 out += "\\x" + hex(value, digits: 2)
-            case 0x200E, 0x200F, 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069:
+            case 0x061C, 0x200B...0x200F, 0x2028, 0x2029, 0x202A...0x202E, 0x2060...0x2064, 0x2066...0x2069, 0xFEFF:
                 out += "\\u{" + hex(value, digits: 4) + "}"
             case 0x10FF00...0x10FFFF:
                 out += "\\x" + hex(value - 0x10FF00, digits: 2)
@@ -183,6 +208,21 @@ public enum DeadLetterReport {
             }
         }
         return out
+    }
+
+    /// The character U+10FF00...U+10FFFF whose four UTF-8 bytes start at
+    /// `index` as escapes (see `ShortStringBytes`), and their count.
+    private static func escapedCharacter(_ scalars: [Unicode.Scalar], at index: Int) -> (UInt32, Int)? {
+        let base: UInt32 = 0x10FF00
+        guard index + 4 <= scalars.count else { return nil }
+        var bytes: [UInt8] = []
+        for scalar in scalars[index..<index + 4] {
+            guard scalar.value >= base else { return nil }
+            bytes.append(UInt8(scalar.value - base))
+        }
+        guard bytes[0] == 0xF4, bytes[1] == 0x8F, (0xBC...0xBF).contains(bytes[2]), (0x80...0xBF).contains(bytes[3]) else { return nil }
+        let value = UInt32(bytes[0] & 0x07) << 18 | UInt32(bytes[1] & 0x3F) << 12 | UInt32(bytes[2] & 0x3F) << 6 | UInt32(bytes[3] & 0x3F)
+        return (value, 4)
     }
 
     private static func hex(_ value: UInt32, digits: Int) -> String {

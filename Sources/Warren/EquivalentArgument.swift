@@ -28,8 +28,12 @@ enum EquivalentArgument: Sendable, Equatable {
     /// `consumedQueue`: the queue warren consumes, whose dead-letter route
     /// only catches what the broker itself discards; a delay queue's route
     /// back to the queue is how a retry returns, and is never given up.
-    static func settling(_ refused: InequivalentArgument, consumedQueue: Bool) -> (EquivalentArgument, why: String)? {
+    static func settling(_ refused: InequivalentArgument, consumedQueue: Bool,
+                         deadLetterQueue: Bool = false) -> (EquivalentArgument, why: String)? {
         guard refused.kind == "queue" else { return nil }
+        if deadLetterQueue, refused.argument == "x-delivery-limit", refused.declared == "-1", refused.existing == "none" {
+            return (.omit, defaultDeliveryLimit(refused.name))
+        }
         // Quorum queues' refusals name no types (`received '' but current is 'x'`):
         // then the argument's own type is the one meant.
         if refused.declared == "none", let standard = Self.brokerDefaults[refused.argument],
@@ -57,6 +61,26 @@ enum EquivalentArgument: Sendable, Equatable {
         default:
             return nil
         }
+    }
+
+    /// Why a quorum dead-letter queue declared before warren asked for no
+    /// delivery limit is used as it is, and how to lift its limit: a queue
+    /// keeps its arguments for life, but a policy applies at once.
+    static func defaultDeliveryLimit(_ queue: String) -> String {
+        "it has RabbitMQ 4's default delivery limit (20): on RabbitMQ 4.0 to 4.2 every `warren dlq` read counts toward it, "
+            + "and a dead letter returned more often is dropped; lift the limit with a policy "
+            + "(only one policy applies to a queue: if one matches it already, add the key to that one; -p VHOST for another vhost than /): "
+            + "rabbitmqctl set_policy warren-dlq-no-delivery-limit '^\(regexEscaped(queue))$' '{\"delivery-limit\":-1}' --apply-to quorum_queues"
+    }
+
+    /// `name` as a regular expression matching only itself.
+    static func regexEscaped(_ name: String) -> String {
+        var out = ""
+        for character in name {
+            if "\\^$.|?*+()[]{}".contains(character) { out.append("\\") }
+            out.append(character)
+        }
+        return out
     }
 
     /// The broker's value as warren must send it to match: only the types

@@ -51,6 +51,19 @@ struct Topology: Sendable {
         return arguments
     }
 
+    /// The dead-letter queue's arguments when warren declares it: the
+    /// consumer's queue type and, for a quorum queue on RabbitMQ 4, no
+    /// delivery limit (see `BrokerVersion.deadLetterQueueArguments`).
+    func deadLetterArguments(broker: BrokerVersion?) -> FieldTable {
+        var arguments = FieldTable()
+        let quorum = consumer.queueType == .quorum
+        if quorum { arguments["x-queue-type"] = .string("quorum") }
+        for (key, value) in BrokerVersion.deadLetterQueueArguments(quorum: quorum, broker: broker) {
+            arguments[key] = value.map { .int64($0) }
+        }
+        return arguments
+    }
+
     /// The consumer's `basic.consume` arguments.
     var consumeArguments: FieldTable {
         var arguments = FieldTable()
@@ -90,8 +103,7 @@ struct Topology: Sendable {
     /// (a refused reload must leave the broker as the running config has it).
     func declare(on connection: AMQPConnection, channel: UInt16, logger: Logger) async throws(AMQPError) {
         try await declareOne(consumer.queue, arguments: queueArguments, what: "the queue", connection, channel, logger)
-        var deadLetterArguments = FieldTable()
-        if consumer.queueType == .quorum { deadLetterArguments["x-queue-type"] = .string("quorum") }
+        let deadLetterArguments = deadLetterArguments(broker: BrokerVersion(connection.serverVersion))
         try await besideTheQueue(connection, channel, logger) { () throws(AMQPError) in
             try await declareOne(consumer.deadLetterQueue, arguments: deadLetterArguments, what: "the dead-letter queue",
                                  connection, channel, logger)
@@ -205,7 +217,8 @@ struct Topology: Sendable {
                 // Each refusal names one argument; one settled already and refused again is a real difference.
                 guard error.replyCode == 406, let refused = InequivalentArgument(replyText: error.reason),
                       !settled.contains(refused.argument),
-                      let (settle, why) = EquivalentArgument.settling(refused, consumedQueue: what == "the queue") else {
+                      let (settle, why) = EquivalentArgument.settling(refused, consumedQueue: what == "the queue",
+                                                                      deadLetterQueue: what == "the dead-letter queue") else {
                     throw refusal(error, what: what, name: name)
                 }
                 settled.insert(refused.argument)

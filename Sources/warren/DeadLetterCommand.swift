@@ -1,4 +1,5 @@
 import AMQP
+import Glibc
 import ArgumentParser
 import Logging
 import Warren
@@ -49,7 +50,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await DeadLetterCommand.open(options) { queue, _, _ in
-                let reading = try await queue.read(limit: options.limit ?? 100, id: options.id)
+                let reading = try await queue.read(limit: options.limit ?? 100, id: options.id, keepingBody: 0)
                 if json {
                     writeToStdout(reading.letters.map { DeadLetterReport.jsonLine($0) }.joined())
                     return
@@ -60,6 +61,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
                     return
                 }
                 writeToStdout(DeadLetterReport.table(reading.letters))
+                if let note = DeadLetterReport.cutIdsNote(reading.letters) { writeToStdout(note) }
                 if reading.unread > 0 && options.id == nil {
                     writeToStdout("(\(reading.unread) more not shown; raise --limit)\n")
                 }
@@ -76,7 +78,9 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await DeadLetterCommand.open(options) { queue, _, _ in
-                let reading = try await queue.read(limit: options.limit ?? 1, id: options.id)
+                // The table form prints a preview of the body; --json all of it.
+                let reading = try await queue.read(limit: options.limit ?? 1, id: options.id,
+                                                   keepingBody: json ? Int.max : DeadLetterReport.bodyPreview)
                 guard !reading.letters.isEmpty else {
                     let what = options.id.map { "no message with id '\(DeadLetterReport.visible($0))'" } ?? "no message"
                     writeToStderr("warren dlq show: \(what) in '\(DeadLetterReport.visible(queue.name))'\n")
@@ -96,7 +100,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
                 The dead letter is acked only after the broker confirmed its copy. Killed at any point, a message is still dead-lettered, back in its queue once, or (killed between the confirm and the ack) both; never lost.
 
-                Only to a queue some consumer of the config consumes (the header comes from the queue, so from anyone who may publish there). One line per message on stdout as it is done; a refused copy stays dead-lettered and makes the exit code 1.
+                Only to the queue of a consumer of the config whose dead_letter_queue this is (the header comes from the queue, so from anyone who may publish there). One line per message on stdout as it is done; a refused copy stays dead-lettered and makes the exit code 1. If stdout is closed (| head), replay stops after the message it reported, exit code 1.
                 """)
         @OptionGroup var options: Options
         @Flag(name: .long, help: "One JSON object per message.") var json = false
@@ -104,14 +108,22 @@ struct DeadLetterCommand: AsyncParsableCommand {
         func run() async throws {
             try await DeadLetterCommand.open(options) { queue, consumer, loaded in
                 let result: (replayed: Int, refused: Int)
+                var outputClosed = false
                 do throws(AMQPError) {
                     result = try await queue.replay(limit: options.limit ?? Int.max, id: options.id,
                                                     fallbackQueue: consumer.queue,
-                                                    queues: Set(loaded.warren.consumers.map(\.queue))) { letter, outcome in
-                        writeToStdout(json ? Self.json(letter, outcome) : Self.line(letter, outcome))
+                                                    queues: Self.targets(of: consumer, in: loaded)) { letter, outcome in
+                        outputClosed = !writeToStdout(json ? Self.json(letter, outcome) : Self.line(letter, outcome))
+                        return !outputClosed
                     }
                 } catch {
                     writeToStderr("warren dlq replay: \(error.reason); the messages not reported as replayed stay in the dead-letter queue\n")
+                    throw ExitCode(1)
+                }
+                if outputClosed {
+                    // `| head -1`: the reader left. The message just reported was
+                    // acked, and its ack sent before the others were given back.
+                    writeToStderr("warren dlq replay: stdout was closed; stopped after \(result.replayed) replayed, the rest stay in the dead-letter queue\n")
                     throw ExitCode(1)
                 }
                 let summary = "replayed \(result.replayed) from '\(DeadLetterReport.visible(queue.name))'"
@@ -119,6 +131,16 @@ struct DeadLetterCommand: AsyncParsableCommand {
                 if json { writeToStderr(summary) } else { writeToStdout(summary) }
                 if result.refused > 0 { throw ExitCode(1) }
             }
+        }
+
+        /// The queues a dead letter of `consumer`'s dead-letter queue may be
+        /// replayed to: those of the config's consumers that dead-letter to
+        /// it (the consumer itself, and any sharing its dead_letter_queue).
+        /// Its messages can only have come from those legitimately; a header
+        /// naming any other queue, even one another consumer of the file
+        /// consumes, was written by someone else and is refused.
+        static func targets(of consumer: ConsumerSettings, in config: Config) -> Set<String> {
+            Set(config.warren.consumers.filter { $0.deadLetterQueue == consumer.deadLetterQueue }.map(\.queue))
         }
 
         static func line(_ letter: DeadLetter, _ outcome: DeadLetterQueue.ReplayOutcome) -> String {
@@ -161,7 +183,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
                     writeToStdout("purged \(try await queue.purgeAll()) messages from '\(name)'\n")
                 } else {
                     let dropped = try await queue.purge(limit: options.limit ?? Int.max, id: options.id)
-                    writeToStdout("purged \(dropped.count) messages from '\(name)'\n")
+                    writeToStdout("purged \(dropped) messages from '\(name)'\n")
                 }
             }
         }
@@ -181,6 +203,10 @@ struct DeadLetterCommand: AsyncParsableCommand {
             throw ExitCode(ConfigLoader.exitCode)
         }
         LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: .warning, format: .text, journal: false) }
+        // A closed stdout (`| head -1`) must not kill the process between
+        // an ack queued and sent (a replayed message would stay dead-lettered
+        // too): a write then fails with EPIPE, and replay stops cleanly.
+        signal(SIGPIPE, SIG_IGN)
         let consumers = loaded.warren.consumers
         let names = consumers.map(\.name).joined(separator: ", ")
         let consumer: ConsumerSettings
@@ -204,6 +230,11 @@ struct DeadLetterCommand: AsyncParsableCommand {
         } catch {
             writeToStderr("warren dlq: \(error.reason)\n")
             throw ExitCode(1)
+        }
+        if consumer.queueType == .quorum, let version = queue.brokerVersion, version.countsEveryReturn {
+            writeToStderr("warren dlq: warning: '\(DeadLetterReport.visible(queue.name))' is a quorum queue on RabbitMQ \(version): "
+                          + "every message this command reads and gives back counts toward its delivery limit (RabbitMQ 4's default: 20), "
+                          + "past which the broker drops it, unless the limit is disabled (x-delivery-limit = -1, or a policy; see README, \"Dead letters\")\n")
         }
         do {
             try await body(queue, consumer, loaded)

@@ -87,4 +87,80 @@ import Testing
         #expect(full["body"]?.string == "hello")
         #expect(full["properties"]?["headers"]?["tenant"]?.string == "acme")
     }
+
+    @Test func aTransientDeadLetterIsReplayedPersistent() {
+        let properties = MessageProperties(headers: nil, deliveryMode: 1, messageId: "t-1")
+        let transient = DeadLetter(delivery: Delivery(channel: 1, deliveryTag: 1, consumerTag: "", exchange: "", routingKey: "q",
+                                                      redelivered: false, properties: properties, body: []), position: 1)
+        #expect(transient.replayProperties.deliveryMode == 2)
+        let unmarked = DeadLetter(delivery: Delivery(channel: 1, deliveryTag: 1, consumerTag: "", exchange: "", routingKey: "q",
+                                                     redelivered: false, properties: MessageProperties(), body: []), position: 1)
+        #expect(unmarked.replayProperties.deliveryMode == 2)
+    }
+
+    /// A message that went through a retry first died of its TTL in the
+    /// delay queue; the broker's last death is why it is a dead letter.
+    @Test func aBrokerMadeDeadLetterShowsItsLastDeathAndGoesBackToTheConsumersQueue() {
+        let death: (String, String, Int64) -> FieldValue = { queue, reason, count in
+            .table(FieldTable([("queue", .string(queue)), ("reason", .string(reason)), ("count", .int64(count))]))
+        }
+        let retried = Self.letter(headers: [
+            ("x-first-death-queue", .string("orders.retry.1")), ("x-first-death-reason", .string("expired")),
+            ("x-death", .array([death("orders", "delivery_limit", 1), death("orders.retry.1", "expired", 1)])),
+        ])
+        #expect(retried.reason == "broker: delivery_limit")
+        #expect(retried.queue == "orders")
+        #expect(retried.replayQueue(fallback: "other") == "orders")
+        let newer = Self.letter(headers: [
+            ("x-first-death-queue", .string("orders.retry.2")), ("x-first-death-reason", .string("expired")),
+            ("x-last-death-queue", .string("orders")), ("x-last-death-reason", .string("maxlen")),
+        ])
+        #expect(newer.reason == "broker: maxlen" && newer.queue == "orders")
+        // Only the first death known: a delay queue stands for its consumer's queue.
+        let old = Self.letter(headers: [("x-first-death-queue", .string("orders.retry.12")), ("x-first-death-reason", .string("expired"))])
+        #expect(old.queue == "orders")
+        #expect(DeadLetter.consumedQueue("orders.retry.x") == "orders.retry.x")
+        #expect(DeadLetter.consumedQueue(".retry.1") == ".retry.1")
+        #expect(DeadLetter.consumedQueue("a.retry.1.retry.3") == "a.retry.1")
+    }
+
+    @Test func aListedLetterKeepsItsBodySizeButNotItsBody() {
+        let body = String(repeating: "x", count: 10_000)
+        let full = Self.letter(headers: [], body: body)
+        let listed = DeadLetter(delivery: full.delivery, position: 1, keepingBody: 0)
+        #expect(listed.bodySize == 10_000 && listed.delivery.payload.count == 0)
+        #expect(DeadLetterReport.jsonLine(listed).contains(#""body_size":10000"#))
+        let shown = DeadLetter(delivery: full.delivery, position: 1, keepingBody: DeadLetterReport.bodyPreview)
+        #expect(shown.delivery.payload.count == DeadLetterReport.bodyPreview)
+        #expect(DeadLetterReport.detail(shown).contains("body (10000 bytes, the first 4096 shown):"))
+    }
+
+    @Test func invisibleAndDirectionCharactersAreEscaped() {
+        for value: UInt32 in [0x061C, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2060, 0x2061, 0x2062, 0x2063, 0x2064, 0xFEFF] {
+            let text = "a" + String(Character(Unicode.Scalar(value)!)) + "b"
+            let hex = String(value, radix: 16)
+            #expect(DeadLetterReport.visible(text) == "a\\u{" + String(repeating: "0", count: 4 - hex.count) + hex + "}b")
+        }
+    }
+
+    /// `ShortStringBytes` keeps a real U+10FFxx as its four bytes' escapes;
+    /// printed as such it would read like four bytes that were not UTF-8.
+    @Test func aRealCharacterOfTheEscapeRangeIsNotShownAsRawBytes() {
+        let real = ShortStringBytes.decode(Array("a\u{10FF41}b".utf8))
+        #expect(DeadLetterReport.visible(real) == #"a\u{10ff41}b"#)
+        let raw = ShortStringBytes.decode([0x61, 0xF4, 0x8F, 0x62])
+        #expect(DeadLetterReport.visible(raw) == #"a\xf4\x8fb"#)
+        let letter = Self.letter(id: real, headers: [])
+        #expect(DeadLetterReport.matches(letter.delivery, id: #"a\u{10ff41}b"#))
+    }
+
+    @Test func aCutIdSaysSoAndTheWholeIdStillSelects() {
+        let id = String(repeating: "k", count: 60)
+        let letter = Self.letter(id: id, headers: [])
+        let table = DeadLetterReport.table([letter])
+        #expect(table.contains(String(repeating: "k", count: DeadLetterReport.idWidth - 6) + "…[cut]"), "\(table)")
+        #expect(DeadLetterReport.cutIdsNote([letter])?.contains("--json") == true)
+        #expect(DeadLetterReport.cutIdsNote([Self.letter(id: "short", headers: [])]) == nil)
+        #expect(DeadLetterReport.matches(letter.delivery, id: id))
+    }
 }
