@@ -48,6 +48,13 @@ import Testing
             try await eventually("the breaker closed", timeout: .seconds(10)) {
                 MetricsTests.get(base + "/metrics").body.contains(#"warren_breaker_open{consumer="test"} 0"#)
             }
+            // Each outcome line and the counter of its outcome say the same,
+            // spared messages (outcome=retry) included.
+            let counted = MetricsTests.get(base + "/metrics").body.split(separator: "\n")
+                .first { $0.hasPrefix("warren_outcomes_total{") && $0.contains(#"outcome="retry""#) }
+                .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+            let retryLines = warren.log.split(separator: "\n").filter { $0.contains(" outcome=retry") }.count
+            #expect(counted.map(Int.init) == retryLines, "warren_outcomes_total{outcome=retry}: \(String(describing: counted)), outcome=retry lines: \(retryLines)")
             warren.signal(SIGTERM)
             #expect(await warren.waitForExit() == 0, "\(warren.log)")
 
