@@ -157,6 +157,17 @@ public final class AMQPConnection: Sendable {
         }
     }
 
+    /// `basic.qos` again on an open channel: RabbitMQ applies a per-consumer
+    /// prefetch to the consumers started after it, so call it before
+    /// `consume` (a half-open circuit breaker consumes with 1).
+    public func setPrefetch(_ prefetch: UInt16, on channel: UInt16) async throws(AMQPError) {
+        try await call { loop throws(AMQPError) in
+            try loop.requireOpen(channel, doing: "setting prefetch")
+            _ = try loop.rpc(channel: channel, "setting prefetch") { amqp_basic_qos($0, channel, 0, prefetch, 0) }
+            loop.batchAcks(on: channel, prefetch: prefetch)
+        }
+    }
+
     /// Puts a channel in confirm mode: every publish then waits for the
     /// broker's ack. A publish made between the open and this call is not
     /// confirmed: open with `confirms: true` where that matters.

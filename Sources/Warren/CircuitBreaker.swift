@@ -18,7 +18,7 @@
 /// letter when attempts are spent): the failures before the Nth.
 /// "uncounted": back to the queue with its attempt not counted
 /// (`Consumer.retryUncounted`: behind the others, through the first delay
-/// queue), so nothing reaches the dead-letter queue because the breaker
+/// queue, or straight to the tail of the queue without one), so nothing reaches the dead-letter queue because the breaker
 /// tripped. "release": a delivery not started goes back (`basic.nack`,
 /// requeue). Going behind the others matters for the probe: a message that
 /// always fails would otherwise be the next probe too, and keep the

@@ -3,7 +3,7 @@ import Synchronization
 
 /// The circuit breaker's side in the workers (see `CircuitBreaker`): each
 /// delivery is admitted or released, each outcome reported; a change is
-/// logged, exported (`warren_breaker_open`) and poked to the control loop,
+/// exported (`warren_breaker_open`, under the lock), logged and poked to the control loop,
 /// which stops or starts consuming (`HoldReasons.breakerOpen`).
 extension Consumer {
     /// Tells `poke` of every change of the breaker.
@@ -18,17 +18,57 @@ extension Consumer {
         return breaker.withLock { ($0?.holds ?? false, $0?.reopensAt) }
     }
 
+    /// Changes the breaker and, under the same lock, `warren_breaker_open`:
+    /// 1 while the breaker keeps the consumer from consuming (open, or its
+    /// one message running), 0 while it consumes (closed, half-open). Set
+    /// where the state changes, in the order the changes are made, so two
+    /// workers' outcomes can never leave it saying what the breaker is not.
+    /// A runtime that does not speak for the process (a reload's candidate
+    /// before it takes over, a retired one) leaves the gauge alone.
+    private func changeBreaker<R>(_ body: (inout CircuitBreaker) -> R) -> R? {
+        breaker.withLock { breaker in
+            guard var changed = breaker else { return nil }
+            let held = changed.holds
+            let result = body(&changed)
+            breaker = changed
+            if changed.holds != held, exportsBreaker.load(ordering: .relaxed) {
+                metrics.breakerOpen.record(changed.holds ? 1 : 0)
+            }
+            return result
+        }
+    }
+
+    /// The runtime speaks for the process from now (`true`: records the
+    /// gauge as the breaker stands) or no longer (`false`: a reload retired
+    /// it). Under the breaker's lock: once this returns, no change of the
+    /// retired runtime's breaker records anything any more.
+    func exportBreaker(_ exports: Bool) {
+        breaker.withLock { breaker in
+            exportsBreaker.store(exports, ordering: .relaxed)
+            if exports { metrics.breakerOpen.record(breaker?.holds ?? false ? 1 : 0) }
+        }
+    }
+
+    /// The breaker is half-open: the consumer consumes with prefetch 1, so
+    /// the broker sends the one message it lets through and no others
+    /// (each would go back to the queue unstarted, and a quorum queue
+    /// counts every return toward `delivery_limit`).
+    var breakerWantsOne: Bool {
+        guard hasBreaker else { return false }
+        return breaker.withLock { if case .halfOpen? = $0?.state { true } else { false } }
+    }
+
     /// The control loop's timer for `reopensAt` went off.
     func breakerDue(now: Int64) {
         guard hasBreaker else { return }
-        report(breaker.withLock { $0?.due(now: now) } ?? .none)
+        report(changeBreaker { $0.due(now: now) } ?? .none)
     }
 
     /// How a worker may run `received`; nil: the breaker is open, and the
     /// delivery went back to the queue unstarted (no attempt spent).
     func admit(_ received: Received) -> CircuitBreaker.Ticket? {
         guard hasBreaker else { return .counted }
-        let (ticket, change) = breaker.withLock { $0?.admit() } ?? (.counted, .none)
+        let (ticket, change) = changeBreaker { $0.admit() } ?? (.counted, .none)
         report(change)
         guard let ticket else {
             received.connection.nack(received.delivery, requeue: true)
@@ -42,7 +82,7 @@ extension Consumer {
     /// The admitted message never reached a handler: not an attempt.
     func breakerAbandoned(_ ticket: CircuitBreaker.Ticket) {
         guard hasBreaker else { return }
-        report(breaker.withLock { $0?.abandoned(ticket) } ?? .none)
+        report(changeBreaker { $0.abandoned(ticket) } ?? .none)
     }
 
     /// Reports a handler's outcome to the breaker. Every outcome but ack
@@ -63,11 +103,11 @@ extension Consumer {
             return false
         }
         if stop == nil, case .ack = outcome {
-            report(breaker.withLock { $0?.succeeded() } ?? .none)
+            report(changeBreaker { $0.succeeded() } ?? .none)
             return false
         }
         let now = monotonicMilliseconds()
-        let (verdict, change) = breaker.withLock { $0?.failed(ticket, now: now) } ?? (.settle, .none)
+        let (verdict, change) = changeBreaker { $0.failed(ticket, now: now) } ?? (.settle, .none)
         report(change)
         guard verdict == .uncounted else { return false }
         let reason = outcome.failure?.reason ?? (stop == nil ? "failed" : "timed out")
@@ -75,7 +115,8 @@ extension Consumer {
         return true
     }
 
-    /// Logs and exports a change, and pokes the control loop.
+    /// Logs a change (after the lock: two workers' lines may come in
+    /// either order), and pokes the control loop.
     private func report(_ change: CircuitBreaker.Change) {
         let threshold = settings.pauseAfterFailures
         switch change {
@@ -84,14 +125,12 @@ extension Consumer {
         case .opened(_, let delay):
             logger.error("the circuit breaker opened: handlers keep failing (\(threshold) failed attempts in a row, or the one message let through failed); consuming stops for \(delay), then one message is let through",
                          metadata: ["queue": "\(settings.queue)", "pause_after_failures": "\(threshold)"])
-            metrics.breakerOpen.record(1)
         case .halfOpened:
             logger.notice("circuit breaker: letting one message through", metadata: ["queue": "\(settings.queue)"])
         case .probing:
             break
         case .closed:
             logger.notice("the circuit breaker closed: a handler succeeded; consuming again", metadata: ["queue": "\(settings.queue)"])
-            metrics.breakerOpen.record(0)
         }
         breakerPoke.withLock { $0 }?()
     }

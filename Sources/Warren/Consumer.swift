@@ -39,13 +39,16 @@ final class Consumer: Sendable {
     /// `pause_after_failures` is set: the hot path asks no lock otherwise.
     let hasBreaker: Bool
     let breakerPoke = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Whether this runtime speaks for the process on `warren_breaker_open`
+    /// (see `exportBreaker`); written under `breaker`'s lock.
+    let exportsBreaker: Atomic<Bool>
     let logger: Logger
     /// `log_outcomes` and `logger.logLevel <= .info`, read once: asking the
     /// logger copies its handler, and a success asks for every message.
     let outcomeLogging: Bool
 
     init(settings: ConsumerSettings, index: Int, handler: any MessageHandler, workers: PersistentWorkers? = nil,
-         publisher: Publisher, directReplies: Publisher? = nil, logger: Logger) {
+         publisher: Publisher, directReplies: Publisher? = nil, exportsBreaker: Bool = true, logger: Logger) {
         self.settings = settings
         self.index = index
         self.publisher = publisher
@@ -59,6 +62,9 @@ final class Consumer: Sendable {
                              retryDelayMax: settings.retryDelayMax)
             : nil)
         hasBreaker = settings.pauseAfterFailures > 0
+        self.exportsBreaker = Atomic(exportsBreaker)
+        // A reload's candidate leaves the series to the runtime it replaces until it takes over.
+        if exportsBreaker { metrics.breakerOpen.record(0) }
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.name)"
         self.logger = logger
@@ -114,6 +120,15 @@ final class Consumer: Sendable {
             // redelivers it, and running it here too would be a duplicate.
             guard received.connection.canSettle(received.delivery) else {
                 logGoneUnstarted(received.delivery)
+                continue
+            }
+            // Handed to this waiting worker just before consuming stopped
+            // (paused, breaker open, no worker can start): unstarted, like
+            // the ones the control loop took back from the buffer.
+            if consumingStopped.load(ordering: .relaxed) {
+                received.connection.nack(received.delivery, requeue: true)
+                metrics.requeued.increment()
+                logUnstarted(received.delivery, "message released: consuming stopped before it started")
                 continue
             }
             // The circuit breaker is open: back to the queue unstarted.
@@ -280,30 +295,58 @@ final class Consumer: Sendable {
     /// The circuit breaker spares a failed attempt (see `CircuitBreaker`):
     /// the message goes back without the attempt counted, behind the
     /// others, so the one message a half-open breaker lets through is
-    /// seldom the same again. A copy through the first delay queue with its
-    /// attempt number unchanged, the original acked once it is confirmed;
-    /// for a consumer without delay queues (`max_attempts = 1`),
-    /// `basic.nack` with requeue.
+    /// seldom the same again. A copy with its attempt number unchanged, the
+    /// original acked once the broker confirmed it: through the first delay
+    /// queue, or, for a consumer without delay queues (`max_attempts = 1`),
+    /// straight to the tail of its own queue. A `basic.nack` with requeue
+    /// would put it back at the head: it would be the next message let
+    /// through too, and one that always fails would keep every message
+    /// behind it waiting for ever.
     func retryUncounted(_ message: Message, reason: String, connection: AMQPConnection, watchdog: Watchdog) async {
-        if !connection.canSettle(message.delivery) { return }
+        if !connection.canSettle(message.delivery) {
+            dropped(message)
+            return
+        }
         var log = logger
         log[metadataKey: "message_id"] = "\(message.logID)"
         log[metadataKey: "attempt"] = "\(message.attempt)"
+        let capped = Failure(capping: Failure(reason: reason), at: Failure.reasonLimit).reason
         guard topology.policy.levels > 0 else {
-            connection.nack(message.delivery, requeue: true)
-            metrics.requeued.increment()
-            logOutcome(.requeued, message, level: .warning, "handler failed while the circuit breaker is open; requeued, the attempt not counted",
-                       reason: reason)
+            if await requeueAtTail(message, reason: capped, connection: connection, log: log, watchdog: watchdog) {
+                logOutcome(.requeued, message, level: .warning,
+                           "handler failed while the circuit breaker is open; requeued at the tail of the queue, the attempt not counted",
+                           reason: reason)
+                metrics.requeued.increment()
+            }
             return
         }
-        let capped = Failure(capping: Failure(reason: reason), at: Failure.reasonLimit).reason
         if let delay = await retryCopy(message, level: 1, attempt: message.attempt, reason: capped, connection: connection,
                                        log: log, watchdog: watchdog) {
             logOutcome(.retry, message, level: .warning,
                        "handler failed while the circuit breaker is open; back in the queue after a delay, the attempt not counted",
                        reason: reason, metadata: ["retry_in": "\(delay)", "next_attempt": "\(message.attempt)"])
-            metrics.requeued.increment()
+            metrics.retried.increment()
         }
+    }
+
+    /// Publishes a copy to the tail of the consumer's own queue (the
+    /// default exchange), its attempt number unchanged, and acks the
+    /// original once the broker confirmed it; false when the copy was
+    /// refused (the original requeued instead, see `publishCopy`).
+    private func requeueAtTail(_ message: Message, reason: String, connection: AMQPConnection, log: Logger,
+                               watchdog: Watchdog) async -> Bool {
+        var properties = message.delivery.properties
+        properties.deliveryMode = 2
+        var headers = Self.withOrigin(properties.headers, message)
+        headers["x-warren-attempt"] = .int64(Int64(message.attempt))
+        headers["x-warren-last-failure"] = .string(reason)
+        // A new message to the broker: a quorum queue counts its deliveries afresh.
+        headers["x-delivery-count"] = nil
+        properties.headers = headers
+        guard await publishCopy(message, to: settings.queue, properties: properties, connection: connection, log: log,
+                                watchdog: watchdog) else { return false }
+        connection.ack(message.delivery)
+        return true
     }
 
     /// The handler succeeded and its output is published: the reply to

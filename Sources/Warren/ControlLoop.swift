@@ -57,6 +57,9 @@ struct ControlLoop {
     private var retiredBindings: [Topology.Binding]
     /// SIGTSTP came and no SIGCONT since.
     private var paused = false
+    /// Channels of the current connection whose prefetch is 1 for a
+    /// half-open circuit breaker (see `consume`).
+    private var narrowed: Set<UInt16> = []
 
     init(settings: WarrenSettings, failFast: Bool, consumers: [Consumer], router: DeliveryRouter, watchdog: Watchdog,
          resubscribes: ResubscribeTimer, breakerTimer: BreakerTimer, drainStarted: TerminationSignal, status: RuntimeStatus,
@@ -164,9 +167,17 @@ struct ControlLoop {
             }
             return action
         case .breaker(let index):
-            let (holds, reopensAt) = consumers[index].breakerHolds
+            let consumer = consumers[index]
+            let (holds, reopensAt) = consumer.breakerHolds
             if let reopensAt { breakerTimer.request(consumer: index, at: reopensAt) }
-            return await hold(consumers[index], for: .breakerOpen, holds)
+            // Closed while consuming with the half-open prefetch of 1 (a
+            // message started before it opened succeeded): RabbitMQ takes a
+            // new prefetch only for a new consumer, so consume afresh.
+            if !holds, !consumer.breakerWantsOne, let channel = subscriptions.channel(of: index), narrowed.contains(channel) {
+                let action = await hold(consumer, for: .breakerOpen, true)
+                guard action == .none else { return action }
+            }
+            return await hold(consumer, for: .breakerOpen, holds)
         case .breakerDue(let index):
             // The breaker pokes the loop if this lets one message through.
             consumers[index].breakerDue(now: monotonicMilliseconds())
@@ -244,6 +255,7 @@ struct ControlLoop {
         status.use(connection)
         router.use(connection, generation: generation)
         subscriptions.connected(generation: generation)
+        narrowed = []
         let firstStart = machine.state == .starting
         // Every queue is declared (or checked) before any consumer
         // consumes, so a refused topology fails a start before a handler
@@ -510,6 +522,16 @@ struct ControlLoop {
         // Routed before consuming, so the first delivery finds its buffer.
         router.route(channel: channel, to: consumer.index)
         do throws(AMQPError) {
+            // Half-open, the breaker runs one message: with the configured
+            // prefetch the broker would send more, each of which would go
+            // back to the head of the queue unstarted, again at every
+            // opening (and a quorum queue counts each return toward
+            // `delivery_limit`). The prefetch is set back once it closed.
+            let one = consumer.breakerWantsOne && s.prefetch != 1
+            if one != narrowed.contains(channel) {
+                try await connection.setPrefetch(one ? 1 : s.prefetch, on: channel)
+                if one { narrowed.insert(channel) } else { narrowed.remove(channel) }
+            }
             _ = try await connection.consume(queue: s.queue, on: channel, consumerTag: consumer.consumerTag(channel: channel),
                                              exclusive: s.exclusive, arguments: consumer.topology.consumeArguments)
         } catch {
@@ -524,7 +546,7 @@ struct ControlLoop {
             throw error
         }
         subscriptions.consumes(consumer.index, on: channel)
-        consumer.logger.info("consuming", metadata: ["queue": "\(s.queue)", "prefetch": "\(s.prefetch)",
+        consumer.logger.info("consuming", metadata: ["queue": "\(s.queue)", "prefetch": "\(narrowed.contains(channel) ? 1 : s.prefetch)",
                                                      "concurrency": "\(s.concurrency)", "channel": "\(channel)"])
     }
 

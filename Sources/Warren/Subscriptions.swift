@@ -90,6 +90,9 @@ struct Subscriptions: Sendable, Equatable {
         heldChannel = [:]
     }
 
+    /// The channel the consumer consumes on now, if it does.
+    func channel(of consumer: Int) -> UInt16? { channelOf[consumer] }
+
     /// Running means every consumer consumes (or holds on purpose), not
     /// merely that a connection is up.
     var allConsume: Bool { channelOf.count + holds.keys.filter { channelOf[$0] == nil }.count == consumers }

@@ -17,7 +17,8 @@ struct ConsumerMetrics: Sendable {
     let replies: Counter
     let outputPublishes: Counter
     let handlerDuration: Metrics.Timer
-    /// 1 while the circuit breaker keeps the consumer from consuming (open, or its one message running).
+    /// 1 while the circuit breaker keeps the consumer from consuming (open, or its one message running);
+    /// 0 while it consumes (closed, or half-open: one message may come).
     let breakerOpen: Gauge
 
     init(_ consumer: ConsumerSettings) {
@@ -33,11 +34,13 @@ struct ConsumerMetrics: Sendable {
         replies = Counter(label: "warren_replies_total", dimensions: name)
         outputPublishes = Counter(label: "warren_output_publishes_total", dimensions: name)
         handlerDuration = Metrics.Timer(label: "warren_handler_duration_seconds", dimensions: name, preferredDisplayUnit: .seconds)
-        breakerOpen = Gauge(label: "warren_breaker_open", dimensions: name)
-        breakerOpen.record(0)
+        breakerOpen = Self.breakerOpen(consumer.name)
         Gauge(label: "warren_consumer_prefetch", dimensions: name).record(Int(consumer.prefetch))
         Gauge(label: "warren_consumer_concurrency", dimensions: name).record(consumer.concurrency)
     }
+
+    /// `warren_breaker_open` of the consumer `name` (see `Consumer.exportBreaker`).
+    static func breakerOpen(_ name: String) -> Gauge { Gauge(label: "warren_breaker_open", dimensions: [("consumer", name)]) }
 }
 
 /// The publishing connection's: 1 while the broker blocks it (a resource alarm).

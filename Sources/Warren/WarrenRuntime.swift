@@ -36,6 +36,8 @@ public final class WarrenRuntime: Sendable {
     private let failFast: Bool
     /// See `ControlLoop.unbind`.
     private let retiredBindings: [Topology.Binding]
+    /// A reload's: the consumers of the config it replaces (see `takeOver`).
+    private let replacedConsumers: [String]
     /// Retry and dead-letter copies, replies to queues and output messages
     /// go out on this connection of their own (direct replies on `directReplies`).
     let publisher: Publisher
@@ -65,6 +67,7 @@ public final class WarrenRuntime: Sendable {
                 observer: Observer? = nil) {
         self.settings = settings
         retiredBindings = previous.map { Topology.retired(from: $0.consumers, keeping: settings.consumers) } ?? []
+        replacedConsumers = previous?.consumers.map(\.name) ?? []
         self.failFast = failFast
         do throws(Watchdog.StartError) {
             watchdog = try Watchdog()
@@ -82,7 +85,7 @@ public final class WarrenRuntime: Sendable {
         self.directReplies = directReplies
         consumers = settings.consumers.enumerated().map { index, consumer in
             Consumer(settings: consumer, index: index, handler: resolved[consumer.name]!, workers: workers[consumer.name],
-                     publisher: publisher, directReplies: directReplies, logger: logger)
+                     publisher: publisher, directReplies: directReplies, exportsBreaker: previous == nil, logger: logger)
         }
         self.observer = observer
         (events, eventSink) = AsyncStream<ControlLoop.Event>.makeStream()
@@ -157,7 +160,18 @@ public final class WarrenRuntime: Sendable {
     /// are no longer the process's.
     public func retire() {
         status.retire()
+        for consumer in consumers { consumer.exportBreaker(false) }
         stop()
+    }
+
+    /// A reload's candidate now speaks for the process (after the runtime it replaces retired): its consumers' `warren_breaker_open` say how their
+    /// breakers stand, and a consumer the new config removed reads 0.
+    public func takeOver() {
+        for consumer in consumers { consumer.exportBreaker(true) }
+        let kept = Set(consumers.map(\.settings.name))
+        for name in replacedConsumers where !kept.contains(name) {
+            ConsumerMetrics.breakerOpen(name).record(0)
+        }
     }
 
     /// Ready for `/readyz`: every consumer is consuming.

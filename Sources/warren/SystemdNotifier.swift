@@ -129,12 +129,14 @@ final class SystemdNotifier: Sendable {
 
     /// SIGTSTP / SIGCONT: a running warren's STATUS says so at once (the
     /// lifecycle state stays running: still connected, still ready for systemd).
-    func paused(_ paused: Bool, inFlight n: Int) {
+    /// Said only while the runtime speaking for the process (`speaking`;
+    /// nil during a reload, whose STATUS stays) is running: starting or
+    /// reconnecting, its own STATUS stays, and says `paused` once running.
+    func paused(_ paused: Bool, speaking runtime: WarrenRuntime?) {
         speech.withLock { _ in
             isPaused.withLock { $0 = paused }
-            let status = paused ? "paused (SIGCONT resumes)" : "running"
-            lastSaid.withLock { $0 = (.running, n) }
-            send("STATUS=\(status), \(n) in flight")
+            guard let runtime, runtime.state == .running else { return }
+            speak(.running, inFlight: runtime.inFlight, refreshOnly: true)
         }
     }
 

@@ -96,6 +96,8 @@ struct WarrenCommand: AsyncParsableCommand {
             case ready(generation: Int)
             case ended(generation: Int, code: Int32)
             case candidateTimedOut(generation: Int)
+            /// `resumeSettle` after a SIGCONT; `token`: no SIGTSTP or SIGCONT came since.
+            case resumeDue(token: Int)
             /// The metrics server finished its graceful shutdown (or took too long).
             case metricsStopped
         }
@@ -116,6 +118,8 @@ struct WarrenCommand: AsyncParsableCommand {
         current.set(runtimes[1]!, generation: 1)
         var shutdown = [1: config.warren.shutdown]
         var loaded: Config? = nil
+        /// Counts SIGTSTP and SIGCONT: a delayed resume acts only if none came after its own.
+        var jobControl = 0
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup, .sigusr1, .sigcont)
         let pauses = PauseSignal.start { sink.yield(.pauseSignal) }
         defer { pauses.cancel() }
@@ -171,10 +175,10 @@ struct WarrenCommand: AsyncParsableCommand {
                     for generation in generations { runtimes[generation]?.quit() }
                 case .pause(let generations):
                     for generation in generations { runtimes[generation]?.pause() }
-                    notifier?.paused(true, inFlight: current.get().inFlight)
+                    notifier?.paused(true, speaking: current.speaking())
                 case .resume(let generations):
                     for generation in generations { runtimes[generation]?.resume() }
-                    notifier?.paused(false, inFlight: current.get().inFlight)
+                    notifier?.paused(false, speaking: current.speaking())
                 case .loadConfig:
                     current.setReloading(true)
                     notifier?.reloading()
@@ -214,6 +218,7 @@ struct WarrenCommand: AsyncParsableCommand {
                     logger.notice("reloaded: the new consumers consume; the old ones drain")
                     notifier?.lifecycleChanged(.running, inFlight: current.get().inFlight)
                     runtimes[retired]?.retire()
+                    runtime.takeOver()
                 case .abandon(let generation):
                     logger.error("reload failed: the new consumers did not all consume within \(Self.reloadTimeout); they stop, and the running ones go on")
                     runtimes[generation]?.stop()
@@ -260,11 +265,27 @@ struct WarrenCommand: AsyncParsableCommand {
                 case .signal(.sighup):
                     actions = [control.reloadSignal()]
                 case .pauseSignal:
+                    jobControl += 1
                     logger.notice("received SIGTSTP: pausing", metadata: ["paused_already": "\(control.paused)",
                                                                           "stopping": "\(control.phase == .stopping)"])
                     actions = control.pauseSignal()
                 case .signal(.sigcont):
-                    logger.notice("received SIGCONT: resuming", metadata: ["paused": "\(control.paused)"])
+                    // systemd sends SIGCONT right after SIGTERM on every stop, and
+                    // the two come through different sources, in either order:
+                    // resuming a moment later lets a stop sent with it win.
+                    guard control.paused, control.phase != .stopping else {
+                        logger.debug("received SIGCONT: not paused, nothing to resume")
+                        break
+                    }
+                    jobControl += 1
+                    let token = jobControl
+                    group.addTask {
+                        try? await Task.sleep(for: Self.resumeSettle)
+                        sink.yield(.resumeDue(token: token))
+                    }
+                case .resumeDue(let token):
+                    guard token == jobControl, control.paused, control.phase != .stopping else { break }
+                    logger.notice("received SIGCONT: resuming")
                     actions = control.resumeSignal()
                 case .signal:
                     break
@@ -292,6 +313,8 @@ struct WarrenCommand: AsyncParsableCommand {
 
     /// How long a reload's new consumers have to consume before they are dropped.
     static let reloadTimeout: Duration = .seconds(30)
+    /// How long SIGCONT waits before resuming (see `resumeDue`).
+    static let resumeSettle: Duration = .milliseconds(200)
 
     static func environment() -> [String: String] {
         var result: [String: String] = [:]

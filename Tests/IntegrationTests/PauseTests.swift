@@ -91,6 +91,35 @@ import Testing
         }
     }
 
+    /// systemd sends SIGCONT right after SIGTERM on every stop, and the two
+    /// reach warren through different sources, in either order: a stop
+    /// while paused never consumes again, whichever comes first.
+    @Test(arguments: [true, false])
+    func aStopWhilePausedWithSIGCONTBesideItStartsNothingNew(termFirst: Bool) async throws {
+        try await withTestQueue { client, queue in
+            let ids = (1...60).map { "c-\($0)" }
+            try await client.publish(ids: ids, to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue, command: #"sh -c 'echo "$WARREN_MESSAGE_ID" >> {dir}/started; sleep 0.3; echo "$WARREN_MESSAGE_ID" >> {dir}/finished'"#,
+                prefetch: 8, concurrency: 4))
+            try await eventually("work under way") { warren.lines("finished").count >= 4 }
+            warren.signal(SIGTSTP)
+            try await eventually("the consumer cancelled") { try await consumers(client, queue) == 0 }
+            try await eventually("what ran has finished") { warren.lines("started").count == warren.lines("finished").count }
+            let startedWhenPaused = warren.lines("started")
+            warren.signal(termFirst ? SIGTERM : SIGCONT)
+            warren.signal(termFirst ? SIGCONT : SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(warren.lines("started") == startedWhenPaused, "a handler started after the stop")
+            #expect(!warren.log.contains("resumed (SIGCONT)"), "\(warren.log)")
+            #expect(!warren.log.contains("received SIGCONT: resuming"), "\(warren.log)")
+            let finished = warren.lines("finished")
+            let left = try await client.drain(queue).map(\.id)
+            #expect(finished.count == Set(finished).count, "a message was done twice")
+            #expect(Set(finished).union(left) == Set(ids), "a message was lost")
+        }
+    }
+
     @Test func aReloadWhilePausedStartsTheNewConsumersPausedAndResumeRunsEverything() async throws {
         try await withTestQueue { client, queue in
             let ids = (1...40).map { "r-\($0)" }
