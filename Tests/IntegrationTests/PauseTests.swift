@@ -105,7 +105,14 @@ import Testing
             try await eventually("work under way") { warren.lines("finished").count >= 4 }
             warren.signal(SIGTSTP)
             try await eventually("the consumer cancelled") { try await consumers(client, queue) == 0 }
-            try await eventually("what ran has finished") { warren.lines("started").count == warren.lines("finished").count }
+            // Settled: a delivery a worker took just before the pause reached
+            // it starts a moment later (its process spawning); only a count
+            // that stays put for a while is what the pause let run.
+            try await eventually("what ran has finished, and nothing more starts") {
+                let started = warren.lines("started").count
+                try await Task.sleep(for: .milliseconds(800))
+                return warren.lines("started").count == started && warren.lines("finished").count == started
+            }
             let startedWhenPaused = warren.lines("started")
             warren.signal(termFirst ? SIGTERM : SIGCONT)
             warren.signal(termFirst ? SIGCONT : SIGTERM)
