@@ -77,6 +77,13 @@ public final class Delivery: Sendable {
         self.properties = properties
         self.payload = payload
     }
+
+    /// The same delivery (tag, channel, body in place) with other
+    /// properties: settled like the original, which it stands for.
+    public func with(properties: MessageProperties) -> Delivery {
+        Delivery(channel: channel, deliveryTag: deliveryTag, consumerTag: consumerTag, exchange: exchange,
+                 routingKey: routingKey, redelivered: redelivered, properties: properties, payload: payload)
+    }
 }
 
 /// What a consumer does with a delivery when its work is over.

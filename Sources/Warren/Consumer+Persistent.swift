@@ -328,6 +328,7 @@ extension Consumer {
             var message = Message(delivery: received.delivery, consumer: consumer.settings.name,
                                   queue: consumer.settings.queue, attempt: Message.attempt(of: received.delivery))
             message.started = started
+            consumer.tracing?.start(&message)
             if consumer.settings.deliveryLimit != nil { consumer.warnIfLastDelivery(message) }
             if received.delivery.payload.count > consumer.settings.maxBody {
                 await consumer.refuseOversized(message, connection: received.connection, watchdog: watchdog)
@@ -358,6 +359,7 @@ extension Consumer {
             hand.watchdogID = watchdogID
             inHand = hand
             sent += 1
+            hand.message.trace?.event("handler started")
             workers.supervisor.write(MessageBody(Envelope(message: hand.message, id: id).jsonLine()), to: request,
                                      tag: hand.message.logID)
             return []
@@ -369,6 +371,7 @@ extension Consumer {
         private mutating func settle(_ outcome: Outcome, reply: String?, answered: Bool) async {
             guard let hand = inHand else { return }
             inHand = nil
+            hand.message.trace?.event("handler finished")
             let fired = hand.watchdogID.flatMap { watchdog.finish($0) }
             let stop = answered ? nil : fired
             consumer.metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - hand.started)

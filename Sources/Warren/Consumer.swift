@@ -2,6 +2,7 @@ import AMQP
 import Glibc
 import Logging
 import Synchronization
+import Tracing
 
 /// One `[consumer.NAME]`: its buffer and `concurrency` workers in one task
 /// group. Workers outlive connections: each delivery is settled on the
@@ -46,9 +47,17 @@ final class Consumer: Sendable {
     /// `log_outcomes` and `logger.logLevel <= .info`, read once: asking the
     /// logger copies its handler, and a success asks for every message.
     let outcomeLogging: Bool
+    /// A span per delivery; nil when warren traces nothing.
+    let tracing: DeliveryTracing?
+    /// `handler` runs in this process (an embedder's): it runs with its
+    /// span's context as `ServiceContext.current`. A command handler gets
+    /// `TRACEPARENT` instead (and the daemon never pushes a task-local:
+    /// see `Message.processWatch`).
+    let inProcessHandler: Bool
 
     init(settings: ConsumerSettings, index: Int, handler: any MessageHandler, workers: PersistentWorkers? = nil,
-         publisher: Publisher, directReplies: Publisher? = nil, exportsBreaker: Bool = true, logger: Logger) {
+         publisher: Publisher, directReplies: Publisher? = nil, exportsBreaker: Bool = true,
+         tracing: DeliveryTracing? = nil, logger: Logger) {
         self.settings = settings
         self.index = index
         self.publisher = publisher
@@ -57,6 +66,8 @@ final class Consumer: Sendable {
         self.metrics = ConsumerMetrics(settings)
         self.handler = handler
         self.workers = workers
+        self.tracing = tracing
+        inProcessHandler = workers == nil && !(handler is ExecHandler)
         breaker = Mutex(settings.pauseAfterFailures > 0
             ? CircuitBreaker(threshold: settings.pauseAfterFailures, retryDelay: settings.retryDelay,
                              retryDelayMax: settings.retryDelayMax)
@@ -152,6 +163,7 @@ final class Consumer: Sendable {
         var message = Message(delivery: delivery, consumer: settings.name, queue: settings.queue,
                               attempt: Message.attempt(of: delivery))
         message.started = started
+        tracing?.start(&message)
         if settings.deliveryLimit != nil { warnIfLastDelivery(message) }
         if delivery.payload.count > settings.maxBody {
             // Never an attempt: no handler ran.
@@ -173,14 +185,18 @@ final class Consumer: Sendable {
         let publishes = settings.publishesOutput(of: delivery.properties)
         let outcome: Outcome
         var output: MessageBody? = nil
+        message.trace?.event("handler started")
         if publishes {
             watched.outputLimit = settings.outputLimit
-            let result = await handler.handleWithOutput(watched)
+            let result = await run(watched) { await self.handler.handleWithOutput(watched) }
             outcome = result.outcome
             output = result.output
+        } else if message.trace != nil {
+            outcome = await run(watched) { await self.handler.handle(watched) }
         } else {
             outcome = await handler.handle(watched)
         }
+        message.trace?.event("handler finished")
         metrics.handlerDuration.recordNanoseconds(monotonicNanoseconds() - started)
         let stop = watchdog.finish(id)
         if await breakerSpares(message, outcome: outcome, stop: stop, ticket: ticket, connection: connection,
@@ -198,6 +214,12 @@ final class Consumer: Sendable {
             await settle(message, outcome: outcome, stop: stop, connection: connection, watchdog: watchdog)
         }
         return stop != nil
+    }
+
+    /// Runs an in-process handler with the span's context as the current one.
+    private func run<T>(_ message: Message, _ body: () async -> T) async -> T {
+        guard inProcessHandler, let context = message.traceContext else { return await body() }
+        return await ServiceContext.withValue(context) { await body() }
     }
 
     /// Settles a message as its outcome says. Retry and dead-letter copies
@@ -528,7 +550,11 @@ final class Consumer: Sendable {
     func ack(_ message: Message, on connection: AMQPConnection) {
         connection.ack(message.delivery)
         metrics.acked.increment()
-        if outcomeLogging { logOutcome(.ack, message, "message acked") }
+        if outcomeLogging {
+            logOutcome(.ack, message, "message acked")
+        } else {
+            message.trace?.end(.ack, reason: nil)
+        }
     }
 
     /// Publishes a copy and waits for the broker's confirm (bounded: see

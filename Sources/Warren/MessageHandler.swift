@@ -17,6 +17,8 @@ public struct Message: Sendable {
     public internal(set) var outputLimit: Int? = nil
     /// When a worker took it (`monotonicNanoseconds()`): its outcome line's duration.
     var started: Int64? = nil
+    /// Its span, when warren traces deliveries (see `DeliveryTracing`).
+    var trace: DeliveryTrace? = nil
 
     public init(delivery: Delivery, consumer: String, queue: String, attempt: Int) {
         self.delivery = delivery

@@ -40,6 +40,7 @@ extension Consumer {
     func logOutcome(_ outcome: SettledAs, _ message: Message, level: Logger.Level = .info,
                     _ text: @autoclosure () -> Logger.Message, reason: String? = nil,
                     metadata extra: Logger.Metadata = [:]) {
+        message.trace?.end(outcome, reason: reason)
         if level == .info && !outcomeLogging { return }
         logOutcome(outcome, id: message.logID, attempt: message.attempt, started: message.started, level: level, text(),
                    reason: reason, metadata: extra)

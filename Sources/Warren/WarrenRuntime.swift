@@ -1,5 +1,6 @@
 import AMQP
 public import Logging
+public import Tracing
 
 /// The running daemon: its consumers, the connection of the moment, and the
 /// lifecycle state machine that decides what happens to every delivery,
@@ -58,12 +59,14 @@ public final class WarrenRuntime: Sendable {
     ///   of retrying.
     /// - Parameter previous: a reload's running config: bindings it made
     ///   that this one does not are removed once these consumers take over.
+    /// - Parameter tracer: a span per delivery (see `DeliveryTracing`);
+    ///   nil: the tracer bootstrapped into `InstrumentationSystem`, if any.
     /// - Parameter paused: start paused, as if `pause()` came first (a
     ///   reload while paused): the consumers are set up, consume nothing,
     ///   and count as running, until `resume()`.
     public init(settings: WarrenSettings, handlers: [String: any MessageHandler] = [:], logger: Logger,
                 supervisor: ProcessSupervisor? = nil, failFast: Bool = false, replacing previous: WarrenSettings? = nil,
-                paused: Bool = false,
+                paused: Bool = false, tracer: (any Tracer)? = nil,
                 observer: Observer? = nil) {
         self.settings = settings
         retiredBindings = previous.map { Topology.retired(from: $0.consumers, keeping: settings.consumers) } ?? []
@@ -83,9 +86,11 @@ public final class WarrenRuntime: Sendable {
         self.publisher = publisher
         let directReplies = Publisher(broker: settings.broker, logger: logger, role: "direct replies")
         self.directReplies = directReplies
+        let tracing = DeliveryTracing.resolve(tracer)
         consumers = settings.consumers.enumerated().map { index, consumer in
             Consumer(settings: consumer, index: index, handler: resolved[consumer.name]!, workers: workers[consumer.name],
-                     publisher: publisher, directReplies: directReplies, exportsBreaker: previous == nil, logger: logger)
+                     publisher: publisher, directReplies: directReplies, exportsBreaker: previous == nil,
+                     tracing: tracing, logger: logger)
         }
         self.observer = observer
         (events, eventSink) = AsyncStream<ControlLoop.Event>.makeStream()
