@@ -40,33 +40,6 @@ import Testing
         #expect(run(.draining(terminating: true)) { $0.workersDone() } == (.close, .closing))
     }
 
-    @Test func theWorkersEndingBeforeADrainIsAProgrammingError() async {
-        // Their buffers close only when draining begins.
-        await #expect(processExitsWith: .failure) {
-            var machine = Lifecycle(state: .starting)
-            _ = machine.workersDone()
-        }
-        await #expect(processExitsWith: .failure) {
-            var machine = Lifecycle(state: .running)
-            _ = machine.workersDone()
-        }
-        await #expect(processExitsWith: .failure) {
-            var machine = Lifecycle(state: .reconnecting)
-            _ = machine.workersDone()
-        }
-    }
-
-    @Test func theWorkersEndingTwiceIsAProgrammingError() async {
-        await #expect(processExitsWith: .failure) {
-            var machine = Lifecycle(state: .closing)
-            _ = machine.workersDone()
-        }
-        await #expect(processExitsWith: .failure) {
-            var machine = Lifecycle(state: .stopped(exitCode: 0))
-            _ = machine.workersDone()
-        }
-    }
-
     @Test func stopSignalWhileRunningBeginsTheDrain() {
         #expect(run(.running) { $0.stopRequested() } == (.beginDrain, .draining(terminating: false)))
         #expect(run(.starting) { $0.stopRequested() } == (.beginDrain, .draining(terminating: false)))
@@ -113,13 +86,6 @@ import Testing
         #expect(run(.stopped(exitCode: 0)) { $0.closed() } == (.none, .stopped(exitCode: 0)))
     }
 
-    @Test func closedBeforeClosingIsAProgrammingError() async {
-        await #expect(processExitsWith: .failure) {
-            var machine = Lifecycle(state: .running)
-            _ = machine.closed()
-        }
-    }
-
     @Test func connectionLostWhileRunningReconnectsAndKeepsHandlersRunning() {
         #expect(run(.running) { $0.connectionLost() } == (.reconnect, .reconnecting))
         #expect(run(.starting) { $0.connectionLost() } == (.reconnect, .reconnecting))
@@ -144,13 +110,6 @@ import Testing
 
     @Test func aFirstStartRefusedForTheConfigsSakeExitsWithItsCode() {
         #expect(run(.starting) { $0.failed(exitCode: 78) } == (.exit(78), .stopped(exitCode: 78)))
-    }
-
-    @Test func failingAfterTheFirstStartIsAProgrammingError() async {
-        await #expect(processExitsWith: .failure) {
-            var machine = Lifecycle(state: .reconnecting)
-            _ = machine.failed()
-        }
     }
 
     @Test func aFullDrainWalksTheWholeTable() {
