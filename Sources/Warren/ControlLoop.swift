@@ -493,6 +493,21 @@ struct ControlLoop {
                            metadata: ["bindings": "\(bindings.map(\.description))"])
             return
         }
+        // Bounded like a drain's cancel: a broker that never answers must
+        // not keep the reload from finishing (with heartbeats off, for ever).
+        let logger = self.logger
+        let answered = await finishes(within: WarrenRuntime.brokerAnswerBound, orElse: { connection.abort() }) {
+            await Self.unbind(bindings, on: channel, connection, logger: logger)
+        }
+        if !answered {
+            logger.error("the broker did not answer queue.unbind within \(WarrenRuntime.brokerAnswerBound); dropped the connection (warren connects again); remove by hand the bindings not reported removed",
+                         metadata: ["bindings": "\(bindings.map(\.description))"])
+        }
+        subscriptions.releaseUnused(channel)
+    }
+
+    private static func unbind(_ bindings: [Topology.Binding], on channel: UInt16, _ connection: AMQPConnection,
+                               logger: Logger) async {
         var open = false
         for binding in bindings {
             do throws(AMQPError) {
@@ -511,7 +526,6 @@ struct ControlLoop {
             }
         }
         if open { try? await connection.closeChannel(channel) }
-        subscriptions.releaseUnused(channel)
     }
 
     /// `reusable: false`: the channel consumed before (a held consumer's):

@@ -11,6 +11,8 @@ final class TestProxy: Sendable {
         var mode: Mode = .pass
         var cutRequested = false
         var stopped = false
+        /// Black-hole from the moment the client sends this method (class, method).
+        var trigger: (UInt16, UInt16)?
     }
 
     /// Guards the mode and requests for the proxy thread.
@@ -54,6 +56,25 @@ final class TestProxy: Sendable {
     func cutAll() { state.withLock { $0.cutRequested = true } }
 
     func stop() { state.withLock { $0.stopped = true } }
+
+    /// Passes traffic until the client sends a method frame of this class
+    /// and method (`queue.unbind` is 50, 50), then black-holes, that frame
+    /// included: the broker never hears the request.
+    func blackHoleWhenClientSends(classID: UInt16, methodID: UInt16) {
+        state.withLock { $0.trigger = (classID, methodID) }
+    }
+
+    /// Whether `bytes` hold the start of a method frame of `method`: type 1,
+    /// then channel and size, then class and method (a test's heuristic).
+    private static func holdsMethod(_ bytes: ArraySlice<UInt8>, _ method: (UInt16, UInt16)) -> Bool {
+        let wanted = [UInt8(method.0 >> 8), UInt8(method.0 & 0xff), UInt8(method.1 >> 8), UInt8(method.1 & 0xff)]
+        var index = bytes.startIndex
+        while index + 11 <= bytes.endIndex {
+            if bytes[index] == 1, Array(bytes[(index + 7)..<(index + 11)]) == wanted { return true }
+            index += 1
+        }
+        return false
+    }
 
     private static func loopback(port: UInt16) -> sockaddr_in {
         var address = sockaddr_in()
@@ -109,6 +130,11 @@ final class TestProxy: Sendable {
                     where slot < fds.count && fds[slot].revents != 0 {
                     let count = read(from, &buffer, buffer.count)
                     if count <= 0 { broken.append(index); break }
+                    if from == pair.client, let trigger = state.withLock({ $0.trigger }),
+                       Self.holdsMethod(buffer[0..<count], trigger) {
+                        state.withLock { $0.trigger = nil; $0.mode = .blackHole }
+                        break
+                    }
                     var offset = 0
                     while offset < count {
                         let written = buffer.withUnsafeBytes { write(to, $0.baseAddress! + offset, count - offset) }

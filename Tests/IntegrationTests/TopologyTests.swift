@@ -390,6 +390,43 @@ import Testing
         }
     }
 
+    /// A broker that never answers the reload's `queue.unbind` (heartbeats
+    /// off, so nothing else would notice) costs the bound, not the reload:
+    /// warren drops the connection, says which bindings to remove by hand,
+    /// connects again and serves; no message is lost.
+    @Test func aReloadWhoseUnbindTheBrokerNeverAnswersGivesUpAfterTheBound() async throws {
+        try await withNames { client, queue, exchange in
+            let proxy = try TestProxy(targetPort: UInt16(try TestBroker.options.port))
+            defer { proxy.stop() }
+            func config(keys: String) throws -> String {
+                try warrenConfig(queue: queue, command: Self.ledger, extra: "exchange = \(exchange)\nrouting_keys = \(keys)")
+                    .replacingOccurrences(of: "url = \(TestBroker.url)", with: "url = amqp://guest:guest@127.0.0.1:\(proxy.port)/%2f")
+                    .replacingOccurrences(of: "heartbeat = 5s", with: "heartbeat = 0\nreconnect_min = 100ms\nreconnect_max = 200ms")
+            }
+            let warren = try WarrenBinary(config: try config(keys: "kept dropped"))
+            try await running(warren)
+            proxy.blackHoleWhenClientSends(classID: 50, methodID: 50)
+            try (try config(keys: "kept")).replacingOccurrences(of: "{dir}", with: warren.directory)
+                .write(toFile: warren.configPath, atomically: true, encoding: .utf8)
+            let clock = ContinuousClock()
+            let reloaded = clock.now
+            warren.signal(SIGHUP)
+            try await eventually("the unbind given up", timeout: .seconds(30)) {
+                warren.log.contains("the broker did not answer queue.unbind")
+            }
+            #expect(clock.now - reloaded < .seconds(15), "gave up after \(clock.now - reloaded)")
+            #expect(warren.log.contains("dropped"), "\(warren.log)")
+            proxy.cutAll()
+            proxy.mode = .pass
+            try await eventually("serving again", timeout: .seconds(30)) {
+                try await publish(client, ids: ["kept-\(UInt32.random(in: 0...UInt32.max))"], exchange: exchange, routingKey: "kept")
+                return !warren.lines("handled").isEmpty
+            }
+            await stop(warren)
+            #expect(try await client.count(queue) == 0, "every message published was handled")
+        }
+    }
+
     /// An exclusive consumer keeps a second warren out; the second stands
     /// by, subscribing again with backoff, and takes over once the first stops.
     @Test func anExclusiveConsumerKeepsTheOtherOutUntilItStops() async throws {
