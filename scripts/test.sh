@@ -24,8 +24,16 @@ else
     # Exit tests in a process of their own, first: the main run's process
     # becomes a child subreaper, and an orphan that exits there is a zombie
     # swift-testing's exit-test monitor waits on for ever (see the suite).
-    run_tests --filter 'ExitTests'
-    run_tests --skip 'ExitTests'
+    # An exit test anywhere else would run in the main run: refuse it.
+    stray=$(grep -l 'processExitsWith' -r Tests | xargs grep -L -E 'struct [A-Za-z]+ExitTests' || true)
+    if [ -n "$stray" ]; then
+        echo "test.sh: exit tests belong in a suite named *ExitTests (see LifecycleMisuseExitTests): $stray" >&2
+        exit 1
+    fi
+    status=0
+    run_tests --filter 'ExitTests' || status=$?
+    run_tests --skip 'ExitTests' || status=$?
+    [ "$status" -eq 0 ] || exit "$status"
 fi
 # Last, as it stops the broker: `make run`'s handling of a node an earlier
 # run left behind, on this one.

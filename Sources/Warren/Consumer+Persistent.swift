@@ -328,9 +328,9 @@ extension Consumer {
             var message = Message(delivery: received.delivery, consumer: consumer.settings.name,
                                   queue: consumer.settings.queue, attempt: Message.attempt(of: received.delivery))
             message.started = started
-            consumer.tracing?.start(&message)
             if consumer.settings.deliveryLimit != nil { consumer.warnIfLastDelivery(message) }
             if received.delivery.payload.count > consumer.settings.maxBody {
+                consumer.tracing?.start(&message)
                 await consumer.refuseOversized(message, connection: received.connection, watchdog: watchdog)
                 consumer.busy.subtract(1, ordering: .relaxed)
                 return [.requestMessage]
@@ -340,6 +340,8 @@ extension Consumer {
                 consumer.busy.subtract(1, ordering: .relaxed)
                 return [.requestMessage]
             }
+            // Its span from here: a message the breaker turned away never started.
+            consumer.tracing?.start(&message)
             inHand = InHand(received: received, message: message, watchdogID: nil, started: started, ticket: ticket)
             return machine.messageTaken(id: DeliveryID.next())
         }

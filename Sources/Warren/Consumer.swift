@@ -337,7 +337,7 @@ final class Consumer: Sendable {
             if await requeueAtTail(message, reason: capped, connection: connection, log: log, watchdog: watchdog) {
                 logOutcome(.requeued, message, level: .warning,
                            "handler failed while the circuit breaker is open; requeued at the tail of the queue, the attempt not counted",
-                           reason: reason)
+                           reason: reason, failed: true)
                 metrics.requeued.increment()
             }
             return
@@ -407,7 +407,8 @@ final class Consumer: Sendable {
                                               connection: connection, watchdog: watchdog)
                 return
             }
-            let reply = HandlerOutput.replyProperties(for: properties, contentType: settings.replyContentType)
+            let reply = HandlerOutput.replyProperties(for: properties, contentType: settings.replyContentType,
+                                                      carrying: message.trace?.carried ?? [])
             if let error = await (direct ? directReplies : publisher).publish(
                 body, exchange: "", routingKey: replyTo, properties: reply,
                 mandatory: !direct, shutdown: watchdog.shutdown) {
@@ -426,7 +427,8 @@ final class Consumer: Sendable {
             }
         }
         if problem == nil, let exchange = settings.outputExchange {
-            let next = HandlerOutput.outputProperties(for: properties, contentType: settings.replyContentType)
+            let next = HandlerOutput.outputProperties(for: properties, contentType: settings.replyContentType,
+                                                      carrying: message.trace?.carried ?? [])
             let target = exchange == "amq.default" ? "" : exchange
             if let error = await publisher.publish(body, exchange: target, routingKey: settings.outputRoutingKey,
                                                    properties: next, shutdown: watchdog.shutdown) {
@@ -553,7 +555,7 @@ final class Consumer: Sendable {
         if outcomeLogging {
             logOutcome(.ack, message, "message acked")
         } else {
-            message.trace?.end(.ack, reason: nil)
+            message.trace?.end(.ack, reason: nil, failed: false)
         }
     }
 
@@ -578,7 +580,7 @@ final class Consumer: Sendable {
         metrics.refusedPublishes.increment()
         metrics.requeued.increment()
         logOutcome(.requeued, message, level: .warning, "message requeued: its copy was refused",
-                   reason: "\(result)", metadata: ["target_queue": "\(queue)"])
+                   reason: "\(result)", metadata: ["target_queue": "\(queue)"], failed: true)
         return false
     }
 

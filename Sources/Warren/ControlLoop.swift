@@ -29,6 +29,9 @@ struct ControlLoop {
         case breaker(consumer: Int)
         /// The time an open breaker set for letting one message through.
         case breakerDue(consumer: Int)
+        /// The runtime this one replaced has stopped: no connection of its
+        /// can bind again what the previous config bound (see `unbind`).
+        case removeRetiredBindings
         case stop
         case quit
         case graceExpired
@@ -55,6 +58,8 @@ struct ControlLoop {
     private var workersEnded = false
     /// A reload's: what the previous config bound and this one does not (see `unbind`).
     private var retiredBindings: [Topology.Binding]
+    /// `removeRetiredBindings` came: unbind them on this connection or the next.
+    private var unbindDue = false
     /// SIGTSTP came and no SIGCONT since.
     private var paused = false
     /// Channels of the current connection whose prefetch is 1 for a
@@ -139,6 +144,10 @@ struct ControlLoop {
             return machine.workersDone()
         case .hold(let index):
             return await hold(consumers[index], for: .workersFailing, consumers[index].workers?.isHolding ?? false)
+        case .removeRetiredBindings:
+            unbindDue = true
+            await unbindRetired()
+            return .none
         case .pause, .resume:
             let pause: Bool
             if case .pause = event { pause = true } else { pause = false }
@@ -441,12 +450,18 @@ struct ControlLoop {
         // each is ready: a deploy whose workers never start must not replace
         // running ones (they fail the reload instead; see `hold`).
         if failFast, consumers.contains(where: { !($0.workers?.hasBeenReady ?? true) }) { return .none }
-        if !retiredBindings.isEmpty, let connection = current {
-            await unbind(retiredBindings, on: connection)
-            retiredBindings = []
-        }
         status.served(subscriptions.generation)
-        return machine.started()
+        let action = machine.started()
+        await unbindRetired()
+        return action
+    }
+
+    /// Removes the retired bindings once they are due and there is a
+    /// connection; unanswered (the connection dropped), the next connection
+    /// tries again (unbinding what is gone is no error).
+    private mutating func unbindRetired() async {
+        guard unbindDue, !retiredBindings.isEmpty, let connection = current else { return }
+        if await unbind(retiredBindings, on: connection) { retiredBindings = [] }
     }
 
     /// Opens a channel for the consumer and declares (or checks) its
@@ -483,15 +498,17 @@ struct ControlLoop {
     }
 
     /// A reload's bindings that the previous config made and this one does
-    /// not: removed once the new consumers consume (just before they take
-    /// over), so a routing key taken out of the config stops routing. A
-    /// refused reload never gets here and leaves them. A failure is logged,
-    /// never fatal: the consumers are fine, an operator can unbind by hand.
-    private mutating func unbind(_ bindings: [Topology.Binding], on connection: AMQPConnection) async {
+    /// not: removed once the runtime this one replaced has stopped (before,
+    /// a reconnect of it would bind them again), so a routing key taken out
+    /// of the config stops routing. A refused reload never gets here and
+    /// leaves them. A refusal is logged, never fatal: the consumers are
+    /// fine, an operator can unbind by hand.
+    /// False when the broker did not answer in time (the connection dropped).
+    private mutating func unbind(_ bindings: [Topology.Binding], on connection: AMQPConnection) async -> Bool {
         guard let channel = subscriptions.allocate() else {
             logger.warning("no channel number to spare to remove the bindings the previous config made; remove them by hand",
                            metadata: ["bindings": "\(bindings.map(\.description))"])
-            return
+            return true
         }
         // Bounded like a drain's cancel: a broker that never answers must
         // not keep the reload from finishing (with heartbeats off, for ever).
@@ -500,10 +517,11 @@ struct ControlLoop {
             await Self.unbind(bindings, on: channel, connection, logger: logger)
         }
         if !answered {
-            logger.error("the broker did not answer queue.unbind within \(WarrenRuntime.brokerAnswerBound); dropped the connection (warren connects again); remove by hand the bindings not reported removed",
+            logger.error("the broker did not answer queue.unbind within \(WarrenRuntime.brokerAnswerBound); dropped the connection: warren connects again and removes them then, before the reload takes over",
                          metadata: ["bindings": "\(bindings.map(\.description))"])
         }
         subscriptions.releaseUnused(channel)
+        return answered
     }
 
     private static func unbind(_ bindings: [Topology.Binding], on channel: UInt16, _ connection: AMQPConnection,

@@ -3,9 +3,10 @@ import Synchronization
 public import Tracing
 
 /// A span per delivery, through swift-distributed-tracing, when the
-/// embedder gives warren a tracer (`WarrenRuntime(tracer:)`) or bootstraps
-/// `InstrumentationSystem` with one. Without either, nothing here runs: no
-/// span, no header rewritten, no cost per message.
+/// embedder gives warren a tracer (`WarrenRuntime(tracer:)`). Without one,
+/// nothing here runs: no span, no header rewritten, no cost per message.
+/// The tracer is called on the thread the worker runs on (the connection's
+/// I/O thread): its calls must not block.
 ///
 /// The span starts when a worker takes the message and ends when it is
 /// settled, at its outcome line (`SettledAs`): one span per attempt.
@@ -20,15 +21,16 @@ public import Tracing
 struct DeliveryTracing: Sendable {
     let tracer: any Tracer
 
-    /// The tracer to use: the one given, or the one bootstrapped into
-    /// `InstrumentationSystem`, read once; nil when that is the no-op one.
-    static func resolve(_ given: (any Tracer)?, bootstrapped: @autoclosure () -> any Tracer = InstrumentationSystem.tracer)
-        -> DeliveryTracing? {
-        if let given { return DeliveryTracing(tracer: given) }
-        let bootstrapped = bootstrapped()
-        if bootstrapped is NoOpTracer { return nil }
-        return DeliveryTracing(tracer: bootstrapped)
+    /// nil for no tracer, and for the no-op one: then nothing runs per
+    /// message. (No look at `InstrumentationSystem`: an embedder that
+    /// bootstrapped a tracer passes `InstrumentationSystem.tracer`.)
+    static func resolve(_ given: (any Tracer)?) -> DeliveryTracing? {
+        guard let given, !(given is NoOpTracer) else { return nil }
+        return DeliveryTracing(tracer: given)
     }
+
+    /// The W3C headers: a parent's, replaced by the span's or removed.
+    static let traceHeaders = ["traceparent", "tracestate"]
 
     /// Starts the span of `message` and rewrites its trace headers to name it.
     func start(_ message: inout Message) {
@@ -56,16 +58,51 @@ struct DeliveryTracing: Sendable {
         span.attributes.merge(attributes)
         var injected: [String: String] = [:]
         tracer.inject(span.context, into: &injected, using: DictionaryInjector())
-        if !injected.isEmpty {
-            var headers = properties.headers ?? FieldTable()
-            // A tracestate belongs to the parent it came with: gone unless the tracer wrote its own.
-            if injected["traceparent"] != nil && injected["tracestate"] == nil { headers["tracestate"] = nil }
-            for (key, value) in injected.sorted(by: { $0.key < $1.key }) { headers[key] = .string(value) }
+        let carried = Self.publishable(injected)
+        if !carried.isEmpty {
             var rewritten = properties
-            rewritten.headers = headers
+            rewritten.headers = Self.rewrite(properties.headers ?? FieldTable(), with: carried)
             message.delivery = message.delivery.with(properties: rewritten)
         }
-        message.trace = DeliveryTrace(span: span)
+        message.trace = DeliveryTrace(span: span, carried: carried.map(\.key))
+    }
+
+    /// What a tracer injected that can go into headers, in a stable order:
+    /// a key must be an AMQP short string (rabbitmq-c would cut a longer
+    /// one's length to a byte and corrupt the frame), a value as bounded as
+    /// what warren reads.
+    static func publishable(_ injected: [String: String]) -> [(key: String, value: String)] {
+        injected.filter { !$0.key.isEmpty && $0.key.utf8.count <= 255 && $0.value.utf8.count <= HeaderExtractor.valueLimit }
+            .sorted { $0.key < $1.key }
+            .map { (key: $0.key, value: $0.value) }
+    }
+
+    /// `headers` with each carried header in the place of the first one of
+    /// that name, in any case (the others removed), or last when there was
+    /// none: the environment's header budget is spent in table order, and
+    /// the span's `TRACEPARENT` must not lose the place its parent had. A
+    /// W3C header the tracer did not write again goes, with the parent it
+    /// belonged to.
+    static func rewrite(_ headers: FieldTable, with carried: [(key: String, value: String)]) -> FieldTable {
+        var entries = headers.entries
+        let written = Set(carried.map { $0.key.lowercased() })
+        entries.removeAll { entry in
+            let name = entry.key.lowercased()
+            return traceHeaders.contains(name) && !written.contains(name)
+        }
+        for (key, value) in carried {
+            let name = key.lowercased()
+            if let first = entries.firstIndex(where: { $0.key.lowercased() == name }) {
+                entries[first] = (key, .string(value))
+                var index = entries.index(after: first)
+                while index < entries.endIndex {
+                    if entries[index].key.lowercased() == name { entries.remove(at: index) } else { index += 1 }
+                }
+            } else {
+                entries.append((key, .string(value)))
+            }
+        }
+        return FieldTable(entries)
     }
 }
 
@@ -73,30 +110,32 @@ struct DeliveryTracing: Sendable {
 /// (The span is `Sendable`; `ended` makes ending it once safe from any task.)
 final class DeliveryTrace: Sendable {
     let span: any Span
+    /// The headers the tracer wrote: replies and output messages carry them on.
+    let carried: [String]
     private let ended = Atomic<Bool>(false)
 
-    init(span: any Span) { self.span = span }
+    init(span: any Span, carried: [String]) {
+        self.span = span
+        self.carried = carried
+    }
 
     func event(_ name: String) {
         span.addEvent(SpanEvent(name: name))
     }
 
-    /// Ends the span with the outcome its outcome line says; a failure's
-    /// reason, capped as in the log, and an error status for what did not
-    /// succeed (a release or a drop is not the handler's failure).
-    func end(_ outcome: SettledAs, reason: String?) {
+    /// Ends the span with the outcome its outcome line says, and a
+    /// failure's reason, capped as in the log. `failed`: an error status
+    /// (the handler failed, or a copy was refused), not for what is nobody's
+    /// failure (a stop, warren's own shortage, a release, a drop).
+    func end(_ outcome: SettledAs, reason: String?, failed: Bool) {
         guard ended.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        let capped = reason.map { $0.capped(atBytes: Consumer.reasonLogLimit) }
         span.attributes.set("warren.outcome", value: .string(outcome.rawValue))
-        if let reason { span.attributes.set("warren.reason", value: .string(reason.capped(atBytes: Consumer.reasonLogLimit))) }
-        switch outcome {
-        case .retry, .deadLetter:
-            span.setStatus(SpanStatus(code: .error, message: reason.map { $0.capped(atBytes: Consumer.reasonLogLimit) }))
-        case .requeued where reason != nil:
-            span.setStatus(SpanStatus(code: .error, message: reason.map { $0.capped(atBytes: Consumer.reasonLogLimit) }))
-        case .ack:
+        if let capped { span.attributes.set("warren.reason", value: .string(capped)) }
+        if failed {
+            span.setStatus(SpanStatus(code: .error, message: capped))
+        } else if outcome == .ack {
             span.setStatus(SpanStatus(code: .ok))
-        case .requeued, .released, .dropped:
-            break
         }
         span.end()
     }
@@ -109,8 +148,12 @@ final class DeliveryTrace: Sendable {
 struct HeaderExtractor: Extractor {
     static let valueLimit = 8 * 1024
 
+    /// The last header of that name in any case, as warren reads
+    /// `TRACEPARENT` for a command.
     func extract(key: String, from headers: FieldTable) -> String? {
-        guard case .string(let bytes)? = headers[key], bytes.count <= Self.valueLimit else { return nil }
+        let name = key.lowercased()
+        guard case .string(let bytes)? = headers.entries.last(where: { $0.key.lowercased() == name })?.value,
+              bytes.count <= Self.valueLimit else { return nil }
         return String(decoding: bytes, as: UTF8.self)
     }
 }

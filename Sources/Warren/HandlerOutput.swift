@@ -25,21 +25,23 @@ enum HandlerOutput {
     /// A reply: the request's `correlation_id`, `reply_content_type`, and
     /// not persistent: the requester waits for it now, and a reply that
     /// outlived a broker restart would find nobody waiting.
-    static func replyProperties(for request: MessageProperties, contentType: String) -> MessageProperties {
-        MessageProperties(contentType: contentType, headers: carried(request.headers), correlationId: request.correlationId)
+    /// `carrying`: other headers to carry (those a tracer wrote).
+    static func replyProperties(for request: MessageProperties, contentType: String, carrying: [String] = []) -> MessageProperties {
+        MessageProperties(contentType: contentType, headers: carried(request.headers, also: carrying),
+                          correlationId: request.correlationId)
     }
 
     /// A pipeline's next message: persistent (it is the work of the next
     /// stage), the request's `correlation_id`, `reply_content_type`.
-    static func outputProperties(for request: MessageProperties, contentType: String) -> MessageProperties {
-        MessageProperties(contentType: contentType, headers: carried(request.headers), deliveryMode: 2,
+    static func outputProperties(for request: MessageProperties, contentType: String, carrying: [String] = []) -> MessageProperties {
+        MessageProperties(contentType: contentType, headers: carried(request.headers, also: carrying), deliveryMode: 2,
                           correlationId: request.correlationId)
     }
 
-    private static func carried(_ headers: FieldTable?) -> FieldTable? {
+    private static func carried(_ headers: FieldTable?, also: [String]) -> FieldTable? {
         guard let headers else { return nil }
         var kept = FieldTable()
-        for name in carriedHeaders {
+        for name in carriedHeaders + also.filter({ !carriedHeaders.contains($0) }) {
             if let value = headers[name] { kept[name] = value }
         }
         return kept.isEmpty ? nil : kept

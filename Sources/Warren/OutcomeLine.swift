@@ -34,13 +34,14 @@ extension Consumer {
     /// header keeps up to `Failure.reasonLimit`).
     static let reasonLogLimit = 512
 
-    /// Logs the outcome line of `message`. `level` `.info` lines are left
-    /// out with `log_outcomes = false` (and below the log level), without
-    /// building anything.
+    /// Logs the outcome line of `message`, and ends its span. `level`
+    /// `.info` lines are left out with `log_outcomes = false` (and below
+    /// the log level), without building anything. `failed`: whether the
+    /// span says error; by default for a retry and a dead letter.
     func logOutcome(_ outcome: SettledAs, _ message: Message, level: Logger.Level = .info,
                     _ text: @autoclosure () -> Logger.Message, reason: String? = nil,
-                    metadata extra: Logger.Metadata = [:]) {
-        message.trace?.end(outcome, reason: reason)
+                    metadata extra: Logger.Metadata = [:], failed: Bool? = nil) {
+        message.trace?.end(outcome, reason: reason, failed: failed ?? (outcome == .retry || outcome == .deadLetter))
         if level == .info && !outcomeLogging { return }
         logOutcome(outcome, id: message.logID, attempt: message.attempt, started: message.started, level: level, text(),
                    reason: reason, metadata: extra)

@@ -58,9 +58,10 @@ public final class WarrenRuntime: Sendable {
     ///   of connects fails, or the set-up is refused, `runUntilStopped` returns 1 instead
     ///   of retrying.
     /// - Parameter previous: a reload's running config: bindings it made
-    ///   that this one does not are removed once these consumers take over.
+    ///   that this one does not are removed once `removeRetiredBindings()`
+    ///   is called (when the runtime running it has stopped).
     /// - Parameter tracer: a span per delivery (see `DeliveryTracing`);
-    ///   nil: the tracer bootstrapped into `InstrumentationSystem`, if any.
+    ///   pass `InstrumentationSystem.tracer` to use the bootstrapped one.
     /// - Parameter paused: start paused, as if `pause()` came first (a
     ///   reload while paused): the consumers are set up, consume nothing,
     ///   and count as running, until `resume()`.
@@ -241,6 +242,12 @@ public final class WarrenRuntime: Sendable {
 
     /// SIGTERM / SIGINT: drain; a second call skips the rest of the grace period.
     public func stop() { eventSink.yield(.stop) }
+
+    /// The runtime this one replaced (`replacing:`) has stopped: the
+    /// bindings only its config made are removed now, on this runtime's
+    /// connection (or its next one). Before, a reconnect of the old runtime
+    /// would bind them again.
+    public func removeRetiredBindings() { eventSink.yield(.removeRetiredBindings) }
 
     /// SIGQUIT: terminate handlers now, requeue everything, close.
     public func quit() { eventSink.yield(.quit) }

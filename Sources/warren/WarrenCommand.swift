@@ -233,6 +233,8 @@ struct WarrenCommand: AsyncParsableCommand {
                 case .replacedEnded(let generation, let exitCode):
                     runtimes[generation] = nil
                     logger.notice("the replaced consumers have drained", metadata: ["exit_code": "\(exitCode)"])
+                    // Their connection is gone for good: nothing binds the old config's keys again.
+                    current.get().removeRetiredBindings()
                 case .exit(let exitCode):
                     code = exitCode
                     if let service = metricsService, metricsRunning {

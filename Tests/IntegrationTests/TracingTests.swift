@@ -45,6 +45,9 @@ import Warren
             try await publish("huge", to: queue, client: client,
                               headers: FieldTable([("traceparent", .string(String(repeating: "0", count: 1 << 20)))]))
             try await publish("number", to: queue, client: client, headers: FieldTable([("traceparent", .int64(7))]))
+            // Header names are matched in any case, as for TRACEPARENT.
+            try await publish("cased", to: queue, client: client,
+                              headers: FieldTable([("TraceParent", .string(Self.publisherTraceparent))]))
             try await publish("malformed", to: queue, client: client, headers: FieldTable([
                 ("traceparent", .string("00-zz-\u{1}-01")), ("tracestate", .string("stale=1")),
             ]))
@@ -54,13 +57,13 @@ import Warren
                 settings: try settings(ConsumerSettings(name: "t", queue: queue, concurrency: 2, command: ["sh", "-c", command])),
                 logger: Logger(label: "test"), tracer: tracer)
             async let exit = runtime.runUntilStopped()
-            try await eventually("five spans ended") { tracer.ended.count == 5 }
+            try await eventually("six spans ended") { tracer.ended.count == 6 }
             runtime.stop()
             #expect(await exit == 0)
 
             let seen = try String(contentsOfFile: directory + "/seen", encoding: .utf8)
                 .split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
-            #expect(seen.count == 5, "\(seen)")
+            #expect(seen.count == 6, "\(seen)")
             func handlerSaw(_ id: String) -> [String] { seen.first { $0.first == id } ?? [] }
 
             let traced = try #require(span(tracer, "traced"))
@@ -77,6 +80,9 @@ import Warren
             #expect(traced.events == ["handler started", "handler finished"])
             #expect(traced.endCount == 1)
             #expect(handlerSaw("traced") == ["traced", traced.traceparent, "vendor=1"])
+            let cased = try #require(span(tracer, "cased"))
+            #expect(cased.parentSpanID == Self.publisherSpan)
+            #expect(handlerSaw("cased") == ["cased", cased.traceparent, "none"])
 
             for id in ["untraced", "huge", "number", "malformed"] {
                 let root = try #require(span(tracer, id), "\(id)")
@@ -89,7 +95,7 @@ import Warren
             }
             // A megabyte header never reached the tracer's parser.
             #expect(tracer.longestExtracted <= 8192)
-            #expect(Set(tracer.all.map(\.spanID)).count == 5)
+            #expect(Set(tracer.all.map(\.spanID)).count == 6)
         }
     }
 
@@ -187,6 +193,53 @@ import Warren
             let envelope = try String(contentsOfFile: directory + "/seen", encoding: .utf8)
             #expect(envelope.contains(delivered.traceparent), "\(envelope)")
             #expect(!envelope.contains(Self.publisherSpan), "\(envelope)")
+        }
+    }
+
+    /// Whatever way a message goes, a span started is a span ended: here a
+    /// persistent consumer whose circuit breaker turns messages away
+    /// (unstarted, no span) while others fail, and a stop mid-work.
+    @Test func everySpanStartedEndsWhenTheBreakerTurnsMessagesAway() async throws {
+        try await withTestQueue { client, queue in
+            let directory = try WarrenBinary.makeDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            try """
+                import json, sys
+                print(json.dumps({"ready": True}), flush=True)
+                for line in sys.stdin:
+                    envelope = json.loads(line)
+                    print(json.dumps({"id": envelope["id"], "outcome": "retry", "reason": "down"}), flush=True)
+                """.write(toFile: directory + "/worker.py", atomically: true, encoding: .utf8)
+            let tracer = RecordingTracer()
+            let logs = CapturedLogs()
+            let runtime = WarrenRuntime(
+                settings: try settings(ConsumerSettings(name: "t", queue: queue, prefetch: 40, concurrency: 4,
+                                                        command: ["python3", directory + "/worker.py"],
+                                                        retryDelay: .seconds(30), retryDelayMax: .seconds(30),
+                                                        mode: .persistent, pauseAfterFailures: 4)),
+                logger: logs.logger, tracer: tracer)
+            async let exit = runtime.runUntilStopped()
+            // Every worker ready first, so that four fail at once and the slots take more after the breaker opened.
+            try await eventually("consuming") { logs.lines.contains { $0.contains("consuming") } }
+            try await Task.sleep(for: .seconds(2))
+            // At once, not one confirm after another: the buffer fills while the workers fail.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for id in (1...40).map({ "m\($0)" }) {
+                    group.addTask { try await client.publish(ids: [id], to: queue) }
+                }
+                try await group.waitForAll()
+            }
+            try await eventually("the breaker opened") { logs.lines.contains { $0.contains("the circuit breaker opened") } }
+            try await Task.sleep(for: .milliseconds(500))
+            runtime.stop()
+            #expect(await exit == 0)
+            #expect(!tracer.all.isEmpty)
+            #expect(tracer.all.count == tracer.ended.count, "spans never ended: \(tracer.all.count - tracer.ended.count)")
+            #expect(tracer.all.allSatisfy { $0.endCount == 1 })
+            // The failures the breaker spared went back through the delay queue, each an error.
+            #expect(tracer.ended.allSatisfy { $0.attribute("warren.outcome") == "retry" && $0.status?.code == .error })
+            let total = try await client.count(queue) + client.count(queue + ".retry.1")
+            #expect(total == 40, "every message is in the queue or its delay queue")
         }
     }
 
