@@ -118,9 +118,14 @@ public final class WakeableInbox<Command: Sendable>: Sendable {
         _ = Glibc.write(writeFD, &byte, 1)
     }
 
+    /// One read, as a rule: at most one wake-up byte is outstanding (see
+    /// above), so a read that does not fill the scratch emptied the pipe,
+    /// and the read that would say so (EAGAIN) is a system call saved on
+    /// every wake-up.
     private func drainPipe() {
         var scratch: (UInt64, UInt64) = (0, 0)
-        while read(readFD, &scratch, MemoryLayout.size(ofValue: scratch)) > 0 {}
+        let size = MemoryLayout.size(ofValue: scratch)
+        while read(readFD, &scratch, size) == size {}
     }
 }
 

@@ -15,6 +15,8 @@ final class SupervisorLoop {
         var fd: Int32
         let stream: ProcessSupervisor.Stream
         var lines: OutputLineSplitter
+        /// The last read filled the chunk: more may wait in the pipe.
+        var mayHaveMore = false
     }
 
     /// Who waits for a child: a handler command's one job, or the owner of
@@ -167,6 +169,13 @@ final class SupervisorLoop {
     var groupRSS: [pid_t: Int] = [:]
     var groupRSSAt: Int64 = .min / 2
     var scratch = [UInt8](repeating: 0, count: SupervisorLoop.readChunk)
+    /// The poll(2) set, kept between turns so that a turn allocates nothing.
+    private var set = PollSet()
+    /// The last poll(2) said the wake-up pipe had something: only then is
+    /// it read (a read that finds it empty is a system call per turn).
+    private var wakeReady = true
+    /// The inbox's commands of this turn (kept, like `set`).
+    private var commands: [ProcessSupervisor.Command] = []
     /// Set by `shutdown`: who waits for the thread's end. Once set, the
     /// loop only kills and reaps, and ends when nothing is left.
     var stopping: [@Sendable (pid_t) -> Void]? = nil
@@ -206,6 +215,12 @@ final class SupervisorLoop {
             fds.append(pollfd(fd: fd, events: Int16(events), revents: 0))
             slots.append(slot)
         }
+
+        /// Empty, its storage kept (and its children released).
+        mutating func removeAll() {
+            fds.removeAll(keepingCapacity: true)
+            slots.removeAll(keepingCapacity: true)
+        }
     }
 
     func run() {
@@ -229,9 +244,12 @@ final class SupervisorLoop {
     }
 
     private func turn() {
-        for command in inbox.takeAll() { apply(command) }
+        inbox.takeAll(into: &commands, drainWakeUp: wakeReady)
+        wakeReady = false
+        for command in commands { apply(command) }
+        commands.removeAll(keepingCapacity: true)
 
-        var set = PollSet()
+        set.removeAll()
         if stopping == nil { set.add(inbox.readFD, POLLIN, .wake) }
         for child in children.values {
             if child.pidfd >= 0 { set.add(child.pidfd, POLLIN, .leader(child)) }
@@ -246,7 +264,7 @@ final class SupervisorLoop {
         if poll(&set.fds, nfds_t(set.fds.count), nextTimeout()) > 0 {
             for (slot, fd) in zip(set.slots, set.fds) where fd.revents != 0 {
                 switch slot {
-                case .wake: break  // emptied by the next takeAll
+                case .wake: wakeReady = true  // emptied by the next takeAll
                 case .leader(let child): reapLeader(child)
                 case .stdin(let child): writeInput(child)
                 case .output(let child, let output): readOutput(child, index: output)
@@ -302,9 +320,12 @@ final class SupervisorLoop {
             child.writes += 1
             child.currentWritten = 0
             guard child.stdinFD >= 0, !child.closeWhenWritten else { return }
-            // What the worker wrote on stderr before this message is its previous message's.
+            // What the worker wrote on stderr before this message is its
+            // previous message's. It wrote it before its answer, so the
+            // turn that read the answer found it too, all of it unless the
+            // read filled the chunk: only then is the pipe read again here.
             var reads = 0
-            while reads < Self.finalReads, readOutput(child, index: 1) { reads += 1 }
+            while reads < Self.finalReads, child.outputs[1].mayHaveMore, readOutput(child, index: 1) { reads += 1 }
             child.inputs.append(bytes)
             child.outputs[1].lines.renewBudget()
             child.tag = tag
@@ -501,6 +522,7 @@ final class SupervisorLoop {
         let fd = child.outputs[index].fd
         guard fd >= 0 else { return false }
         let count = scratch.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+        child.outputs[index].mayHaveMore = count == scratch.count
         let stream = child.outputs[index].stream
         let limit = outputLimit
         let emit: (String?) -> Void = { line in
