@@ -85,9 +85,9 @@ extension Consumer {
         report(changeBreaker { $0.abandoned(ticket) } ?? .none)
     }
 
-    /// Reports a handler's outcome to the breaker. Every outcome but ack
-    /// (retry, dead letter, a timeout, a crash) is a failure; warren's own
-    /// shortages and a stop are not the handler's, and count for nothing.
+    /// Reports a handler's outcome to the breaker. A retry, a timeout and a
+    /// crash are failures; a rejection (dead letter), warren's own
+    /// shortages and a stop count for nothing.
     /// Returns true when the breaker spared the failure: the message went
     /// back with its attempt not counted (see `retryUncounted`), because
     /// the breaker tripped on it, was open, or let it through half-open.
@@ -99,6 +99,15 @@ extension Consumer {
             return false
         }
         if case .retry(let failure) = outcome, failure.resourceShortage {
+            breakerAbandoned(ticket)
+            return false
+        }
+        // The handler rejected this message (bad input): a verdict, not a
+        // failing handler. It counts for nothing, and the message goes to
+        // the dead-letter queue as asked: counted, a run of bad messages
+        // would trip the breaker, and each one it spared would come back,
+        // rejected again, for ever.
+        if stop == nil, case .deadLetter = outcome {
             breakerAbandoned(ticket)
             return false
         }

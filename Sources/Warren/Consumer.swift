@@ -304,6 +304,9 @@ final class Consumer: Sendable {
         var headers = Self.withOrigin(properties.headers, message)
         headers["x-warren-attempt"] = .int64(Int64(attempt))
         headers["x-warren-last-failure"] = .string(reason)
+        // A new message to the broker: a quorum queue counts its deliveries
+        // afresh, and a stale count would read as one near `delivery_limit`.
+        headers["x-delivery-count"] = nil
         properties.headers = headers
         properties.expiration = "\(delay.milliseconds)"
         let target = topology.retryQueue(level: level)

@@ -10,6 +10,25 @@ import Testing
     /// Fails (exit 1) until the time in `{dir}/up`, then succeeds; a ledger of each.
     static let handler = #"sh -c 'if [ "$(date +%s)" -lt "$(cat {dir}/up)" ]; then echo "$WARREN_MESSAGE_ID" >> {dir}/failed; exit 1; fi; echo "$WARREN_MESSAGE_ID" >> {dir}/finished'"#
 
+    /// A handler that rejects a run of bad messages (exit 65) is working:
+    /// each goes to the dead-letter queue at once, and the breaker never
+    /// opens (it would spare them back into the queue, rejected again for ever).
+    @Test func rejectedMessagesAreDeadLetteredAndNeverTripTheBreaker() async throws {
+        try await withTestQueue { client, queue in
+            let ids = (1...6).map { "bad-\($0)" }
+            try await client.publish(ids: ids, to: queue)
+            let warren = try WarrenBinary(config: try warrenConfig(queue: queue, command: "sh -c 'exit 65'", prefetch: 8,
+                                                                   concurrency: 2, extra: "pause_after_failures = 2\nretry_delay = 1s"))
+            try await eventually("every message dead-lettered") { try await client.count(queue + ".dead") == ids.count }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            #expect(!warren.log.contains("circuit breaker opened"), "\(warren.log)")
+            #expect(Set(try await client.drain(queue + ".dead").map(\.id)) == Set(ids))
+            #expect(try await client.count(queue) == 0)
+            #expect(try await client.count(queue + ".retry.1") == 0)
+        }
+    }
+
     /// `limit`: both `max_attempts` and `pause_after_failures`. With 1, a
     /// failure the breaker did not spare is dead-lettered at once; with 3,
     /// spared ones go back through the delay queue, their attempt unchanged.

@@ -6,6 +6,25 @@ import Testing
 /// Every outcome of a handler has a home: retries through delay queues,
 /// dead letters with reasons, and nothing acked before its copy is confirmed.
 @Suite(.serialized) struct RetryTests {
+    /// A quorum queue's delivery count belongs to one message in the
+    /// broker: the retry copy is a new one, and carries none on (a stale
+    /// count would read as a message near its `delivery_limit`).
+    @Test func aRetryCopyCarriesNoDeliveryCountOn() async throws {
+        try await withTestQueue { client, queue in
+            try await client.publish(ids: ["counted"], to: queue, headers: FieldTable([("x-delivery-count", .int64(1))]))
+            let warren = try WarrenBinary(config: try warrenConfig(
+                queue: queue,
+                command: #"sh -c 'echo "$WARREN_ATTEMPT ${WARREN_DELIVERY_COUNT-none}" >> {dir}/seen; [ "${WARREN_DELIVERY_COUNT-none}" = none ] || exit 75'"#,
+                extra: "retry_delay = 100ms"))
+            try await eventually("the second attempt ran") { warren.lines("seen").count == 2 }
+            warren.signal(SIGTERM)
+            #expect(await warren.waitForExit() == 0, "\(warren.log)")
+            // Delivered once before (a quorum queue's count of 1): attempt 2, then 3 from the copy.
+            #expect(warren.lines("seen") == ["2 1", "3 none"])
+            #expect(try await client.count(queue) == 0)
+        }
+    }
+
     @Test func aHungHandlerIsKilledAfterItsTimeoutRetriedThenDeadLetteredWhileOthersFlow() async throws {
         try await withTestQueue { client, queue in
             let good = (1...10).map { "ok-\($0)" }
