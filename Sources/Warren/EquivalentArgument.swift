@@ -70,7 +70,17 @@ enum EquivalentArgument: Sendable, Equatable {
         "it has RabbitMQ 4's default delivery limit (20): on RabbitMQ 4.0 to 4.2 every `warren dlq` read counts toward it, "
             + "and a dead letter returned more often is dropped; lift the limit with a policy "
             + "(only one policy applies to a queue: if one matches it already, add the key to that one; -p VHOST for another vhost than /): "
-            + "rabbitmqctl set_policy warren-dlq-no-delivery-limit '^\(regexEscaped(queue))$' '{\"delivery-limit\":-1}' --apply-to quorum_queues"
+            + "rabbitmqctl set_policy warren-dlq-no-delivery-limit \(shellQuoted("^" + regexEscaped(queue) + "$")) '{\"delivery-limit\":-1}' --apply-to quorum_queues"
+    }
+
+    /// `text` as one shell word, for a command an operator pastes: in
+    /// single quotes, each `'` as `'\''` (a queue name may hold any byte).
+    static func shellQuoted(_ text: String) -> String {
+        var out = "'"
+        for character in text {
+            if character == "'" { out += "'\\''" } else { out.append(character) }
+        }
+        return out + "'"
     }
 
     /// `name` as a regular expression matching only itself.
