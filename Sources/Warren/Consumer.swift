@@ -216,6 +216,14 @@ final class Consumer: Sendable {
         return stop != nil
     }
 
+    /// This consumer's logger, with the message's id and attempt.
+    func logger(for message: Message) -> Logger {
+        var log = logger
+        log[metadataKey: "message_id"] = "\(message.logID)"
+        log[metadataKey: "attempt"] = "\(message.attempt)"
+        return log
+    }
+
     /// Runs an in-process handler with the span's context as the current one.
     private func run<T>(_ message: Message, _ body: () async -> T) async -> T {
         guard inProcessHandler, let context = message.traceContext else { return await body() }
@@ -231,9 +239,7 @@ final class Consumer: Sendable {
     /// suspension point.
     func settle(_ message: Message, outcome: Outcome, stop: Watchdog.Reason?, connection: AMQPConnection,
                         watchdog: Watchdog) async {
-        var log = logger
-        log[metadataKey: "message_id"] = "\(message.logID)"
-        log[metadataKey: "attempt"] = "\(message.attempt)"
+        let log = logger(for: message)
         // Its connection or channel is gone (the broker closed the channel
         // for an ack timeout, say): the broker redelivers the message, so a
         // retry or dead-letter copy now would make it two.
@@ -332,9 +338,7 @@ final class Consumer: Sendable {
             dropped(message)
             return
         }
-        var log = logger
-        log[metadataKey: "message_id"] = "\(message.logID)"
-        log[metadataKey: "attempt"] = "\(message.attempt)"
+        let log = logger(for: message)
         let capped = Failure(capping: Failure(reason: reason), at: Failure.reasonLimit).reason
         guard topology.policy.levels > 0 else {
             if await requeueAtTail(message, reason: capped, connection: connection, log: log, watchdog: watchdog) {
@@ -458,9 +462,7 @@ final class Consumer: Sendable {
             dropped(message)
             return
         }
-        var log = logger
-        log[metadataKey: "message_id"] = "\(message.logID)"
-        log[metadataKey: "attempt"] = "\(message.attempt)"
+        let log = logger(for: message)
         await deadLetter(message, reason: Failure(capping: Failure(reason: reason), at: Failure.reasonLimit).reason,
                          failure: nil, connection: connection,
                          log: log, watchdog: watchdog)
@@ -470,9 +472,7 @@ final class Consumer: Sendable {
     /// would get it on stdin, an in-process handler in memory); it goes to
     /// the dead-letter queue whole, its size in `x-warren-body-size`.
     func refuseOversized(_ message: Message, connection: AMQPConnection, watchdog: Watchdog) async {
-        var log = logger
-        log[metadataKey: "message_id"] = "\(message.logID)"
-        log[metadataKey: "attempt"] = "\(message.attempt)"
+        var log = logger(for: message)
         log[metadataKey: "body_size"] = "\(message.payload.count)"
         log[metadataKey: "max_body"] = "\(settings.maxBody)"
         await deadLetter(message, reason: "body too large", failure: nil,
