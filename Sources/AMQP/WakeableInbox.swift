@@ -6,9 +6,10 @@ import Synchronization
 /// I/O thread of a connection, the process supervisor, the watchdog timer.
 ///
 /// A lock-protected array plus a self-pipe whose read end that thread polls.
-/// At most one wake-up byte is outstanding at a time: producers only write
-/// when `signalled` flips from false to true, so a burst of commands costs
-/// one write and one read, not one per command. Once closed, it refuses
+/// Producers only write a wake-up byte when `signalled` flips from false to
+/// true, so a burst of commands costs one write and one read, not one per
+/// command (a `takeAll` that does not drain may leave a byte for the next
+/// poll, which then returns at once: a spare turn, never a lost command). Once closed, it refuses
 /// commands, so nothing is queued that no one will take.
 ///
 /// The pipe is closed when the inbox is freed, not before: a producer that
@@ -118,10 +119,12 @@ public final class WakeableInbox<Command: Sendable>: Sendable {
         _ = Glibc.write(writeFD, &byte, 1)
     }
 
-    /// One read, as a rule: at most one wake-up byte is outstanding (see
-    /// above), so a read that does not fill the scratch emptied the pipe,
-    /// and the read that would say so (EAGAIN) is a system call saved on
-    /// every wake-up.
+    /// One read, as a rule: a byte or two are outstanding at most (one per
+    /// `signalled` flip; a `takeAll` that did not drain clears the flag
+    /// with its byte still unread), so a read that does not fill the
+    /// scratch emptied the pipe, and the read that would say so (EAGAIN)
+    /// is a system call saved on every wake-up. Keep the loop: a full read
+    /// may leave more.
     private func drainPipe() {
         var scratch: (UInt64, UInt64) = (0, 0)
         let size = MemoryLayout.size(ofValue: scratch)

@@ -1,5 +1,6 @@
 import AMQP
 import Logging
+import Synchronization
 
 /// The one loop that owns the lifecycle, the current connection and the
 /// subscriptions on it. Everything that can change the lifecycle arrives as
@@ -29,9 +30,12 @@ struct ControlLoop {
         case breaker(consumer: Int)
         /// The time an open breaker set for letting one message through.
         case breakerDue(consumer: Int)
-        /// The runtime this one replaced has stopped: no connection of its
-        /// can bind again what the previous config bound (see `unbind`).
+        /// The runtime this one replaced stopped consuming (it drains): no
+        /// connection of its binds again what the previous config bound
+        /// (see `unbind`).
         case removeRetiredBindings
+        /// This runtime now serves in place of the one it replaced.
+        case tookOver
         case stop
         case quit
         case graceExpired
@@ -60,6 +64,8 @@ struct ControlLoop {
     private var retiredBindings: [Topology.Binding]
     /// `removeRetiredBindings` came: unbind them on this connection or the next.
     private var unbindDue = false
+    /// `tookOver` came: bindings still retired at the end are reported.
+    private var promoted = false
     /// SIGTSTP came and no SIGCONT since.
     private var paused = false
     /// Channels of the current connection whose prefetch is 1 for a
@@ -147,6 +153,9 @@ struct ControlLoop {
         case .removeRetiredBindings:
             unbindDue = true
             await unbindRetired()
+            return .none
+        case .tookOver:
+            promoted = true
             return .none
         case .pause, .resume:
             let pause: Bool
@@ -503,7 +512,8 @@ struct ControlLoop {
     /// of the config stops routing. A refused reload never gets here and
     /// leaves them. A refusal is logged, never fatal: the consumers are
     /// fine, an operator can unbind by hand.
-    /// False when the broker did not answer in time (the connection dropped).
+    /// False when the broker did not answer in time (the connection
+    /// dropped), or the connection was lost on the way: the next one tries again.
     private mutating func unbind(_ bindings: [Topology.Binding], on connection: AMQPConnection) async -> Bool {
         guard let channel = subscriptions.allocate() else {
             logger.warning("no channel number to spare to remove the bindings the previous config made; remove them by hand",
@@ -513,19 +523,22 @@ struct ControlLoop {
         // Bounded like a drain's cancel: a broker that never answers must
         // not keep the reload from finishing (with heartbeats off, for ever).
         let logger = self.logger
+        let lost = Mutex(false)
         let answered = await finishes(within: WarrenRuntime.brokerAnswerBound, orElse: { connection.abort() }) {
-            await Self.unbind(bindings, on: channel, connection, logger: logger)
+            let complete = await Self.unbind(bindings, on: channel, connection, logger: logger)
+            lost.withLock { $0 = !complete }
         }
         if !answered {
             logger.error("the broker did not answer queue.unbind within \(WarrenRuntime.brokerAnswerBound); dropped the connection: warren connects again and removes them then, before the reload takes over",
                          metadata: ["bindings": "\(bindings.map(\.description))"])
         }
         subscriptions.releaseUnused(channel)
-        return answered
+        return answered && !lost.withLock { $0 }
     }
 
+    /// False when the connection was lost before every binding was tried.
     private static func unbind(_ bindings: [Topology.Binding], on channel: UInt16, _ connection: AMQPConnection,
-                               logger: Logger) async {
+                               logger: Logger) async -> Bool {
         var open = false
         for binding in bindings {
             do throws(AMQPError) {
@@ -540,10 +553,11 @@ struct ControlLoop {
                 logger.warning("could not remove a binding the previous config made and this one does not; remove it by hand", metadata: [
                     "queue": "\(binding.queue)", "exchange": "\(binding.exchange)", "routing_key": "\(binding.routingKey)",
                     "error": "\(error)"])
-                if error.isConnectionFatal { return }
+                if error.isConnectionFatal { return false }
             }
         }
         if open { try? await connection.closeChannel(channel) }
+        return true
     }
 
     /// `reusable: false`: the channel consumed before (a held consumer's):
@@ -702,6 +716,10 @@ struct ControlLoop {
     }
 
     private mutating func close() async -> Lifecycle.Action {
+        if promoted, !retiredBindings.isEmpty {
+            logger.warning("stopping before the bindings only the previous config made were removed (the replaced consumers were still draining): remove them by hand",
+                           metadata: ["bindings": "\(retiredBindings.map(\.description))"])
+        }
         logger.info("all handlers done: flushing acks, closing channels and connection")
         // Settlements reach the socket first; only the handshake can wait on the broker.
         if let connection = current,

@@ -15,8 +15,6 @@ final class SupervisorLoop {
         var fd: Int32
         let stream: ProcessSupervisor.Stream
         var lines: OutputLineSplitter
-        /// The last read filled the chunk: more may wait in the pipe.
-        var mayHaveMore = false
     }
 
     /// Who waits for a child: a handler command's one job, or the owner of
@@ -321,11 +319,11 @@ final class SupervisorLoop {
             child.currentWritten = 0
             guard child.stdinFD >= 0, !child.closeWhenWritten else { return }
             // What the worker wrote on stderr before this message is its
-            // previous message's. It wrote it before its answer, so the
-            // turn that read the answer found it too, all of it unless the
-            // read filled the chunk: only then is the pipe read again here.
+            // previous message's: read now, even when the turn that read its
+            // answer found stderr empty (a worker's stderr may be written
+            // asynchronously, as Node's is, and land after its answer).
             var reads = 0
-            while reads < Self.finalReads, child.outputs[1].mayHaveMore, readOutput(child, index: 1) { reads += 1 }
+            while reads < Self.finalReads, readOutput(child, index: 1) { reads += 1 }
             child.inputs.append(bytes)
             child.outputs[1].lines.renewBudget()
             child.tag = tag
@@ -522,7 +520,6 @@ final class SupervisorLoop {
         let fd = child.outputs[index].fd
         guard fd >= 0 else { return false }
         let count = scratch.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-        child.outputs[index].mayHaveMore = count == scratch.count
         let stream = child.outputs[index].stream
         let limit = outputLimit
         let emit: (String?) -> Void = { line in

@@ -59,7 +59,7 @@ public final class WarrenRuntime: Sendable {
     ///   of retrying.
     /// - Parameter previous: a reload's running config: bindings it made
     ///   that this one does not are removed once `removeRetiredBindings()`
-    ///   is called (when the runtime running it has stopped).
+    ///   is called (when the runtime running it drains).
     /// - Parameter tracer: a span per delivery (see `DeliveryTracing`);
     ///   pass `InstrumentationSystem.tracer` to use the bootstrapped one.
     /// - Parameter paused: start paused, as if `pause()` came first (a
@@ -173,6 +173,7 @@ public final class WarrenRuntime: Sendable {
     /// A reload's candidate now speaks for the process (after the runtime it replaces retired): its consumers' `warren_breaker_open` say how their
     /// breakers stand, and a consumer the new config removed reads 0.
     public func takeOver() {
+        eventSink.yield(.tookOver)
         for consumer in consumers { consumer.exportBreaker(true) }
         let kept = Set(consumers.map(\.settings.name))
         for name in replacedConsumers where !kept.contains(name) {
@@ -243,10 +244,10 @@ public final class WarrenRuntime: Sendable {
     /// SIGTERM / SIGINT: drain; a second call skips the rest of the grace period.
     public func stop() { eventSink.yield(.stop) }
 
-    /// The runtime this one replaced (`replacing:`) has stopped: the
-    /// bindings only its config made are removed now, on this runtime's
-    /// connection (or its next one). Before, a reconnect of the old runtime
-    /// would bind them again.
+    /// The runtime this one replaced (`replacing:`) stopped consuming (it
+    /// drains, or has stopped): the bindings only its config made are
+    /// removed now, on this runtime's connection (or its next one). Before,
+    /// a reconnect of the old runtime would bind them again.
     public func removeRetiredBindings() { eventSink.yield(.removeRetiredBindings) }
 
     /// SIGQUIT: terminate handlers now, requeue everything, close.

@@ -94,6 +94,9 @@ struct WarrenCommand: AsyncParsableCommand {
             /// SIGTSTP, which `UnixSignal` does not name.
             case pauseSignal
             case ready(generation: Int)
+            /// A runtime drains or has stopped: if it was replaced, its
+            /// successor removes the bindings only its config made.
+            case stoppedConsuming(generation: Int)
             case ended(generation: Int, code: Int32)
             case candidateTimedOut(generation: Int)
             /// `resumeSettle` after a SIGCONT; `token`: no SIGTSTP or SIGCONT came since.
@@ -106,7 +109,11 @@ struct WarrenCommand: AsyncParsableCommand {
                          paused: Bool = false) -> WarrenRuntime {
             WarrenRuntime(settings: settings, logger: logger, supervisor: supervisor, failFast: generation > 1,
                           replacing: previous, paused: paused) { state in
-                if case .running = state { sink.yield(.ready(generation: generation)) }
+                switch state {
+                case .running: sink.yield(.ready(generation: generation))
+                case .draining, .closing, .stopped: sink.yield(.stoppedConsuming(generation: generation))
+                default: break
+                }
                 if let notifier, let runtime = current.speaking(for: generation) {
                     notifier.lifecycleChanged(state, inFlight: runtime.inFlight)
                 }
@@ -117,6 +124,8 @@ struct WarrenCommand: AsyncParsableCommand {
         var runtimes: [Int: WarrenRuntime] = [1: makeRuntime(config.warren, generation: 1)]
         current.set(runtimes[1]!, generation: 1)
         var shutdown = [1: config.warren.shutdown]
+        /// A replaced generation -> the one that replaced it, until it drains.
+        var successor: [Int: Int] = [:]
         var loaded: Config? = nil
         /// Counts SIGTSTP and SIGCONT: a delayed resume acts only if none came after its own.
         var jobControl = 0
@@ -131,6 +140,12 @@ struct WarrenCommand: AsyncParsableCommand {
             func start(_ generation: Int) {
                 let runtime = runtimes[generation]!
                 group.addTask { sink.yield(.ended(generation: generation, code: await runtime.runUntilStopped())) }
+            }
+            /// Once a replaced runtime drains (none of its connections binds
+            /// again), its successor removes the bindings only its config made.
+            func unbindRetired(replacedBy generation: Int) {
+                guard let newer = successor.removeValue(forKey: generation) else { return }
+                runtimes[newer]?.removeRetiredBindings()
             }
             start(1)
             // Run as a service so that stopping is a graceful shutdown: a
@@ -219,6 +234,7 @@ struct WarrenCommand: AsyncParsableCommand {
                     notifier?.lifecycleChanged(.running, inFlight: current.get().inFlight)
                     runtimes[retired]?.retire()
                     runtime.takeOver()
+                    successor[retired] = generation
                 case .abandon(let generation):
                     logger.error("reload failed: the new consumers did not all consume within \(Self.reloadTimeout); they stop, and the running ones go on")
                     runtimes[generation]?.stop()
@@ -233,8 +249,7 @@ struct WarrenCommand: AsyncParsableCommand {
                 case .replacedEnded(let generation, let exitCode):
                     runtimes[generation] = nil
                     logger.notice("the replaced consumers have drained", metadata: ["exit_code": "\(exitCode)"])
-                    // Their connection is gone for good: nothing binds the old config's keys again.
-                    current.get().removeRetiredBindings()
+                    unbindRetired(replacedBy: generation)
                 case .exit(let exitCode):
                     code = exitCode
                     if let service = metricsService, metricsRunning {
@@ -293,6 +308,8 @@ struct WarrenCommand: AsyncParsableCommand {
                     break
                 case .ready(let generation):
                     actions = control.runtimeReady(generation).map { [$0] } ?? []
+                case .stoppedConsuming(let generation):
+                    unbindRetired(replacedBy: generation)
                 case .candidateTimedOut(let generation):
                     actions = control.candidateTimedOut(generation).map { [$0] } ?? []
                 case .ended(let generation, let result):

