@@ -28,6 +28,22 @@ import Warren
                                                                           replyTo: replyTo, messageId: id))
     }
 
+    /// A directory holding `worker.py`, a persistent worker that answers
+    /// each envelope with `answer` (a Python expression) and, when
+    /// `keeping`, appends each envelope to the file named by its argument.
+    static func worker(keeping: Bool, answering answer: String) throws -> String {
+        let directory = try WarrenBinary.makeDirectory()
+        let keep = keeping ? "\n    with open(sys.argv[1], \"a\") as seen:\n        seen.write(line)" : ""
+        try """
+            import json, sys
+            print(json.dumps({"ready": True}), flush=True)
+            for line in sys.stdin:
+                envelope = json.loads(line)\(keep)
+                print(json.dumps(\(answer)), flush=True)
+            """.write(toFile: directory + "/worker.py", atomically: true, encoding: .utf8)
+        return directory
+    }
+
     func span(_ tracer: RecordingTracer, _ id: String, attempt: Int = 1) -> RecordedSpan? {
         tracer.ended.first { $0.attribute("messaging.message.id") == id && $0.attribute("warren.attempt") == "\(attempt)" }
     }
@@ -164,17 +180,8 @@ import Warren
 
     @Test func aPersistentWorkersEnvelopeCarriesItsDeliverysSpan() async throws {
         try await withTestQueue { client, queue in
-            let directory = try WarrenBinary.makeDirectory()
+            let directory = try Self.worker(keeping: true, answering: #"{"id": envelope["id"], "outcome": "ack"}"#)
             defer { try? FileManager.default.removeItem(atPath: directory) }
-            try """
-                import json, sys
-                print(json.dumps({"ready": True}), flush=True)
-                for line in sys.stdin:
-                    envelope = json.loads(line)
-                    with open(sys.argv[1], "a") as seen:
-                        seen.write(line)
-                    print(json.dumps({"id": envelope["id"], "outcome": "ack"}), flush=True)
-                """.write(toFile: directory + "/worker.py", atomically: true, encoding: .utf8)
             try await publish("enveloped", to: queue, client: client,
                               headers: FieldTable([("traceparent", .string(Self.publisherTraceparent))]))
             let tracer = RecordingTracer()
@@ -201,15 +208,8 @@ import Warren
     /// (unstarted, no span) while others fail, and a stop mid-work.
     @Test func everySpanStartedEndsWhenTheBreakerTurnsMessagesAway() async throws {
         try await withTestQueue { client, queue in
-            let directory = try WarrenBinary.makeDirectory()
+            let directory = try Self.worker(keeping: false, answering: #"{"id": envelope["id"], "outcome": "retry", "reason": "down"}"#)
             defer { try? FileManager.default.removeItem(atPath: directory) }
-            try """
-                import json, sys
-                print(json.dumps({"ready": True}), flush=True)
-                for line in sys.stdin:
-                    envelope = json.loads(line)
-                    print(json.dumps({"id": envelope["id"], "outcome": "retry", "reason": "down"}), flush=True)
-                """.write(toFile: directory + "/worker.py", atomically: true, encoding: .utf8)
             let tracer = RecordingTracer()
             let logs = CapturedLogs()
             let runtime = WarrenRuntime(
