@@ -507,8 +507,8 @@ struct ControlLoop {
     }
 
     /// A reload's bindings that the previous config made and this one does
-    /// not: removed once the runtime this one replaced has stopped (before,
-    /// a reconnect of it would bind them again), so a routing key taken out
+    /// not: removed once the runtime this one replaced stopped consuming
+    /// (before, a reconnect of it would bind them again), so a routing key taken out
     /// of the config stops routing. A refused reload never gets here and
     /// leaves them. A refusal is logged, never fatal: the consumers are
     /// fine, an operator can unbind by hand.
@@ -529,7 +529,7 @@ struct ControlLoop {
             lost.withLock { $0 = !complete }
         }
         if !answered {
-            logger.error("the broker did not answer queue.unbind within \(WarrenRuntime.brokerAnswerBound); dropped the connection: warren connects again and removes them then, before the reload takes over",
+            logger.error("the broker did not answer queue.unbind within \(WarrenRuntime.brokerAnswerBound); dropped the connection: warren connects again and removes them then",
                          metadata: ["bindings": "\(bindings.map(\.description))"])
         }
         subscriptions.releaseUnused(channel)
