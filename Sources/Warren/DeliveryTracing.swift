@@ -48,8 +48,8 @@ struct DeliveryTracing: Sendable {
         if !origin.exchange.isEmpty { attributes.set("messaging.rabbitmq.exchange", value: .string(origin.exchange)) }
         attributes.set("messaging.rabbitmq.destination.routing_key", value: .string(origin.routingKey))
         if properties.messageId != nil { attributes.set("messaging.message.id", value: .string(message.logID)) }
-        if properties.correlationId != nil {
-            attributes.set("messaging.message.conversation_id", value: .string(Message.capped(properties.correlationId)))
+        if let correlationId = properties.correlationId {
+            attributes.set("messaging.message.conversation_id", value: .string(correlationId.capped(atBytes: Message.logIDLimit)))
         }
         attributes.set("messaging.message.body.size", value: .int64(Int64(message.delivery.payload.count)))
         attributes.set("warren.consumer", value: .string(message.consumer))
@@ -169,6 +169,4 @@ extension Message {
     /// nothing): an in-process handler's spans take it as their parent.
     /// warren also runs in-process handlers with it as `ServiceContext.current`.
     public var traceContext: ServiceContext? { trace?.span.context }
-
-    static func capped(_ text: String?) -> String { (text ?? "").capped(atBytes: logIDLimit) }
 }
